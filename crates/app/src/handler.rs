@@ -1,0 +1,366 @@
+//! Load → decide → append, with optimistic concurrency and a bounded retry.
+
+use std::{
+    any::Any,
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use sems_domain::{Aggregate, Context, DomainError, DomainEvent};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::{
+    AppError, Clock, Envelope, EnvelopeEvent, EventLog, GENESIS_HASH, LogError, PendingCommit,
+    TraceContext, decode_events, sha256_hex,
+};
+
+/// Namespace of commit ids derived from client request ids.
+const COMMIT_NS: Uuid = Uuid::from_u128(0x5e35_c0de_0000_4000_8000_000000000001);
+/// Commit ids remembered per aggregate for idempotency beyond the log's duplicate window.
+const REMEMBERED_COMMITS: usize = 256;
+
+/// Tuning of the handler.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    /// The principal recorded as actor (from server configuration until authentication
+    /// lands; never from a request field).
+    pub actor: String,
+    /// Attempts after the first on a concurrency conflict before answering `ABORTED`.
+    pub max_retries: u32,
+    /// Aggregates kept in memory.
+    pub cache_capacity: usize,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> Self {
+        Self { actor: "semsd".into(), max_retries: 8, cache_capacity: 100_000 }
+    }
+}
+
+/// Everything about a command that is not the command itself.
+#[derive(Debug, Clone, Default)]
+pub struct CommandMeta {
+    /// Client request id: a retry with the same id appends nothing.
+    pub request_id: Option<String>,
+    /// Overrides the commit id (for commits a command causes on other aggregates).
+    pub commit_id: Option<Uuid>,
+    /// World time, when the caller gives it.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// Why a late entry is late.
+    pub late_reason: Option<String>,
+    /// Correlation id; a new one when absent.
+    pub correlation_id: Option<Uuid>,
+    /// What caused this command.
+    pub causation_id: Option<Uuid>,
+    /// W3C trace context of the call.
+    pub trace_context: Option<TraceContext>,
+    /// On a cache miss, decide against an empty aggregate first instead of reading the log
+    /// (right for commands that usually create it; a wrong guess costs one conflict retry).
+    pub assume_new: bool,
+}
+
+/// The result of a command that took effect (or had already taken effect).
+#[derive(Debug, Clone)]
+pub struct Committed<A: Aggregate> {
+    /// The aggregate's id.
+    pub aggregate_id: Uuid,
+    /// The aggregate after the commit.
+    pub state: A,
+    /// Its version (number of events) after the commit.
+    pub version: u64,
+    /// The commit's position in the log.
+    pub position: u64,
+    /// The commit's id.
+    pub commit_id: Uuid,
+    /// The request id had been seen: nothing new was appended.
+    pub replayed: bool,
+    /// The events of the commit.
+    pub events: Vec<A::Event>,
+}
+
+/// An aggregate as loaded: state, version, position and hash of its last commit.
+#[derive(Debug, Clone)]
+struct Loaded<A> {
+    state: A,
+    version: u64,
+    last_position: u64,
+    last_hash: String,
+    recent_commits: VecDeque<(Uuid, u64)>,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    fn empty() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+            last_position: 0,
+            last_hash: GENESIS_HASH.to_owned(),
+            recent_commits: VecDeque::new(),
+        }
+    }
+
+    fn remember(&mut self, commit_id: Uuid, position: u64) {
+        if self.recent_commits.len() == REMEMBERED_COMMITS {
+            self.recent_commits.pop_front();
+        }
+        self.recent_commits.push_back((commit_id, position));
+    }
+
+    fn position_of(&self, commit_id: Uuid) -> Option<u64> {
+        self.recent_commits.iter().find(|(id, _)| *id == commit_id).map(|(_, p)| *p)
+    }
+}
+
+type CacheKey = (&'static str, Uuid);
+
+/// Executes commands against any aggregate type over one event log.
+pub struct CommandHandler {
+    log: Arc<dyn EventLog>,
+    clock: Arc<dyn Clock>,
+    config: HandlerConfig,
+    cache: Mutex<HashMap<CacheKey, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl CommandHandler {
+    /// A handler over `log`.
+    pub fn new(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>, config: HandlerConfig) -> Self {
+        Self { log, clock, config, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The recorded actor.
+    pub fn actor(&self) -> &str {
+        &self.config.actor
+    }
+
+    /// The server clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The commit id a request id maps to for one aggregate: the same request id retried
+    /// against the same aggregate always gives the same commit id.
+    pub fn commit_id_for(&self, request_id: &str, aggregate_type: &str, aggregate_id: Uuid) -> Uuid {
+        let name = format!("{}\n{request_id}\n{aggregate_type}\n{aggregate_id}", self.config.actor);
+        Uuid::new_v5(&COMMIT_NS, name.as_bytes())
+    }
+
+    /// The current state of an aggregate (cached, or read from the log).
+    pub async fn load<A: Aggregate>(&self, id: Uuid) -> Result<(A, u64), AppError> {
+        let loaded = match self.cached::<A>(id) {
+            Some(l) => l,
+            None => self.read::<A>(id).await?,
+        };
+        Ok((loaded.state.clone(), loaded.version))
+    }
+
+    /// Runs `command` against aggregate `id`: decide, append with optimistic concurrency,
+    /// retry on conflict up to the configured bound.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: Uuid,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Committed<A>, AppError> {
+        let now = self.clock.now();
+        let ctx = Context {
+            actor: self.config.actor.clone(),
+            now,
+            occurred_at: meta.occurred_at.unwrap_or(now),
+            late_reason: meta.late_reason.clone(),
+        };
+        let commit_id = match (&meta.commit_id, &meta.request_id) {
+            (Some(c), _) => *c,
+            (None, Some(r)) => self.commit_id_for(r, A::TYPE, id),
+            (None, None) => Uuid::now_v7(),
+        };
+        let mut fresh = false;
+        for attempt in 0..=self.config.max_retries {
+            let loaded = match (fresh, self.cached::<A>(id)) {
+                (false, Some(l)) => l,
+                (false, None) if meta.assume_new => Arc::new(Loaded::empty()),
+                _ => {
+                    fresh = true;
+                    self.read::<A>(id).await?
+                }
+            };
+            if let Some(position) = loaded.position_of(commit_id) {
+                return self.replay::<A>(id, commit_id, position).await;
+            }
+            let events = match loaded.state.decide(command, &ctx) {
+                Ok(events) => events,
+                // A cached or assumed state may be stale: refuse only on what the log says.
+                Err(DomainError::NotFound(_) | DomainError::Precondition(_)) if !fresh => {
+                    fresh = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let envelope = Envelope {
+                commit_id,
+                aggregate_type: A::TYPE.to_owned(),
+                aggregate_id: id,
+                aggregate_version: loaded.version + events.len() as u64,
+                recorded_at: now,
+                actor: ctx.actor.clone(),
+                correlation_id: meta.correlation_id.unwrap_or(commit_id),
+                causation_id: meta.causation_id,
+                trace_context: meta.trace_context.clone(),
+                prev_hash: loaded.last_hash.clone(),
+                events: events
+                    .iter()
+                    .map(|e| {
+                        Ok(EnvelopeEvent {
+                            event_id: Uuid::now_v7(),
+                            event_type: e.event_type().to_owned(),
+                            schema_version: e.schema_version(),
+                            occurred_at: ctx.occurred_at,
+                            late_reason: ctx.late_reason.clone(),
+                            payload: e.to_payload()?,
+                        })
+                    })
+                    .collect::<Result<_, DomainError>>()?,
+            };
+            let bytes = envelope.encode()?;
+            let hash = sha256_hex(&bytes);
+            let pending = PendingCommit {
+                aggregate_type: A::TYPE,
+                aggregate_id: id,
+                commit_id,
+                expected_last_position: loaded.last_position,
+                bytes,
+                event_types: events.iter().map(DomainEvent::event_type).collect(),
+                trace_context: meta.trace_context.clone(),
+                correlation_id: envelope.correlation_id,
+            };
+            match self.log.append(pending).await {
+                Ok(outcome) if outcome.duplicate => {
+                    self.forget::<A>(id);
+                    return self.replay::<A>(id, commit_id, outcome.position).await;
+                }
+                Ok(outcome) => {
+                    let mut next = (*loaded).clone();
+                    for e in &events {
+                        next.state.evolve(e);
+                    }
+                    next.version = envelope.aggregate_version;
+                    next.last_position = outcome.position;
+                    next.last_hash = hash;
+                    next.remember(commit_id, outcome.position);
+                    let state = next.state.clone();
+                    self.store(id, next);
+                    return Ok(Committed {
+                        aggregate_id: id,
+                        state,
+                        version: envelope.aggregate_version,
+                        position: outcome.position,
+                        commit_id,
+                        replayed: false,
+                        events,
+                    });
+                }
+                Err(LogError::Conflict) => {
+                    debug!(aggregate = A::TYPE, %id, attempt, "append conflict");
+                    self.forget::<A>(id);
+                    fresh = true;
+                    if attempt > 0 {
+                        tokio::time::sleep(backoff(attempt)).await;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        warn!(aggregate = A::TYPE, %id, retries = self.config.max_retries, "append conflict retries exhausted");
+        Err(AppError::Aborted(format!("{} {id}", A::TYPE)))
+    }
+
+    /// The answer to a command whose commit already exists.
+    async fn replay<A: Aggregate>(&self, id: Uuid, commit_id: Uuid, position: u64) -> Result<Committed<A>, AppError> {
+        let stored = self.log.read_at(position).await?;
+        let envelope = Envelope::decode(&stored.bytes)?;
+        if envelope.commit_id != commit_id || envelope.aggregate_id != id {
+            return Err(AppError::Internal(format!(
+                "commit at position {position} is not commit {commit_id}"
+            )));
+        }
+        let events = decode_events::<A::Event>(&envelope)?;
+        let current = match self.cached::<A>(id) {
+            Some(l) => l,
+            None => self.read::<A>(id).await?,
+        };
+        Ok(Committed {
+            aggregate_id: id,
+            state: current.state.clone(),
+            version: envelope.aggregate_version,
+            position,
+            commit_id,
+            replayed: true,
+            events,
+        })
+    }
+
+    /// Reads an aggregate's whole history from the log, checking its hash chain.
+    async fn read<A: Aggregate>(&self, id: Uuid) -> Result<Arc<Loaded<A>>, AppError> {
+        let commits = self.log.read_aggregate(A::TYPE, id).await?;
+        let mut loaded = Loaded::<A>::empty();
+        for c in &commits {
+            let envelope = Envelope::decode(&c.bytes)?;
+            if envelope.prev_hash != loaded.last_hash {
+                return Err(LogError::Corrupt(format!(
+                    "{} {id}: hash chain broken at position {}",
+                    A::TYPE,
+                    c.position
+                ))
+                .into());
+            }
+            for e in decode_events::<A::Event>(&envelope)? {
+                loaded.state.evolve(&e);
+            }
+            loaded.version = envelope.aggregate_version;
+            loaded.last_position = c.position;
+            loaded.last_hash = sha256_hex(&c.bytes);
+            loaded.remember(envelope.commit_id, c.position);
+        }
+        let loaded = Arc::new(loaded);
+        if !commits.is_empty() {
+            self.insert(id, loaded.clone() as Arc<dyn Any + Send + Sync>, A::TYPE);
+        }
+        Ok(loaded)
+    }
+
+    fn cached<A: Aggregate>(&self, id: Uuid) -> Option<Arc<Loaded<A>>> {
+        let cache = self.cache.lock().ok()?;
+        cache.get(&(A::TYPE, id)).cloned()?.downcast::<Loaded<A>>().ok()
+    }
+
+    fn store<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>) {
+        self.insert(id, Arc::new(loaded), A::TYPE);
+    }
+
+    fn insert(&self, id: Uuid, value: Arc<dyn Any + Send + Sync>, kind: &'static str) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.config.cache_capacity {
+                // Evict an arbitrary eighth: a miss only costs one read of the log.
+                let victims: Vec<CacheKey> =
+                    cache.keys().take(self.config.cache_capacity / 8 + 1).copied().collect();
+                for k in victims {
+                    cache.remove(&k);
+                }
+            }
+            cache.insert((kind, id), value);
+        }
+    }
+
+    fn forget<A: Aggregate>(&self, id: Uuid) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.remove(&(A::TYPE, id));
+        }
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let jitter = (Uuid::new_v4().as_u128() % 1000) as u64;
+    Duration::from_micros(u64::from(attempt.min(6)) * 500 + jitter)
+}

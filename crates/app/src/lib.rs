@@ -1,0 +1,23 @@
+//! Command handling: load an aggregate (from cache or the log), decide with the pure domain,
+//! append one commit with optimistic concurrency, retry a bounded number of times. Also the
+//! ports the adapters implement (the event log, the clock) and the commit envelope with its
+//! per-aggregate hash chain, which every event-log adapter stores byte for byte.
+//!
+//! Depends on `sems-domain` only; never on NATS, SQL, gRPC or OpenTelemetry.
+
+mod envelope;
+mod error;
+mod handler;
+mod ports;
+mod service;
+
+pub use envelope::{
+    Envelope, EnvelopeEvent, GENESIS_HASH, TraceContext, decode_events, sha256_hex, verify_chain,
+};
+pub use error::AppError;
+pub use handler::{CommandHandler, CommandMeta, Committed, HandlerConfig};
+pub use ports::{
+    AppendOutcome, Clock, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
+    SystemClock,
+};
+pub use service::{IngestOutcome, Sems, alert_id_for};

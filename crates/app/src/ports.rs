@@ -1,0 +1,128 @@
+//! The ports command handling needs. Adapters: `sems-eventlog` (JetStream; SQLite to come).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::TraceContext;
+
+/// A commit as stored: its global position and its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCommit {
+    /// Position in the log (the JetStream stream sequence).
+    pub position: u64,
+    /// The envelope bytes exactly as stored.
+    pub bytes: Vec<u8>,
+}
+
+/// A commit ready to append.
+#[derive(Debug, Clone)]
+pub struct PendingCommit {
+    /// Aggregate type.
+    pub aggregate_type: &'static str,
+    /// Aggregate id.
+    pub aggregate_id: Uuid,
+    /// Idempotency key.
+    pub commit_id: Uuid,
+    /// Position of the aggregate's last commit as loaded; 0 = the aggregate must not exist.
+    pub expected_last_position: u64,
+    /// Envelope bytes.
+    pub bytes: Vec<u8>,
+    /// Event type names, for headers.
+    pub event_types: Vec<&'static str>,
+    /// Trace context, for headers.
+    pub trace_context: Option<TraceContext>,
+    /// Correlation id, for headers.
+    pub correlation_id: Uuid,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Position of the commit (the original one when `duplicate`).
+    pub position: u64,
+    /// The commit id was seen before; nothing was appended.
+    pub duplicate: bool,
+}
+
+/// Why the log refused or failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The aggregate's last commit is not the one expected (optimistic concurrency).
+    #[error("wrong expected position")]
+    Conflict,
+    /// No commit at that position.
+    #[error("no commit at position {0}")]
+    NotFound(u64),
+    /// The log cannot be reached.
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not read back as written (broken hash chain, bad envelope).
+    #[error("event log corrupt: {0}")]
+    Corrupt(String),
+    /// Anything else.
+    #[error("event log: {0}")]
+    Internal(String),
+}
+
+/// The event log: one append-only sequence of commits with a global position, one
+/// per-aggregate ordering inside it, optimistic concurrency and idempotent appends.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Every commit of one aggregate, in order.
+    async fn read_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Vec<StoredCommit>, LogError>;
+
+    /// The commit at a position.
+    async fn read_at(&self, position: u64) -> Result<StoredCommit, LogError>;
+
+    /// Appends a commit if the aggregate's last commit is still at
+    /// `expected_last_position`; a commit id seen before returns the original position.
+    async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError>;
+}
+
+/// The server clock.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A commit delivered to a projector, with the trace context its producer recorded.
+#[derive(Debug, Clone)]
+pub struct FedCommit {
+    /// The commit.
+    pub commit: StoredCommit,
+    /// `traceparent` of the producing call, from the message headers.
+    pub traceparent: Option<String>,
+    /// `tracestate` of the producing call.
+    pub tracestate: Option<String>,
+}
+
+/// The log as a projector reads it: every commit in position order, from a checkpoint on,
+/// acknowledged once applied.
+#[async_trait]
+pub trait CommitFeed: Send {
+    /// Starts (or restarts) delivery with the first commit after `checkpoint`. Commits at or
+    /// below it may still be redelivered; the projector skips them.
+    async fn open(&mut self, checkpoint: u64) -> Result<(), LogError>;
+
+    /// Waits up to `wait` for at least one commit, then returns every commit ready, up to
+    /// `max`. An empty batch means nothing arrived in time.
+    async fn next_batch(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<FedCommit>, LogError>;
+
+    /// Acknowledges every commit delivered so far, up to and including `position`.
+    async fn ack_through(&mut self, position: u64) -> Result<(), LogError>;
+}

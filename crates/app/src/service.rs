@@ -1,0 +1,209 @@
+//! The use cases that span aggregates: alert ingestion (which may open an incident) and
+//! opening an incident from alerts. Each step is one commit on one aggregate; the steps are
+//! idempotent, so a client that retries an unanswered call completes what a crash left
+//! half done. See `docs/DECISIONS.md`.
+
+use std::sync::Arc;
+
+use sems_domain::{
+    Aggregate, DomainError, Severity,
+    alert::{Alert, AlertCommand, AlertEvent, AlertReport},
+    incident::{Incident, IncidentCommand},
+};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::{AppError, CommandHandler, CommandMeta, Committed};
+
+/// Namespace of alert ids derived from the dedup key.
+const ALERT_NS: Uuid = Uuid::from_u128(0x5e35_a1e7_0000_4000_8000_000000000002);
+/// Namespace of incident ids derived from the alert that opens them.
+const INCIDENT_NS: Uuid = Uuid::from_u128(0x5e35_1c1d_0000_4000_8000_000000000003);
+/// Namespace of ids derived from a client request id.
+const REQUEST_NS: Uuid = Uuid::from_u128(0x5e35_0e90_0000_4000_8000_000000000004);
+
+/// The alert id of a dedup key (source, source_ref): the same key always gives the same
+/// alert, which is how repeats are recognised.
+pub fn alert_id_for(source: &str, source_ref: &str) -> Uuid {
+    Uuid::new_v5(&ALERT_NS, format!("{source}\n{source_ref}").as_bytes())
+}
+
+/// What ingesting one alert did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// The alert.
+    pub alert_id: Uuid,
+    /// The dedup key had been seen before.
+    pub repeat: bool,
+    /// The incident the alert belongs to, if any.
+    pub incident_id: Option<Uuid>,
+    /// Position of the last commit the call made (or found).
+    pub position: u64,
+    /// Alert aggregate version.
+    pub version: u64,
+    /// The request id had been seen: nothing new was appended.
+    pub replayed: bool,
+}
+
+/// The application: use cases over the command handler.
+pub struct Sems {
+    handler: Arc<CommandHandler>,
+    incident_threshold: Severity,
+}
+
+impl Sems {
+    /// Use cases over `handler`; alerts at or above `incident_threshold` open incidents.
+    pub fn new(handler: Arc<CommandHandler>, incident_threshold: Severity) -> Self {
+        Self { handler, incident_threshold }
+    }
+
+    /// The command handler.
+    pub fn handler(&self) -> &CommandHandler {
+        &self.handler
+    }
+
+    /// Ingests one alert: a new dedup key is received, a known one repeated; an untriaged
+    /// alert at or above the threshold is promoted and its incident opened.
+    pub async fn ingest_alert(&self, report: AlertReport, meta: CommandMeta) -> Result<IngestOutcome, AppError> {
+        let alert_id = alert_id_for(&report.source, &report.source_ref);
+        let command = AlertCommand::Ingest {
+            incident_threshold: self.incident_threshold,
+            new_incident_id: Uuid::new_v5(&INCIDENT_NS, alert_id.as_bytes()),
+            report,
+        };
+        let meta = CommandMeta { assume_new: true, ..meta };
+        let committed: Committed<Alert> = self.handler.execute(alert_id, &command, &meta).await?;
+        let repeat = matches!(committed.events.first(), Some(AlertEvent::AlertRepeated { .. }));
+        let incident_id = committed.state.incident_id();
+        let mut position = committed.position;
+        if let (Some(incident_id), AlertCommand::Ingest { report, .. }) = (incident_id, &command) {
+            position = position.max(self.ensure_incident_for(alert_id, incident_id, report, &committed, &meta).await?);
+        }
+        Ok(IngestOutcome {
+            alert_id,
+            repeat,
+            incident_id,
+            position,
+            version: committed.version,
+            replayed: committed.replayed,
+        })
+    }
+
+    /// Opens the incident an alert was promoted to, unless it exists. Returns the position
+    /// of the incident's opening commit (0 when it already existed).
+    async fn ensure_incident_for(
+        &self,
+        alert_id: Uuid,
+        incident_id: Uuid,
+        report: &AlertReport,
+        alert_commit: &Committed<Alert>,
+        meta: &CommandMeta,
+    ) -> Result<u64, AppError> {
+        let (incident, _) = self.handler.load::<Incident>(incident_id).await?;
+        if incident.exists() {
+            return Ok(0);
+        }
+        let open = IncidentCommand::Open {
+            title: report.title.clone(),
+            description: report.description.clone(),
+            severity: report.severity,
+            priority: None,
+            alert_ids: vec![alert_id],
+        };
+        let meta = CommandMeta {
+            request_id: None,
+            // Derived from the alert: a retry opens the same incident exactly once.
+            commit_id: Some(Uuid::new_v5(&INCIDENT_NS, incident_id.as_bytes())),
+            occurred_at: None,
+            late_reason: None,
+            correlation_id: meta.correlation_id.or(Some(alert_commit.commit_id)),
+            causation_id: Some(alert_commit.commit_id),
+            trace_context: meta.trace_context.clone(),
+            assume_new: true,
+        };
+        match self.handler.execute::<Incident>(incident_id, &open, &meta).await {
+            Ok(c) => Ok(c.position),
+            Err(AppError::Precondition(_)) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an incident, manually or from untriaged alerts, which are then promoted into it.
+    /// Returns the incident's opening commit and the last position written.
+    pub async fn open_incident(
+        &self,
+        command: IncidentCommand,
+        meta: CommandMeta,
+    ) -> Result<(Committed<Incident>, u64), AppError> {
+        let IncidentCommand::Open { alert_ids, .. } = &command else {
+            return Err(AppError::Internal("open_incident takes an Open command".into()));
+        };
+        let incident_id = match &meta.request_id {
+            Some(r) => Uuid::new_v5(&REQUEST_NS, format!("{}\n{r}\nincident", self.handler.actor()).as_bytes()),
+            None => Uuid::now_v7(),
+        };
+        for (i, alert_id) in alert_ids.iter().enumerate() {
+            let (alert, _) = self.handler.load::<Alert>(*alert_id).await?;
+            let field = format!("alert_ids[{i}]");
+            match alert.state() {
+                None => return Err(AppError::NotFound(format!("alert {alert_id} ({field})"))),
+                Some(_) => match alert.incident_id() {
+                    Some(other) if other != incident_id => {
+                        return Err(AppError::Precondition(format!(
+                            "{field}: alert {alert_id} already belongs to incident {other}"
+                        )));
+                    }
+                    _ => {}
+                },
+            }
+        }
+        let meta = CommandMeta { assume_new: true, ..meta };
+        let opened = self.handler.execute::<Incident>(incident_id, &command, &meta).await?;
+        let mut last = opened.position;
+        for alert_id in alert_ids {
+            let promote = AlertCommand::Promote { incident_id };
+            let step = CommandMeta {
+                request_id: None,
+                commit_id: Some(Uuid::new_v5(&opened.commit_id, alert_id.as_bytes())),
+                occurred_at: None,
+                late_reason: None,
+                correlation_id: meta.correlation_id.or(Some(opened.commit_id)),
+                causation_id: Some(opened.commit_id),
+                trace_context: meta.trace_context.clone(),
+                assume_new: false,
+            };
+            match self.handler.execute::<Alert>(*alert_id, &promote, &step).await {
+                Ok(c) => last = last.max(c.position),
+                Err(AppError::Precondition(why)) => {
+                    // Triaged by someone else between the check and now: the incident stands.
+                    warn!(%alert_id, %incident_id, why, "alert not promoted into incident");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((opened, last))
+    }
+
+    /// Any other command on an incident.
+    pub async fn incident_command(
+        &self,
+        incident_id: Uuid,
+        command: IncidentCommand,
+        meta: CommandMeta,
+    ) -> Result<Committed<Incident>, AppError> {
+        if matches!(command, IncidentCommand::Open { .. }) {
+            return Err(DomainError::Internal("use open_incident".into()).into());
+        }
+        self.handler.execute::<Incident>(incident_id, &command, &meta).await
+    }
+
+    /// A command on an alert (dismissal).
+    pub async fn alert_command(
+        &self,
+        alert_id: Uuid,
+        command: AlertCommand,
+        meta: CommandMeta,
+    ) -> Result<Committed<Alert>, AppError> {
+        self.handler.execute::<Alert>(alert_id, &command, &meta).await
+    }
+}

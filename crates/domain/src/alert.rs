@@ -1,0 +1,429 @@
+//! The Alert aggregate: received → (repeated…) → triaged (dismissed or promoted to an
+//! incident).
+//!
+//! The aggregate id is derived from the dedup key (source, source_ref) by the application
+//! layer, so a repeat of a known alert lands on the same aggregate and becomes
+//! `AlertRepeated`, never a second alert. The dedup key holds for the alert's whole life: a
+//! repeat after dismissal is recorded (nothing a tool reports is dropped) but does not reopen
+//! triage.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Aggregate, Context, DomainError, DomainEvent, Observable, Severity, Text, Limits};
+
+/// An alert as a SOC tool reports it, parsed and within limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertReport {
+    /// The emitting tool.
+    pub source: String,
+    /// The tool's own id of the alert.
+    pub source_ref: String,
+    /// Short summary.
+    pub title: String,
+    /// Longer text.
+    pub description: String,
+    /// Impact as the tool grades it.
+    pub severity: Severity,
+    /// When the tool saw it.
+    pub occurred_at: DateTime<Utc>,
+    /// Observables (IPs, hashes, users…).
+    pub observables: Vec<Observable>,
+    /// Free labels.
+    pub labels: BTreeMap<String, String>,
+    /// The original payload, kept verbatim as JSON.
+    pub raw: serde_json::Value,
+}
+
+impl AlertReport {
+    /// Checks every limit of a report built from raw input; field names are prefixed with
+    /// `prefix` (e.g. `alert.`).
+    pub fn validate(mut self, prefix: &str) -> Result<Self, DomainError> {
+        let f = |name: &str| format!("{prefix}{name}");
+        self.source = Text::required(&f("source"), &self.source, Limits::SOURCE)?;
+        self.source_ref = Text::required(&f("source_ref"), &self.source_ref, Limits::SOURCE_REF)?;
+        self.title = Text::required(&f("title"), &self.title, Limits::TITLE)?;
+        self.description =
+            Text::optional(&f("description"), &self.description, Limits::DESCRIPTION)?;
+        if self.observables.len() > Limits::OBSERVABLES {
+            return Err(DomainError::invalid(
+                f("observables"),
+                format!("has {} entries, at most {} are allowed", self.observables.len(), Limits::OBSERVABLES),
+            ));
+        }
+        for (i, o) in self.observables.iter_mut().enumerate() {
+            o.kind = Text::required(&f(&format!("observables[{i}].type")), &o.kind, Limits::OBSERVABLE_TYPE)?;
+            o.value = Text::required(&f(&format!("observables[{i}].value")), &o.value, Limits::OBSERVABLE_VALUE)?;
+        }
+        if self.labels.len() > Limits::LABELS {
+            return Err(DomainError::invalid(
+                f("labels"),
+                format!("has {} entries, at most {} are allowed", self.labels.len(), Limits::LABELS),
+            ));
+        }
+        for (k, v) in &self.labels {
+            Text::required(&f("labels.key"), k, Limits::LABEL_KEY)?;
+            Text::optional(&f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE)?;
+        }
+        let raw_len = serde_json::to_vec(&self.raw).map(|v| v.len()).unwrap_or(usize::MAX);
+        if raw_len > Limits::RAW_BYTES {
+            return Err(DomainError::invalid(
+                f("raw"),
+                format!("is {raw_len} bytes of JSON, at most {} are allowed", Limits::RAW_BYTES),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// Where an alert stands in triage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlertStatus {
+    /// Received, not yet triaged.
+    Received,
+    /// Dismissed with a rationale.
+    Dismissed,
+    /// Promoted into an incident (opened it, or joined it when it was opened).
+    Promoted(Uuid),
+}
+
+/// A command on an alert.
+#[derive(Debug, Clone)]
+pub enum AlertCommand {
+    /// A SOC tool reports an alert (new or repeated). When its severity reaches
+    /// `incident_threshold` and it is untriaged, it is promoted to `new_incident_id`.
+    Ingest {
+        /// The report.
+        report: AlertReport,
+        /// Severity at or above which an alert opens an incident.
+        incident_threshold: Severity,
+        /// The incident to open if this report promotes the alert.
+        new_incident_id: Uuid,
+    },
+    /// An analyst dismisses an untriaged alert.
+    Dismiss {
+        /// Why it needs no incident.
+        rationale: String,
+    },
+    /// The alert is one of those an incident is opened from.
+    Promote {
+        /// The incident.
+        incident_id: Uuid,
+    },
+}
+
+/// What happened to an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum AlertEvent {
+    /// First report of a dedup key.
+    AlertReceived(AlertReport),
+    /// A further report of the same dedup key.
+    AlertRepeated {
+        /// Severity of this report.
+        severity: Severity,
+        /// When the tool saw it this time.
+        occurred_at: DateTime<Utc>,
+        /// Reports so far, the first included.
+        count: u64,
+        /// The original payload of this report.
+        raw: serde_json::Value,
+    },
+    /// Dismissed: needs no incident.
+    AlertDismissed {
+        /// Why.
+        rationale: String,
+        /// Who dismissed it.
+        dismissed_by: String,
+    },
+    /// Promoted into an incident.
+    AlertPromoted {
+        /// The incident.
+        incident_id: Uuid,
+    },
+}
+
+impl DomainEvent for AlertEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::AlertReceived(_) => "AlertReceived",
+            Self::AlertRepeated { .. } => "AlertRepeated",
+            Self::AlertDismissed { .. } => "AlertDismissed",
+            Self::AlertPromoted { .. } => "AlertPromoted",
+        }
+    }
+}
+
+/// The alert aggregate's state.
+#[derive(Debug, Clone, Default)]
+pub struct Alert {
+    state: Option<AlertState>,
+}
+
+/// What the rules need to know about an existing alert.
+#[derive(Debug, Clone)]
+pub struct AlertState {
+    /// The first report.
+    pub report: AlertReport,
+    /// Triage status.
+    pub status: AlertStatus,
+    /// Reports so far.
+    pub count: u64,
+}
+
+impl Alert {
+    /// The state, when the alert exists.
+    pub fn state(&self) -> Option<&AlertState> {
+        self.state.as_ref()
+    }
+
+    /// The incident the alert belongs to, if any.
+    pub fn incident_id(&self) -> Option<Uuid> {
+        match self.state.as_ref()?.status {
+            AlertStatus::Promoted(id) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+impl Aggregate for Alert {
+    const TYPE: &'static str = "alert";
+    type Command = AlertCommand;
+    type Event = AlertEvent;
+
+    fn decide(&self, command: &AlertCommand, ctx: &Context) -> Result<Vec<AlertEvent>, DomainError> {
+        match (command, &self.state) {
+            (AlertCommand::Ingest { report, incident_threshold, new_incident_id }, state) => {
+                let mut events = Vec::with_capacity(2);
+                let untriaged = match state {
+                    None => {
+                        events.push(AlertEvent::AlertReceived(report.clone()));
+                        true
+                    }
+                    Some(s) => {
+                        events.push(AlertEvent::AlertRepeated {
+                            severity: report.severity,
+                            occurred_at: report.occurred_at,
+                            count: s.count + 1,
+                            raw: report.raw.clone(),
+                        });
+                        s.status == AlertStatus::Received
+                    }
+                };
+                if untriaged && report.severity >= *incident_threshold {
+                    events.push(AlertEvent::AlertPromoted { incident_id: *new_incident_id });
+                }
+                Ok(events)
+            }
+            (_, None) => Err(DomainError::NotFound("alert".into())),
+            (AlertCommand::Dismiss { rationale }, Some(s)) => {
+                require_untriaged(s)?;
+                let rationale = Text::required("rationale", rationale, Limits::RATIONALE)?;
+                Ok(vec![AlertEvent::AlertDismissed { rationale, dismissed_by: ctx.actor.clone() }])
+            }
+            (AlertCommand::Promote { incident_id }, Some(s)) => {
+                require_untriaged(s)?;
+                Ok(vec![AlertEvent::AlertPromoted { incident_id: *incident_id }])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &AlertEvent) {
+        match event {
+            AlertEvent::AlertReceived(report) => {
+                self.state = Some(AlertState { report: report.clone(), status: AlertStatus::Received, count: 1 });
+            }
+            AlertEvent::AlertRepeated { count, .. } => {
+                if let Some(s) = &mut self.state {
+                    s.count = *count;
+                }
+            }
+            AlertEvent::AlertDismissed { .. } => {
+                if let Some(s) = &mut self.state {
+                    s.status = AlertStatus::Dismissed;
+                }
+            }
+            AlertEvent::AlertPromoted { incident_id } => {
+                if let Some(s) = &mut self.state {
+                    s.status = AlertStatus::Promoted(*incident_id);
+                }
+            }
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+fn require_untriaged(s: &AlertState) -> Result<(), DomainError> {
+    match s.status {
+        AlertStatus::Received => Ok(()),
+        AlertStatus::Dismissed => Err(DomainError::precondition("alert is already dismissed")),
+        AlertStatus::Promoted(id) => Err(DomainError::precondition(format!(
+            "alert already belongs to incident {id}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    }
+
+    fn ctx() -> Context {
+        Context::now("soc-analyst", now())
+    }
+
+    fn report(severity: Severity) -> AlertReport {
+        AlertReport {
+            source: "suricata".into(),
+            source_ref: "sid-2024-1".into(),
+            title: "ET EXPLOIT possible Log4j".into(),
+            description: String::new(),
+            severity,
+            occurred_at: now(),
+            observables: vec![Observable { kind: "ip".into(), value: "203.0.113.7".into() }],
+            labels: BTreeMap::new(),
+            raw: serde_json::json!({"alert": {"signature_id": 2024}}),
+        }
+    }
+
+    fn incident() -> Uuid {
+        Uuid::from_u128(7)
+    }
+
+    fn ingest(severity: Severity) -> AlertCommand {
+        AlertCommand::Ingest {
+            report: report(severity),
+            incident_threshold: Severity::High,
+            new_incident_id: incident(),
+        }
+    }
+
+    fn given(events: &[AlertEvent]) -> Alert {
+        let mut a = Alert::default();
+        for e in events {
+            a.evolve(e);
+        }
+        a
+    }
+
+    fn received(severity: Severity) -> AlertEvent {
+        AlertEvent::AlertReceived(report(severity))
+    }
+
+    #[test]
+    fn a_new_low_alert_is_received_and_not_promoted() {
+        let events = given(&[]).decide(&ingest(Severity::Low), &ctx()).unwrap();
+        assert_eq!(events, vec![received(Severity::Low)]);
+    }
+
+    #[test]
+    fn a_new_alert_at_the_threshold_is_promoted_to_a_new_incident() {
+        let events = given(&[]).decide(&ingest(Severity::High), &ctx()).unwrap();
+        assert_eq!(
+            events,
+            vec![received(Severity::High), AlertEvent::AlertPromoted { incident_id: incident() }]
+        );
+    }
+
+    #[test]
+    fn a_repeat_is_recorded_on_the_same_alert_with_its_count() {
+        let alert = given(&[received(Severity::Low)]);
+        let events = alert.decide(&ingest(Severity::Low), &ctx()).unwrap();
+        assert!(matches!(events.as_slice(), [AlertEvent::AlertRepeated { count: 2, .. }]));
+    }
+
+    #[test]
+    fn a_repeat_at_higher_severity_promotes_an_untriaged_alert() {
+        let alert = given(&[received(Severity::Low)]);
+        let events = alert.decide(&ingest(Severity::Critical), &ctx()).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1], AlertEvent::AlertPromoted { incident_id: incident() });
+    }
+
+    #[test]
+    fn a_repeat_of_a_promoted_alert_stays_with_its_incident() {
+        let other = Uuid::from_u128(99);
+        let alert = given(&[received(Severity::High), AlertEvent::AlertPromoted { incident_id: other }]);
+        let events = alert.decide(&ingest(Severity::Critical), &ctx()).unwrap();
+        assert!(matches!(events.as_slice(), [AlertEvent::AlertRepeated { .. }]));
+        assert_eq!(alert.incident_id(), Some(other));
+    }
+
+    #[test]
+    fn a_repeat_of_a_dismissed_alert_is_recorded_but_not_promoted() {
+        let alert = given(&[
+            received(Severity::Low),
+            AlertEvent::AlertDismissed { rationale: "scanner".into(), dismissed_by: "x".into() },
+        ]);
+        let events = alert.decide(&ingest(Severity::Critical), &ctx()).unwrap();
+        assert!(matches!(events.as_slice(), [AlertEvent::AlertRepeated { .. }]));
+    }
+
+    #[test]
+    fn dismissal_needs_a_rationale() {
+        let alert = given(&[received(Severity::Low)]);
+        let err = alert.decide(&AlertCommand::Dismiss { rationale: " ".into() }, &ctx()).unwrap_err();
+        assert_eq!(err, DomainError::invalid("rationale", "is required"));
+        let ok = alert
+            .decide(&AlertCommand::Dismiss { rationale: "internal vulnerability scanner".into() }, &ctx())
+            .unwrap();
+        assert_eq!(
+            ok,
+            vec![AlertEvent::AlertDismissed {
+                rationale: "internal vulnerability scanner".into(),
+                dismissed_by: "soc-analyst".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_triaged_alert_cannot_be_dismissed_or_promoted_again() {
+        let promoted = given(&[received(Severity::High), AlertEvent::AlertPromoted { incident_id: incident() }]);
+        let dismiss = AlertCommand::Dismiss { rationale: "r".into() };
+        assert!(matches!(promoted.decide(&dismiss, &ctx()), Err(DomainError::Precondition(_))));
+        let promote = AlertCommand::Promote { incident_id: Uuid::from_u128(8) };
+        assert!(matches!(promoted.decide(&promote, &ctx()), Err(DomainError::Precondition(_))));
+        let dismissed = given(&[
+            received(Severity::Low),
+            AlertEvent::AlertDismissed { rationale: "r".into(), dismissed_by: "x".into() },
+        ]);
+        assert!(matches!(dismissed.decide(&promote, &ctx()), Err(DomainError::Precondition(_))));
+    }
+
+    #[test]
+    fn commands_on_an_unknown_alert_are_not_found() {
+        let err = given(&[]).decide(&AlertCommand::Dismiss { rationale: "r".into() }, &ctx()).unwrap_err();
+        assert!(matches!(err, DomainError::NotFound(_)));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut r = report(Severity::Low);
+        r.title = "x".repeat(Limits::TITLE + 1);
+        let err = r.validate("alert.").unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.title"));
+        let mut r = report(Severity::Low);
+        r.observables[0].value = String::new();
+        let err = r.validate("alert.").unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.observables[0].value"));
+    }
+
+    #[test]
+    fn events_round_trip_through_type_and_payload() {
+        let e = AlertEvent::AlertPromoted { incident_id: incident() };
+        let payload = e.to_payload().unwrap();
+        assert_eq!(payload, serde_json::json!({"incident_id": incident()}));
+        assert_eq!(AlertEvent::from_payload("AlertPromoted", 1, payload).unwrap(), e);
+        assert!(AlertEvent::from_payload("AlertPromoted", 2, serde_json::json!({})).is_err());
+    }
+}

@@ -1,0 +1,825 @@
+//! The Incident aggregate: open → acknowledged → responding (level and phase changes) →
+//! resolved → closed, with reopen.
+//!
+//! Rules (each has a given/when/then test below):
+//! * an incident is opened once, at `OPERATIONAL`, with a title and a severity; priority
+//!   defaults from severity;
+//! * only an open incident is acknowledged, and level, phase and crisis-escalation changes
+//!   need an acknowledged incident;
+//! * severity (impact) and priority (urgency) change together in a classification with a
+//!   rationale, and only when one of them changes;
+//! * there is one commander per level: assigning a new one records whom it replaces;
+//! * level changes go between `OPERATIONAL` and `TACTICAL` with a reason; `STRATEGIC` is
+//!   never a field update but a crisis-escalation request from `TACTICAL` (the Resilience
+//!   Handshake follows); while a request is pending the level does not change;
+//! * resolving records a resolution and, where people were involved, a Just Culture
+//!   determination with its rationale; only a resolved incident is closed; a resolved or
+//!   closed incident is reopened with a reason;
+//! * nothing but reopening changes a closed incident.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    Aggregate, Context, DomainError, DomainEvent, JustCulture, Level, Limits, Phase, Priority,
+    Role, Severity, Text,
+};
+
+/// Where an incident stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IncidentStatus {
+    /// Opened, nobody has taken it yet.
+    Open,
+    /// Somebody has taken it.
+    Acknowledged,
+    /// Being worked: a level or phase change happened.
+    Responding,
+    /// Resolved, awaiting closure.
+    Resolved,
+    /// Closed.
+    Closed,
+}
+
+impl IncidentStatus {
+    /// The stored name, e.g. `RESPONDING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "OPEN",
+            Self::Acknowledged => "ACKNOWLEDGED",
+            Self::Responding => "RESPONDING",
+            Self::Resolved => "RESOLVED",
+            Self::Closed => "CLOSED",
+        }
+    }
+}
+
+/// A command on an incident. Text fields are raw input; `decide` checks their limits.
+#[derive(Debug, Clone)]
+pub enum IncidentCommand {
+    /// Open a new incident, manually or from alerts.
+    Open {
+        /// Short summary.
+        title: String,
+        /// Longer text.
+        description: String,
+        /// Impact.
+        severity: Severity,
+        /// Urgency; defaults from severity.
+        priority: Option<Priority>,
+        /// The alerts it is opened from.
+        alert_ids: Vec<Uuid>,
+    },
+    /// Somebody takes the incident.
+    Acknowledge,
+    /// Give a person a role at a level.
+    AssignRole {
+        /// The role.
+        role: Role,
+        /// Who.
+        person: String,
+        /// At which level.
+        level: Level,
+        /// From when.
+        effective_at: DateTime<Utc>,
+    },
+    /// Change severity and/or priority, with a rationale.
+    Classify {
+        /// New impact.
+        severity: Severity,
+        /// New urgency.
+        priority: Priority,
+        /// Why.
+        rationale: String,
+    },
+    /// Add a note to the record.
+    AddNote {
+        /// The note.
+        text: String,
+    },
+    /// Move between `OPERATIONAL` and `TACTICAL`.
+    ChangeLevel {
+        /// Target level.
+        to: Level,
+        /// Why.
+        reason: String,
+    },
+    /// Move to a response phase.
+    ChangePhase {
+        /// Target phase.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
+    /// Resolve the incident.
+    Resolve {
+        /// What was done and found.
+        resolution: String,
+        /// Required when people were involved.
+        just_culture: Option<JustCulture>,
+    },
+    /// Close a resolved incident.
+    Close {
+        /// Optional closing note.
+        note: String,
+    },
+    /// Reopen a resolved or closed incident.
+    Reopen {
+        /// Why.
+        reason: String,
+    },
+    /// Ask for the incident to be handed over to the CMC (`STRATEGIC`).
+    RequestCrisisEscalation {
+        /// Why.
+        reason: String,
+        /// Which escalation criteria are met.
+        criteria_met: String,
+    },
+}
+
+/// What happened to an incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum IncidentEvent {
+    /// Opened.
+    IncidentOpened {
+        /// Short summary.
+        title: String,
+        /// Longer text.
+        description: String,
+        /// Impact.
+        severity: Severity,
+        /// Urgency.
+        priority: Priority,
+        /// Level at opening (always `OPERATIONAL`).
+        level: Level,
+        /// Alerts it was opened from.
+        alert_ids: Vec<Uuid>,
+        /// Who opened it.
+        opened_by: String,
+    },
+    /// Taken by somebody.
+    IncidentAcknowledged {
+        /// Who.
+        acknowledged_by: String,
+    },
+    /// A role given to a person at a level.
+    IncidentRoleAssigned {
+        /// The role.
+        role: Role,
+        /// Who.
+        person: String,
+        /// At which level.
+        level: Level,
+        /// From when.
+        effective_at: DateTime<Utc>,
+        /// The commander replaced, when the role is commander.
+        replaces: Option<String>,
+        /// Who assigned it.
+        assigned_by: String,
+    },
+    /// Severity and priority set, with a rationale.
+    IncidentClassified {
+        /// New impact.
+        severity: Severity,
+        /// New urgency.
+        priority: Priority,
+        /// Previous impact.
+        previous_severity: Severity,
+        /// Previous urgency.
+        previous_priority: Priority,
+        /// Why.
+        rationale: String,
+        /// Who.
+        classified_by: String,
+    },
+    /// A note on the record.
+    NoteAdded {
+        /// The note.
+        text: String,
+        /// Who wrote it.
+        author: String,
+    },
+    /// Level changed.
+    IncidentLevelChanged {
+        /// Previous level.
+        from: Level,
+        /// New level.
+        to: Level,
+        /// Why.
+        reason: String,
+        /// Who decided.
+        decided_by: String,
+    },
+    /// Phase changed.
+    IncidentPhaseChanged {
+        /// Previous phase.
+        from: Option<Phase>,
+        /// New phase.
+        to: Phase,
+        /// Why.
+        reason: String,
+        /// Who decided.
+        decided_by: String,
+    },
+    /// Resolved.
+    IncidentResolved {
+        /// What was done and found.
+        resolution: String,
+        /// Just Culture determination, where people were involved.
+        just_culture: Option<JustCulture>,
+        /// Who resolved it.
+        resolved_by: String,
+    },
+    /// Closed.
+    IncidentClosed {
+        /// Closing note.
+        note: String,
+        /// Who closed it.
+        closed_by: String,
+    },
+    /// Reopened.
+    IncidentReopened {
+        /// Why.
+        reason: String,
+        /// Who reopened it.
+        reopened_by: String,
+    },
+    /// A request to hand the incident over to the CMC.
+    CrisisEscalationRequested {
+        /// Why.
+        reason: String,
+        /// Which escalation criteria are met.
+        criteria_met: String,
+        /// The level asking (always `TACTICAL`).
+        from_level: Level,
+        /// Who asked.
+        requested_by: String,
+    },
+}
+
+impl DomainEvent for IncidentEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            Self::IncidentOpened { .. } => "IncidentOpened",
+            Self::IncidentAcknowledged { .. } => "IncidentAcknowledged",
+            Self::IncidentRoleAssigned { .. } => "IncidentRoleAssigned",
+            Self::IncidentClassified { .. } => "IncidentClassified",
+            Self::NoteAdded { .. } => "NoteAdded",
+            Self::IncidentLevelChanged { .. } => "IncidentLevelChanged",
+            Self::IncidentPhaseChanged { .. } => "IncidentPhaseChanged",
+            Self::IncidentResolved { .. } => "IncidentResolved",
+            Self::IncidentClosed { .. } => "IncidentClosed",
+            Self::IncidentReopened { .. } => "IncidentReopened",
+            Self::CrisisEscalationRequested { .. } => "CrisisEscalationRequested",
+        }
+    }
+}
+
+/// The incident aggregate's state.
+#[derive(Debug, Clone, Default)]
+pub struct Incident {
+    state: Option<IncidentState>,
+}
+
+/// What the rules need to know about an existing incident.
+#[derive(Debug, Clone)]
+pub struct IncidentState {
+    /// Lifecycle status.
+    pub status: IncidentStatus,
+    /// Current command level.
+    pub level: Level,
+    /// Current phase, once one is set.
+    pub phase: Option<Phase>,
+    /// Impact.
+    pub severity: Severity,
+    /// Urgency.
+    pub priority: Priority,
+    /// Current role holders: (level, role, person).
+    pub roles: Vec<(Level, Role, String)>,
+    /// A crisis-escalation request is pending.
+    pub escalation_requested: bool,
+    /// Alerts it was opened from.
+    pub alert_ids: Vec<Uuid>,
+}
+
+impl Incident {
+    /// The state, when the incident exists.
+    pub fn state(&self) -> Option<&IncidentState> {
+        self.state.as_ref()
+    }
+}
+
+impl Aggregate for Incident {
+    const TYPE: &'static str = "incident";
+    type Command = IncidentCommand;
+    type Event = IncidentEvent;
+
+    fn decide(&self, command: &IncidentCommand, ctx: &Context) -> Result<Vec<IncidentEvent>, DomainError> {
+        let Some(s) = &self.state else {
+            return match command {
+                IncidentCommand::Open { title, description, severity, priority, alert_ids } => {
+                    if alert_ids.len() > Limits::ALERT_IDS {
+                        return Err(DomainError::invalid(
+                            "alert_ids",
+                            format!("has {} entries, at most {} are allowed", alert_ids.len(), Limits::ALERT_IDS),
+                        ));
+                    }
+                    Ok(vec![IncidentEvent::IncidentOpened {
+                        title: Text::required("title", title, Limits::TITLE)?,
+                        description: Text::optional("description", description, Limits::DESCRIPTION)?,
+                        severity: *severity,
+                        priority: priority.unwrap_or_else(|| Priority::default_for(*severity)),
+                        level: Level::Operational,
+                        alert_ids: alert_ids.clone(),
+                        opened_by: ctx.actor.clone(),
+                    }])
+                }
+                _ => Err(DomainError::NotFound("incident".into())),
+            };
+        };
+        let actor = ctx.actor.clone();
+        if s.status == IncidentStatus::Closed && !matches!(command, IncidentCommand::Reopen { .. }) {
+            return Err(DomainError::precondition("incident is closed; reopen it first"));
+        }
+        let event = match command {
+            IncidentCommand::Open { .. } => {
+                return Err(DomainError::precondition("incident already exists"));
+            }
+            IncidentCommand::Acknowledge => {
+                if s.status != IncidentStatus::Open {
+                    return Err(DomainError::precondition(format!(
+                        "only an open incident can be acknowledged; it is {}",
+                        s.status.as_str()
+                    )));
+                }
+                IncidentEvent::IncidentAcknowledged { acknowledged_by: actor }
+            }
+            IncidentCommand::AssignRole { role, person, level, effective_at } => {
+                let person = Text::required("person", person, Limits::PERSON)?;
+                if s.roles.iter().any(|(l, r, p)| l == level && r == role && *p == person) {
+                    return Err(DomainError::precondition(format!(
+                        "{person} already holds {} at {}",
+                        role.as_str(),
+                        level.as_str()
+                    )));
+                }
+                let replaces = (*role == Role::Commander)
+                    .then(|| s.roles.iter().find(|(l, r, _)| l == level && *r == Role::Commander))
+                    .flatten()
+                    .map(|(_, _, p)| p.clone());
+                IncidentEvent::IncidentRoleAssigned {
+                    role: *role,
+                    person,
+                    level: *level,
+                    effective_at: *effective_at,
+                    replaces,
+                    assigned_by: actor,
+                }
+            }
+            IncidentCommand::Classify { severity, priority, rationale } => {
+                let rationale = Text::required("rationale", rationale, Limits::RATIONALE)?;
+                if *severity == s.severity && *priority == s.priority {
+                    return Err(DomainError::precondition(
+                        "classification unchanged: severity and priority are already as given",
+                    ));
+                }
+                IncidentEvent::IncidentClassified {
+                    severity: *severity,
+                    priority: *priority,
+                    previous_severity: s.severity,
+                    previous_priority: s.priority,
+                    rationale,
+                    classified_by: actor,
+                }
+            }
+            IncidentCommand::AddNote { text } => {
+                ctx.check_occurred_at("occurred_at")?;
+                IncidentEvent::NoteAdded { text: Text::required("text", text, Limits::NOTE)?, author: actor }
+            }
+            IncidentCommand::ChangeLevel { to, reason } => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                if *to == Level::Strategic {
+                    return Err(DomainError::invalid(
+                        "to",
+                        "STRATEGIC is reached through a crisis-escalation request (the Resilience Handshake), not a level change",
+                    ));
+                }
+                require_in_response(s)?;
+                if s.escalation_requested {
+                    return Err(DomainError::precondition(
+                        "a crisis-escalation request is pending; the handover decides the level",
+                    ));
+                }
+                if *to == s.level {
+                    return Err(DomainError::precondition(format!("incident is already at {}", to.as_str())));
+                }
+                IncidentEvent::IncidentLevelChanged { from: s.level, to: *to, reason, decided_by: actor }
+            }
+            IncidentCommand::ChangePhase { phase, reason } => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                require_in_response(s)?;
+                if s.phase == Some(*phase) {
+                    return Err(DomainError::precondition(format!("incident is already in {}", phase.as_str())));
+                }
+                IncidentEvent::IncidentPhaseChanged { from: s.phase, to: *phase, reason, decided_by: actor }
+            }
+            IncidentCommand::Resolve { resolution, just_culture } => {
+                let resolution = Text::required("resolution", resolution, Limits::RATIONALE)?;
+                let just_culture = match just_culture {
+                    Some(jc) => Some(JustCulture {
+                        determination: jc.determination,
+                        rationale: Text::required("determination_rationale", &jc.rationale, Limits::RATIONALE)?,
+                    }),
+                    None => None,
+                };
+                if s.status == IncidentStatus::Resolved {
+                    return Err(DomainError::precondition("incident is already resolved"));
+                }
+                IncidentEvent::IncidentResolved { resolution, just_culture, resolved_by: actor }
+            }
+            IncidentCommand::Close { note } => {
+                let note = Text::optional("note", note, Limits::RATIONALE)?;
+                if s.status != IncidentStatus::Resolved {
+                    return Err(DomainError::precondition(format!(
+                        "only a resolved incident can be closed; it is {}",
+                        s.status.as_str()
+                    )));
+                }
+                IncidentEvent::IncidentClosed { note, closed_by: actor }
+            }
+            IncidentCommand::Reopen { reason } => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                if !matches!(s.status, IncidentStatus::Resolved | IncidentStatus::Closed) {
+                    return Err(DomainError::precondition(format!(
+                        "only a resolved or closed incident can be reopened; it is {}",
+                        s.status.as_str()
+                    )));
+                }
+                IncidentEvent::IncidentReopened { reason, reopened_by: actor }
+            }
+            IncidentCommand::RequestCrisisEscalation { reason, criteria_met } => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                let criteria_met = Text::optional("criteria_met", criteria_met, Limits::RATIONALE)?;
+                require_in_response(s)?;
+                if s.level != Level::Tactical {
+                    return Err(DomainError::precondition(format!(
+                        "crisis escalation is requested from TACTICAL; the incident is at {}",
+                        s.level.as_str()
+                    )));
+                }
+                if s.escalation_requested {
+                    return Err(DomainError::precondition("a crisis-escalation request is already pending"));
+                }
+                IncidentEvent::CrisisEscalationRequested {
+                    reason,
+                    criteria_met,
+                    from_level: s.level,
+                    requested_by: actor,
+                }
+            }
+        };
+        Ok(vec![event])
+    }
+
+    fn evolve(&mut self, event: &IncidentEvent) {
+        if let IncidentEvent::IncidentOpened { severity, priority, level, alert_ids, .. } = event {
+            self.state = Some(IncidentState {
+                status: IncidentStatus::Open,
+                level: *level,
+                phase: None,
+                severity: *severity,
+                priority: *priority,
+                roles: Vec::new(),
+                escalation_requested: false,
+                alert_ids: alert_ids.clone(),
+            });
+            return;
+        }
+        let Some(s) = &mut self.state else { return };
+        match event {
+            IncidentEvent::IncidentOpened { .. } | IncidentEvent::NoteAdded { .. } => {}
+            IncidentEvent::IncidentAcknowledged { .. } => s.status = IncidentStatus::Acknowledged,
+            IncidentEvent::IncidentRoleAssigned { role, person, level, .. } => {
+                if *role == Role::Commander {
+                    s.roles.retain(|(l, r, _)| !(l == level && *r == Role::Commander));
+                }
+                s.roles.push((*level, *role, person.clone()));
+            }
+            IncidentEvent::IncidentClassified { severity, priority, .. } => {
+                s.severity = *severity;
+                s.priority = *priority;
+            }
+            IncidentEvent::IncidentLevelChanged { to, .. } => {
+                s.level = *to;
+                s.status = IncidentStatus::Responding;
+            }
+            IncidentEvent::IncidentPhaseChanged { to, .. } => {
+                s.phase = Some(*to);
+                s.status = IncidentStatus::Responding;
+            }
+            IncidentEvent::IncidentResolved { .. } => s.status = IncidentStatus::Resolved,
+            IncidentEvent::IncidentClosed { .. } => s.status = IncidentStatus::Closed,
+            IncidentEvent::IncidentReopened { .. } => s.status = IncidentStatus::Responding,
+            IncidentEvent::CrisisEscalationRequested { .. } => {
+                s.escalation_requested = true;
+                s.status = IncidentStatus::Responding;
+            }
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.state.is_some()
+    }
+}
+
+fn require_in_response(s: &IncidentState) -> Result<(), DomainError> {
+    match s.status {
+        IncidentStatus::Acknowledged | IncidentStatus::Responding => Ok(()),
+        IncidentStatus::Open => Err(DomainError::precondition("acknowledge the incident first")),
+        other => Err(DomainError::precondition(format!(
+            "incident is {}; reopen it first",
+            other.as_str()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::JustCultureDetermination;
+    use chrono::{Duration, TimeZone};
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap()
+    }
+
+    fn ctx() -> Context {
+        Context::now("duty-manager", now())
+    }
+
+    fn given(events: &[IncidentEvent]) -> Incident {
+        let mut i = Incident::default();
+        for e in events {
+            i.evolve(e);
+        }
+        i
+    }
+
+    fn when(i: &Incident, c: IncidentCommand) -> Result<Vec<IncidentEvent>, DomainError> {
+        i.decide(&c, &ctx())
+    }
+
+    fn opened() -> IncidentEvent {
+        IncidentEvent::IncidentOpened {
+            title: "Ransomware on file server".into(),
+            description: String::new(),
+            severity: Severity::High,
+            priority: Priority::P2,
+            level: Level::Operational,
+            alert_ids: vec![],
+            opened_by: "soc".into(),
+        }
+    }
+
+    fn acked() -> IncidentEvent {
+        IncidentEvent::IncidentAcknowledged { acknowledged_by: "duty-manager".into() }
+    }
+
+    fn to_tactical() -> IncidentEvent {
+        IncidentEvent::IncidentLevelChanged {
+            from: Level::Operational,
+            to: Level::Tactical,
+            reason: "spreading".into(),
+            decided_by: "duty-manager".into(),
+        }
+    }
+
+    fn resolved() -> IncidentEvent {
+        IncidentEvent::IncidentResolved { resolution: "restored".into(), just_culture: None, resolved_by: "x".into() }
+    }
+
+    fn closed() -> IncidentEvent {
+        IncidentEvent::IncidentClosed { note: String::new(), closed_by: "x".into() }
+    }
+
+    fn precondition(r: Result<Vec<IncidentEvent>, DomainError>) {
+        assert!(matches!(r, Err(DomainError::Precondition(_))), "expected a precondition failure, got {r:?}");
+    }
+
+    fn invalid(r: Result<Vec<IncidentEvent>, DomainError>, name: &str) {
+        assert!(
+            matches!(&r, Err(DomainError::Invalid { field, .. }) if field == name),
+            "expected {name} to be invalid, got {r:?}"
+        );
+    }
+
+    fn open_cmd(priority: Option<Priority>) -> IncidentCommand {
+        IncidentCommand::Open {
+            title: " Ransomware on file server ".into(),
+            description: String::new(),
+            severity: Severity::High,
+            priority,
+            alert_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn open_starts_at_operational_with_priority_from_severity() {
+        let events = when(&given(&[]), open_cmd(None)).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::IncidentOpened {
+                title: "Ransomware on file server".into(),
+                description: String::new(),
+                severity: Severity::High,
+                priority: Priority::P2,
+                level: Level::Operational,
+                alert_ids: vec![],
+                opened_by: "duty-manager".into(),
+            }]
+        );
+        let i = given(&events);
+        assert_eq!(i.state().unwrap().status, IncidentStatus::Open);
+    }
+
+    #[test]
+    fn open_needs_a_title_and_happens_once() {
+        let cmd = IncidentCommand::Open {
+            title: "".into(),
+            description: String::new(),
+            severity: Severity::Low,
+            priority: None,
+            alert_ids: vec![],
+        };
+        invalid(when(&given(&[]), cmd), "title");
+        precondition(when(&given(&[opened()]), open_cmd(Some(Priority::P1))));
+    }
+
+    #[test]
+    fn commands_on_an_unknown_incident_are_not_found() {
+        assert!(matches!(when(&given(&[]), IncidentCommand::Acknowledge), Err(DomainError::NotFound(_))));
+    }
+
+    #[test]
+    fn acknowledge_only_once() {
+        let events = when(&given(&[opened()]), IncidentCommand::Acknowledge).unwrap();
+        assert_eq!(events, vec![acked()]);
+        precondition(when(&given(&[opened(), acked()]), IncidentCommand::Acknowledge));
+    }
+
+    #[test]
+    fn level_change_needs_acknowledgement_a_reason_and_a_different_level() {
+        let change = |to, reason: &str| IncidentCommand::ChangeLevel { to, reason: reason.into() };
+        precondition(when(&given(&[opened()]), change(Level::Tactical, "spreading")));
+        invalid(when(&given(&[opened(), acked()]), change(Level::Tactical, "")), "reason");
+        precondition(when(&given(&[opened(), acked()]), change(Level::Operational, "why")));
+        let events = when(&given(&[opened(), acked()]), change(Level::Tactical, "spreading")).unwrap();
+        assert_eq!(events, vec![to_tactical()]);
+        let i = given(&[opened(), acked(), to_tactical()]);
+        assert_eq!(i.state().unwrap().status, IncidentStatus::Responding);
+        assert_eq!(i.state().unwrap().level, Level::Tactical);
+    }
+
+    #[test]
+    fn strategic_is_never_a_level_change() {
+        let r = when(
+            &given(&[opened(), acked(), to_tactical()]),
+            IncidentCommand::ChangeLevel { to: Level::Strategic, reason: "crisis".into() },
+        );
+        invalid(r, "to");
+    }
+
+    #[test]
+    fn crisis_escalation_is_requested_from_tactical_once() {
+        let req = || IncidentCommand::RequestCrisisEscalation {
+            reason: "business-critical systems down".into(),
+            criteria_met: "C1".into(),
+        };
+        precondition(when(&given(&[opened(), acked()]), req()));
+        let events = when(&given(&[opened(), acked(), to_tactical()]), req()).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::CrisisEscalationRequested {
+                reason: "business-critical systems down".into(),
+                criteria_met: "C1".into(),
+                from_level: Level::Tactical,
+                requested_by: "duty-manager".into(),
+            }]
+        );
+        let pending = given(&[opened(), acked(), to_tactical(), events[0].clone()]);
+        precondition(when(&pending, req()));
+        precondition(when(
+            &pending,
+            IncidentCommand::ChangeLevel { to: Level::Operational, reason: "contained".into() },
+        ));
+    }
+
+    #[test]
+    fn classification_needs_a_rationale_and_a_change() {
+        let classify = |s, p, r: &str| IncidentCommand::Classify { severity: s, priority: p, rationale: r.into() };
+        let i = given(&[opened()]);
+        invalid(when(&i, classify(Severity::Critical, Priority::P1, "")), "rationale");
+        precondition(when(&i, classify(Severity::High, Priority::P2, "same")));
+        let events = when(&i, classify(Severity::High, Priority::P1, "board meeting tomorrow")).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::IncidentClassified {
+                severity: Severity::High,
+                priority: Priority::P1,
+                previous_severity: Severity::High,
+                previous_priority: Priority::P2,
+                rationale: "board meeting tomorrow".into(),
+                classified_by: "duty-manager".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn one_commander_per_level_replacement_is_recorded() {
+        let assign = |person: &str| IncidentCommand::AssignRole {
+            role: Role::Commander,
+            person: person.into(),
+            level: Level::Tactical,
+            effective_at: now(),
+        };
+        let first = when(&given(&[opened()]), assign("ana")).unwrap();
+        assert!(matches!(&first[0], IncidentEvent::IncidentRoleAssigned { replaces: None, .. }));
+        let i = given(&[opened(), first[0].clone()]);
+        precondition(when(&i, assign("ana")));
+        let second = when(&i, assign("bo")).unwrap();
+        assert!(matches!(&second[0], IncidentEvent::IncidentRoleAssigned { replaces: Some(p), .. } if p == "ana"));
+        let i = given(&[opened(), first[0].clone(), second[0].clone()]);
+        assert_eq!(i.state().unwrap().roles, vec![(Level::Tactical, Role::Commander, "bo".to_string())]);
+        invalid(when(&i, IncidentCommand::AssignRole {
+            role: Role::Scribe,
+            person: " ".into(),
+            level: Level::Tactical,
+            effective_at: now(),
+        }), "person");
+    }
+
+    #[test]
+    fn phase_change_needs_acknowledgement_and_a_new_phase() {
+        let phase = |p| IncidentCommand::ChangePhase { phase: p, reason: "isolated hosts".into() };
+        precondition(when(&given(&[opened()]), phase(Phase::Contain)));
+        let events = when(&given(&[opened(), acked()]), phase(Phase::Contain)).unwrap();
+        let i = given(&[opened(), acked(), events[0].clone()]);
+        assert_eq!(i.state().unwrap().phase, Some(Phase::Contain));
+        precondition(when(&i, phase(Phase::Contain)));
+    }
+
+    #[test]
+    fn late_notes_need_a_reason() {
+        let i = given(&[opened()]);
+        let mut late = ctx();
+        late.occurred_at = now() - Duration::hours(3);
+        let note = IncidentCommand::AddNote { text: "call with ISP".into() };
+        assert!(matches!(i.decide(&note, &late), Err(DomainError::Invalid { field, .. }) if field == "late_reason"));
+        late.late_reason = Some("written up after the call".into());
+        assert!(i.decide(&note, &late).is_ok());
+        invalid(when(&i, IncidentCommand::AddNote { text: "".into() }), "text");
+    }
+
+    #[test]
+    fn resolve_records_just_culture_and_only_resolved_incidents_close() {
+        let i = given(&[opened(), acked()]);
+        precondition(when(&i, IncidentCommand::Close { note: String::new() }));
+        invalid(when(&i, IncidentCommand::Resolve { resolution: "".into(), just_culture: None }), "resolution");
+        let jc = JustCulture { determination: JustCultureDetermination::HonestError, rationale: "".into() };
+        invalid(
+            when(&i, IncidentCommand::Resolve { resolution: "phished".into(), just_culture: Some(jc) }),
+            "determination_rationale",
+        );
+        let jc = JustCulture { determination: JustCultureDetermination::HonestError, rationale: "convincing lure".into() };
+        let events = when(&i, IncidentCommand::Resolve { resolution: "phished".into(), just_culture: Some(jc.clone()) }).unwrap();
+        assert!(matches!(&events[0], IncidentEvent::IncidentResolved { just_culture: Some(j), .. } if *j == jc));
+        let r = given(&[opened(), acked(), events[0].clone()]);
+        precondition(when(&r, IncidentCommand::Resolve { resolution: "again".into(), just_culture: None }));
+        assert!(when(&r, IncidentCommand::Close { note: "done".into() }).is_ok());
+    }
+
+    #[test]
+    fn a_closed_incident_only_reopens() {
+        let c = given(&[opened(), acked(), resolved(), closed()]);
+        precondition(when(&c, IncidentCommand::Acknowledge));
+        precondition(when(&c, IncidentCommand::AddNote { text: "x".into() }));
+        precondition(when(&c, IncidentCommand::Close { note: String::new() }));
+        invalid(when(&c, IncidentCommand::Reopen { reason: "".into() }), "reason");
+        let events = when(&c, IncidentCommand::Reopen { reason: "reinfection".into() }).unwrap();
+        let r = given(&[opened(), acked(), resolved(), closed(), events[0].clone()]);
+        assert_eq!(r.state().unwrap().status, IncidentStatus::Responding);
+    }
+
+    #[test]
+    fn only_resolved_or_closed_incidents_reopen() {
+        precondition(when(&given(&[opened(), acked()]), IncidentCommand::Reopen { reason: "x".into() }));
+    }
+
+    #[test]
+    fn a_resolved_incident_takes_no_level_change() {
+        let r = given(&[opened(), acked(), resolved()]);
+        precondition(when(&r, IncidentCommand::ChangeLevel { to: Level::Tactical, reason: "x".into() }));
+    }
+}

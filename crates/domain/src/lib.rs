@@ -1,0 +1,83 @@
+//! The pure domain of SeMS Response: aggregates, their commands and events, and the rules
+//! that decide between them.
+//!
+//! No async, no I/O, no clock, no randomness: time, ids and the actor arrive inside the
+//! command and its [`Context`]. An aggregate is `decide(&state, command, context)` → events and
+//! `evolve(state, event)` → state. This crate depends on nothing of the project.
+
+pub mod alert;
+mod error;
+pub mod incident;
+mod values;
+
+pub use error::DomainError;
+pub use values::{
+    Context, JustCulture, JustCultureDetermination, Level, Limits, Observable, Phase, Priority,
+    Role, Severity, Text,
+};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// An event-sourced aggregate: a state built by folding its events, and the rules that
+/// decide which events a command produces.
+pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+    /// The aggregate type as it appears in subjects and envelopes (`incident`, `alert`).
+    const TYPE: &'static str;
+    /// What a caller asks of the aggregate.
+    type Command: Send + Sync;
+    /// What happened to it.
+    type Event: DomainEvent;
+
+    /// Decides which events `command` produces in the current state, or why it is refused.
+    /// Never returns an empty list on success.
+    fn decide(
+        &self,
+        command: &Self::Command,
+        context: &Context,
+    ) -> Result<Vec<Self::Event>, DomainError>;
+
+    /// Applies one event. Events are facts: evolve never fails.
+    fn evolve(&mut self, event: &Self::Event);
+
+    /// Whether any event has been applied (the aggregate exists).
+    fn exists(&self) -> bool;
+}
+
+/// An event type as stored in the log: a stable name, a schema version and a JSON payload.
+pub trait DomainEvent:
+    Serialize + DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static
+{
+    /// The stable event type name, e.g. `IncidentOpened`.
+    fn event_type(&self) -> &'static str;
+
+    /// The schema version this code writes for the event's type.
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// Splits the event into its type name and payload.
+    fn to_payload(&self) -> Result<serde_json::Value, DomainError> {
+        let mut tagged = serde_json::to_value(self)
+            .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
+        Ok(tagged
+            .get_mut("payload")
+            .map(serde_json::Value::take)
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())))
+    }
+
+    /// Rebuilds an event from its stored type, schema version and payload, upcasting old
+    /// schema versions. Every type written so far is at version 1.
+    fn from_payload(
+        event_type: &str,
+        schema_version: u32,
+        payload: serde_json::Value,
+    ) -> Result<Self, DomainError> {
+        if schema_version != 1 {
+            return Err(DomainError::Internal(format!(
+                "unknown schema version {schema_version} of {event_type}"
+            )));
+        }
+        serde_json::from_value(serde_json::json!({ "type": event_type, "payload": payload }))
+            .map_err(|e| DomainError::Internal(format!("decode {event_type}: {e}")))
+    }
+}

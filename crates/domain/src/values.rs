@@ -1,0 +1,265 @@
+//! Value objects, parsed once at the edge. Every string and list has a size limit
+//! ([`Limits`]); a value that breaks one is refused with the field named.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::DomainError;
+
+/// Documented size limits (characters for strings, entries for lists). See `docs/API.md`.
+pub struct Limits;
+
+impl Limits {
+    /// Alert source (the emitting tool).
+    pub const SOURCE: usize = 100;
+    /// The tool's own alert id.
+    pub const SOURCE_REF: usize = 200;
+    /// Alert and incident titles.
+    pub const TITLE: usize = 200;
+    /// Alert and incident descriptions.
+    pub const DESCRIPTION: usize = 10_000;
+    /// Observables per alert.
+    pub const OBSERVABLES: usize = 100;
+    /// Observable type.
+    pub const OBSERVABLE_TYPE: usize = 50;
+    /// Observable value.
+    pub const OBSERVABLE_VALUE: usize = 2_000;
+    /// Labels per alert.
+    pub const LABELS: usize = 50;
+    /// Label key.
+    pub const LABEL_KEY: usize = 100;
+    /// Label value.
+    pub const LABEL_VALUE: usize = 500;
+    /// The raw original payload, as serialized JSON bytes.
+    pub const RAW_BYTES: usize = 64 * 1024;
+    /// Reasons, rationales, resolutions and notes.
+    pub const RATIONALE: usize = 4_000;
+    /// Note text.
+    pub const NOTE: usize = 10_000;
+    /// A person's name or principal.
+    pub const PERSON: usize = 200;
+    /// Client request ids.
+    pub const REQUEST_ID: usize = 128;
+    /// Alert ids given when opening an incident from alerts.
+    pub const ALERT_IDS: usize = 100;
+    /// How far in the future an `occurred_at` may be (clock skew).
+    pub const FUTURE_SKEW_SECONDS: i64 = 300;
+    /// An entry that occurred longer ago than this before it was recorded is late and
+    /// must say why.
+    pub const LATE_AFTER_SECONDS: i64 = 3_600;
+}
+
+/// A trimmed string within a size limit.
+pub struct Text;
+
+impl Text {
+    /// A required string: trimmed, not empty, at most `max` characters.
+    pub fn required(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(DomainError::invalid(field, "is required"));
+        }
+        Self::optional(field, value, max)
+    }
+
+    /// An optional string: trimmed, at most `max` characters, possibly empty.
+    pub fn optional(field: &str, value: &str, max: usize) -> Result<String, DomainError> {
+        let value = value.trim();
+        let len = value.chars().count();
+        if len > max {
+            return Err(DomainError::invalid(
+                field,
+                format!("is {len} characters long, at most {max} are allowed"),
+            ));
+        }
+        if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+            return Err(DomainError::invalid(field, "contains control characters"));
+        }
+        Ok(value.to_owned())
+    }
+}
+
+/// Who acts, when, and when what they report happened in the world.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The authenticated principal (from server configuration until authentication lands).
+    pub actor: String,
+    /// The server clock at the time of the command (becomes `recorded_at`).
+    pub now: DateTime<Utc>,
+    /// When it happened in the world; `now` unless the caller says otherwise.
+    pub occurred_at: DateTime<Utc>,
+    /// Why an entry is recorded long after it occurred.
+    pub late_reason: Option<String>,
+}
+
+impl Context {
+    /// A context for something that happens now.
+    pub fn now(actor: impl Into<String>, now: DateTime<Utc>) -> Self {
+        Self {
+            actor: actor.into(),
+            now,
+            occurred_at: now,
+            late_reason: None,
+        }
+    }
+
+    /// Checks a world time given by the caller: not in the future beyond clock skew, and when
+    /// it is more than [`Limits::LATE_AFTER_SECONDS`] old, a late reason is given.
+    pub fn check_occurred_at(&self, field: &str) -> Result<(), DomainError> {
+        if self.occurred_at > self.now + Duration::seconds(Limits::FUTURE_SKEW_SECONDS) {
+            return Err(DomainError::invalid(field, "is in the future"));
+        }
+        let late = self.now - self.occurred_at > Duration::seconds(Limits::LATE_AFTER_SECONDS);
+        if late && self.late_reason.as_deref().is_none_or(str::is_empty) {
+            return Err(DomainError::invalid(
+                "late_reason",
+                "is required when occurred_at is more than an hour before now",
+            ));
+        }
+        Ok(())
+    }
+}
+
+macro_rules! enum_codes {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $code:literal : $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// The proto enum number of the value.
+            pub fn code(self) -> i32 {
+                match self { $(Self::$variant => $code),+ }
+            }
+
+            /// Parses a stored name, e.g. `TACTICAL`.
+            pub fn parse(field: &str, text: &str) -> Result<Self, DomainError> {
+                match text {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(DomainError::invalid(field, format!("unknown value {other:?}"))),
+                }
+            }
+
+            /// Parses a proto enum number; 0 (unspecified) and unknown numbers are invalid.
+            pub fn from_code(field: &str, code: i32) -> Result<Self, DomainError> {
+                match code {
+                    $($code => Ok(Self::$variant),)+
+                    0 => Err(DomainError::invalid(field, "is required")),
+                    other => Err(DomainError::invalid(field, format!("unknown value {other}"))),
+                }
+            }
+
+            /// The stored name of the value, e.g. `TACTICAL`.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+enum_codes! {
+    /// Impact of an alert or incident.
+    Severity { Info = 1: "INFO", Low = 2: "LOW", Medium = 3: "MEDIUM", High = 4: "HIGH", Critical = 5: "CRITICAL" }
+}
+
+enum_codes! {
+    /// Urgency of an incident; `P1` is the most urgent.
+    Priority { P1 = 1: "P1", P2 = 2: "P2", P3 = 3: "P3", P4 = 4: "P4" }
+}
+
+enum_codes! {
+    /// Command level: bronze, silver, gold (the CMC).
+    Level { Operational = 1: "OPERATIONAL", Tactical = 2: "TACTICAL", Strategic = 3: "STRATEGIC" }
+}
+
+enum_codes! {
+    /// Response phase (NIST SP 800-61).
+    Phase { Contain = 1: "CONTAIN", Eradicate = 2: "ERADICATE", Recover = 3: "RECOVER" }
+}
+
+enum_codes! {
+    /// A role held at one level of an incident. There is one commander per level.
+    Role { Commander = 1: "COMMANDER", Deputy = 2: "DEPUTY", Liaison = 3: "LIAISON", Scribe = 4: "SCRIBE", Analyst = 5: "ANALYST", Communications = 6: "COMMUNICATIONS", Observer = 7: "OBSERVER" }
+}
+
+enum_codes! {
+    /// Just Culture determination where people were involved (EU 376/2014).
+    JustCultureDetermination {
+        NoHumanFactor = 1: "NO_HUMAN_FACTOR", HonestError = 2: "HONEST_ERROR", AtRiskBehaviour = 3: "AT_RISK_BEHAVIOUR", RecklessBehaviour = 4: "RECKLESS_BEHAVIOUR", WilfulViolation = 5: "WILFUL_VIOLATION"
+    }
+}
+
+impl Priority {
+    /// The default urgency for an impact, until someone classifies the incident.
+    pub fn default_for(severity: Severity) -> Self {
+        match severity {
+            Severity::Critical => Self::P1,
+            Severity::High => Self::P2,
+            Severity::Medium => Self::P3,
+            Severity::Low | Severity::Info => Self::P4,
+        }
+    }
+}
+
+/// A Just Culture determination with its rationale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JustCulture {
+    /// The determination.
+    pub determination: JustCultureDetermination,
+    /// Why.
+    pub rationale: String,
+}
+
+/// Something observed in an alert: an IP, a domain, a hash, a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observable {
+    /// The kind of observable, e.g. `ip`, `sha256`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its value.
+    pub value: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_trimmed_and_bounded() {
+        assert_eq!(Text::required("title", "  x ", 5).unwrap(), "x");
+        assert_eq!(
+            Text::required("title", "   ", 5),
+            Err(DomainError::invalid("title", "is required"))
+        );
+        let err = Text::required("title", "abcdef", 5).unwrap_err();
+        assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "title"));
+        assert!(Text::optional("note", "a\u{0}b", 5).is_err());
+    }
+
+    #[test]
+    fn enum_codes_round_trip_and_reject_unspecified() {
+        assert_eq!(
+            Severity::from_code("severity", 5).unwrap(),
+            Severity::Critical
+        );
+        assert_eq!(Severity::Critical.code(), 5);
+        assert!(Severity::from_code("severity", 0).is_err());
+        assert!(Level::from_code("to", 9).is_err());
+        assert_eq!(Level::Tactical.as_str(), "TACTICAL");
+        assert_eq!(Level::parse("level", "TACTICAL").unwrap(), Level::Tactical);
+    }
+
+    #[test]
+    fn late_entries_need_a_reason_and_future_ones_are_refused() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut ctx = Context::now("alice", now);
+        ctx.occurred_at = now - Duration::hours(2);
+        assert!(ctx.check_occurred_at("occurred_at").is_err());
+        ctx.late_reason = Some("radio log transcribed after the shift".into());
+        assert!(ctx.check_occurred_at("occurred_at").is_ok());
+        ctx.occurred_at = now + Duration::hours(1);
+        assert!(ctx.check_occurred_at("occurred_at").is_err());
+    }
+}

@@ -1,0 +1,291 @@
+//! The JetStream event log.
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, Context,
+        context::PublishErrorKind,
+        message::PublishMessage,
+        stream::{self, DirectGetErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
+    },
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use sems_app::{AppendOutcome, EventLog, LogError, PendingCommit, StoredCommit};
+use tracing::{Instrument, info, info_span, warn};
+use uuid::Uuid;
+
+/// Header carrying the comma-separated event types of a commit.
+pub const EVENT_TYPE_HEADER: &str = "Sems-Event-Type";
+/// Header carrying the aggregate type.
+pub const AGGREGATE_TYPE_HEADER: &str = "Sems-Aggregate-Type";
+/// Header carrying the correlation id.
+pub const CORRELATION_HEADER: &str = "Sems-Correlation-Id";
+
+/// Where and how the stream lives.
+#[derive(Debug, Clone)]
+pub struct JetStreamConfig {
+    /// Stream name (default `SEMS`).
+    pub stream: String,
+    /// Subject prefix; aggregates live at `<prefix>.<type>.<id>` (default `sems.ev`).
+    pub subject_prefix: String,
+    /// How long JetStream remembers a `Nats-Msg-Id` (default 10 minutes); beyond it, the
+    /// command handler's own check of recent commit ids applies.
+    pub duplicate_window: Duration,
+    /// Replicas: 1 here; 3 in production on nats-server 2.11 or newer (`docs/DEPLOY.md`).
+    pub replicas: usize,
+    /// Publishes retried with the same message id when the ack times out.
+    pub publish_attempts: u32,
+}
+
+impl Default for JetStreamConfig {
+    fn default() -> Self {
+        Self {
+            stream: "SEMS".into(),
+            subject_prefix: "sems.ev".into(),
+            duplicate_window: Duration::from_secs(600),
+            replicas: 1,
+            publish_attempts: 3,
+        }
+    }
+}
+
+/// The event log on one JetStream stream.
+#[derive(Clone)]
+pub struct JetStreamLog {
+    js: Context,
+    stream: jetstream::stream::Stream,
+    config: JetStreamConfig,
+}
+
+impl JetStreamLog {
+    /// Connects to the stream, creating it when missing, and checks that the configuration
+    /// the server holds is the one asked for (nats-server 2.9 silently ignores settings it
+    /// does not know).
+    pub async fn open(client: async_nats::Client, config: JetStreamConfig) -> Result<Self, LogError> {
+        let js = jetstream::new(client);
+        let wanted = stream_config(&config);
+        let stream = match js.get_stream(&config.stream).await {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref js)
+                        if js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                info!(stream = %config.stream, "creating event stream");
+                js.create_stream(wanted.clone())
+                    .await
+                    .map_err(|e| LogError::Unavailable(format!("create stream {}: {e}", config.stream)))?
+            }
+            Err(e) => return Err(LogError::Unavailable(format!("get stream {}: {e}", config.stream))),
+        };
+        let mut stream = stream;
+        let held = stream
+            .info()
+            .await
+            .map_err(|e| LogError::Unavailable(format!("stream info {}: {e}", config.stream)))?
+            .config
+            .clone();
+        check_config(&wanted, &held)?;
+        Ok(Self { js, stream, config })
+    }
+
+    /// The subject of one aggregate.
+    pub fn subject(&self, aggregate_type: &str, aggregate_id: Uuid) -> String {
+        format!("{}.{aggregate_type}.{aggregate_id}", self.config.subject_prefix)
+    }
+
+    /// The wildcard covering every aggregate (what projectors consume).
+    pub fn all_subjects(&self) -> String {
+        format!("{}.>", self.config.subject_prefix)
+    }
+
+    /// The JetStream context.
+    pub fn context(&self) -> &Context {
+        &self.js
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &JetStreamConfig {
+        &self.config
+    }
+
+    /// Messages in the stream and the last position.
+    pub async fn state(&self) -> Result<(u64, u64), LogError> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await.map_err(|e| LogError::Unavailable(format!("stream info: {e}")))?;
+        Ok((info.state.messages, info.state.last_sequence))
+    }
+
+    /// Every commit in the stream from `from` on, in position order (for auditors and
+    /// verification; reads from the stream leader).
+    pub async fn read_from(&self, from: u64, limit: usize) -> Result<Vec<StoredCommit>, LogError> {
+        let (_, last) = self.state().await?;
+        let mut out = Vec::new();
+        let mut seq = from.max(1);
+        while seq <= last && out.len() < limit {
+            match self.read_at(seq).await {
+                Ok(c) => out.push(c),
+                Err(LogError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+            seq += 1;
+        }
+        Ok(out)
+    }
+}
+
+/// The stream configuration of the event-log contract: file storage, nothing ever expires,
+/// `discard: new`, deny delete and purge, no rollups, direct get on.
+fn stream_config(config: &JetStreamConfig) -> stream::Config {
+    stream::Config {
+        name: config.stream.clone(),
+        description: Some("SeMS Response event log: append-only, one subject per aggregate".into()),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::New,
+        max_bytes: -1,
+        max_messages: -1,
+        max_messages_per_subject: -1,
+        max_message_size: -1,
+        max_consumers: -1,
+        max_age: Duration::ZERO,
+        num_replicas: config.replicas,
+        duplicate_window: config.duplicate_window,
+        deny_delete: true,
+        deny_purge: true,
+        allow_rollup: false,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Compares the configuration the server holds with the one asked for, field by field.
+fn check_config(wanted: &stream::Config, held: &stream::Config) -> Result<(), LogError> {
+    let mut diffs = Vec::new();
+    macro_rules! same {
+        ($field:ident) => {
+            if wanted.$field != held.$field {
+                diffs.push(format!(
+                    "{}: wanted {:?}, server has {:?}",
+                    stringify!($field),
+                    wanted.$field,
+                    held.$field
+                ));
+            }
+        };
+    }
+    same!(subjects);
+    same!(storage);
+    same!(retention);
+    same!(discard);
+    same!(max_bytes);
+    same!(max_messages);
+    same!(max_messages_per_subject);
+    same!(max_age);
+    same!(num_replicas);
+    same!(duplicate_window);
+    same!(deny_delete);
+    same!(deny_purge);
+    same!(allow_rollup);
+    same!(allow_direct);
+    same!(sealed);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(LogError::Internal(format!(
+            "stream {} is not configured as the event-log contract requires: {}",
+            wanted.name,
+            diffs.join("; ")
+        )))
+    }
+}
+
+#[async_trait]
+impl EventLog for JetStreamLog {
+    async fn read_aggregate(&self, aggregate_type: &str, aggregate_id: Uuid) -> Result<Vec<StoredCommit>, LogError> {
+        let subject = self.subject(aggregate_type, aggregate_id);
+        let mut commits = Vec::new();
+        let mut next = 1;
+        loop {
+            match self.stream.direct_get_next_for_subject(subject.clone(), Some(next)).await {
+                Ok(m) => {
+                    next = m.sequence + 1;
+                    commits.push(StoredCommit { position: m.sequence, bytes: m.payload.to_vec() });
+                }
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(commits),
+                Err(e) => return Err(LogError::Unavailable(format!("read {subject}: {e}"))),
+            }
+        }
+    }
+
+    async fn read_at(&self, position: u64) -> Result<StoredCommit, LogError> {
+        match self.stream.get_raw_message(position).await {
+            Ok(m) => Ok(StoredCommit { position: m.sequence, bytes: m.payload.to_vec() }),
+            Err(e) if e.to_string().contains("not found") => Err(LogError::NotFound(position)),
+            Err(e) => Err(LogError::Unavailable(format!("read position {position}: {e}"))),
+        }
+    }
+
+    async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError> {
+        let subject = self.subject(commit.aggregate_type, commit.aggregate_id);
+        let span = info_span!(
+            "eventlog.append",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            sems.commit_id = %commit.commit_id,
+        );
+        async {
+            let mut headers = HeaderMap::new();
+            headers.insert(EVENT_TYPE_HEADER, commit.event_types.join(",").as_str());
+            headers.insert(AGGREGATE_TYPE_HEADER, commit.aggregate_type);
+            headers.insert(CORRELATION_HEADER, commit.correlation_id.to_string().as_str());
+            if let Some(tc) = &commit.trace_context {
+                headers.insert("traceparent", tc.traceparent.as_str());
+                if let Some(ts) = &tc.tracestate {
+                    headers.insert("tracestate", ts.as_str());
+                }
+            }
+            let payload = Bytes::from(commit.bytes);
+            let msg_id = commit.commit_id.to_string();
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let publish = PublishMessage::build()
+                    .payload(payload.clone())
+                    .headers(headers.clone())
+                    .message_id(&msg_id)
+                    .expected_last_subject_sequence(commit.expected_last_position);
+                let result = match self.js.send_publish(subject.clone(), publish).await {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(ack) => return Ok(AppendOutcome { position: ack.sequence, duplicate: ack.duplicate }),
+                    Err(e) => match e.kind() {
+                        PublishErrorKind::WrongLastSequence => return Err(LogError::Conflict),
+                        // Outcome unknown: retry with the same message id, never a new one.
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending
+                            if attempt < self.config.publish_attempts =>
+                        {
+                            warn!(attempt, error = %e, "publish outcome unknown, retrying with the same message id");
+                            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                        }
+                        PublishErrorKind::MaxPayloadExceeded => {
+                            return Err(LogError::Internal(format!("commit too large: {e}")));
+                        }
+                        _ => return Err(LogError::Unavailable(format!("publish to {subject}: {e}"))),
+                    },
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

@@ -1,0 +1,181 @@
+//! tracing and OpenTelemetry for every SeMS process, and W3C trace-context propagation over
+//! gRPC metadata and NATS headers (as plain key/value pairs, so this crate depends on
+//! neither tonic nor async-nats).
+//!
+//! Spans always carry OpenTelemetry trace ids, so the trace context is recorded in every
+//! commit even when nothing is exported; spans are exported over OTLP/gRPC only when an
+//! endpoint is configured.
+
+use opentelemetry::{
+    Context, KeyValue,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::TraceContextPropagator,
+    trace::SdkTracerProvider,
+};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+/// Telemetry settings.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC endpoint (e.g. `http://127.0.0.1:4317`); `None` exports nothing.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+    /// Log filter in `RUST_LOG` syntax; `RUST_LOG` wins when set.
+    pub log_filter: String,
+}
+
+/// Keeps the tracer provider alive; dropping it (or [`TelemetryGuard::shutdown`]) flushes
+/// spans not yet exported.
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl TelemetryGuard {
+    /// Flushes and stops exporting.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("telemetry shutdown: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber (logs to stderr, OpenTelemetry layer) and the W3C
+/// trace-context propagator.
+pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
+    let provider = provider(config)?;
+    let tracer = provider.tracer("sems");
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Spans reach OpenTelemetry whatever the log filter says, so the trace context is never
+    // lost by turning logs down.
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    tracing_subscriber::registry().with(otel).with(logs).try_init()?;
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    Ok(TelemetryGuard { provider })
+}
+
+/// Installs the OpenTelemetry layer only (no log output), for tests; idempotent.
+pub fn init_for_tests() {
+    if let Ok(provider) = provider(&TelemetryConfig::default()) {
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("sems-test"))
+            .with_filter(LevelFilter::INFO);
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+        let logs = tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter);
+        let _ = tracing_subscriber::registry().with(layer).with(logs).try_init();
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        // Keep the provider for the whole test process.
+        std::mem::forget(provider);
+    }
+}
+
+fn provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
+    let name = if config.service_name.is_empty() { "sems".to_owned() } else { config.service_name.clone() };
+    let resource = Resource::builder().with_service_name(name).build();
+    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+/// The `traceparent` and `tracestate` of a span, when it has a valid trace context.
+pub fn trace_context_of(span: &Span) -> Option<(String, Option<String>)> {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut pairs = Pairs::default();
+    TraceContextPropagator::new().inject_context(&cx, &mut pairs);
+    let traceparent = pairs.get("traceparent")?.to_owned();
+    let tracestate = pairs.get("tracestate").filter(|s| !s.is_empty()).map(str::to_owned);
+    Some((traceparent, tracestate))
+}
+
+/// Makes `span` a child of the remote context in `traceparent`/`tracestate` (a call from a
+/// traced client). Does nothing when the header is absent or malformed.
+pub fn set_remote_parent(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    if let Some(cx) = remote_context(traceparent, tracestate) {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Links `span` to the remote context (used by projectors, so a rebuild does not attach
+/// itself to months-old traces).
+pub fn link_remote(span: &Span, traceparent: Option<&str>, tracestate: Option<&str>) {
+    if let Some(cx) = remote_context(traceparent, tracestate) {
+        span.add_link_with_attributes(
+            cx.span().span_context().clone(),
+            vec![KeyValue::new("sems.link", "commit")],
+        );
+    }
+}
+
+fn remote_context(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<Context> {
+    let traceparent = traceparent?;
+    let mut pairs = Pairs::default();
+    pairs.0.push(("traceparent".into(), traceparent.into()));
+    if let Some(ts) = tracestate {
+        pairs.0.push(("tracestate".into(), ts.into()));
+    }
+    let cx = TraceContextPropagator::new().extract(&pairs);
+    cx.span().span_context().is_valid().then_some(cx)
+}
+
+#[derive(Default)]
+struct Pairs(Vec<(String, String)>);
+
+impl Pairs {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Injector for Pairs {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+impl Extractor for Pairs {
+    fn get(&self, key: &str) -> Option<&str> {
+        Pairs::get(self, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_parent_is_carried_to_children() {
+        init_for_tests();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let span = tracing::info_span!("call");
+        set_remote_parent(&span, Some(parent), None);
+        let (traceparent, _) = trace_context_of(&span).unwrap();
+        assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(!traceparent.contains("00f067aa0ba902b7"), "child has its own span id");
+        assert!(remote_context(Some("garbage"), None).is_none());
+    }
+}

@@ -1,0 +1,167 @@
+//! Test-only helpers, never a dependency of production code: a real `nats-server` with
+//! JetStream on a free port and a temporary store, killed on drop; a fresh PostgreSQL
+//! database per test, dropped afterwards.
+//!
+//! `SEMS_NATS_SERVER` names the nats-server binary (default `nats-server` on `PATH`, then
+//! `/usr/sbin/nats-server`); `SEMS_TEST_DATABASE_URL` names an administrative PostgreSQL
+//! connection (default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use sqlx::{Connection, PgConnection};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running nats-server with JetStream, its own port and store directory.
+pub struct NatsServer {
+    port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port with a fresh temporary store.
+    pub fn start() -> anyhow::Result<Self> {
+        let store = tempfile::tempdir()?;
+        let mut server = Self { port: free_port(), store, child: None };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The store directory.
+    pub fn store_dir(&self) -> &Path {
+        self.store.path()
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = nats_server_binary();
+        let log = self.store.path().join("nats-server.log");
+        let child = Command::new(&bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.store.path().join("js"))
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {} (install nats-server, or set SEMS_NATS_SERVER)", bin.display()))?;
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn nats_server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("SEMS_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on port {port} after {timeout:?}")
+}
+
+/// The administrative PostgreSQL URL tests create their databases through.
+pub fn admin_database_url() -> String {
+    std::env::var("SEMS_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh PostgreSQL database, dropped when this value is dropped.
+pub struct TestDatabase {
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates `sems_test_<random>`.
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin = admin_database_url();
+        let name = format!("sems_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .with_context(|| format!("connect to {admin} (is PostgreSQL running? see README)"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        conn.close().await?;
+        let url = match admin.rfind('/') {
+            Some(i) if !admin[i + 1..].contains('@') => {
+                let (base, rest) = admin.split_at(i + 1);
+                let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
+                format!("{base}{name}{query}")
+            }
+            _ => bail!("cannot derive a database URL from {admin}"),
+        };
+        Ok(Self { name, url })
+    }
+
+    /// Its connection URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_database_url();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
