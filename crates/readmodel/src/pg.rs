@@ -1,0 +1,442 @@
+//! The PostgreSQL store of the incident-tracking read model. Each read-model generation
+//! lives in its own schema, so a rebuild writes fresh tables beside the live ones and the
+//! API switches by schema name.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    types::Json,
+};
+use tokio::{sync::watch, time::Instant};
+use tracing::{Instrument, info_span};
+use uuid::Uuid;
+
+use sems_app::AppError;
+
+use crate::{
+    AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
+    IncidentSort, IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore,
+    projection::{self, Rows},
+    query::Cursor,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const INCIDENT_COLUMNS: &[&str] = &[
+    "title", "description", "status", "level", "phase", "severity", "priority",
+    "crisis_escalation_requested", "roles", "resolution", "just_culture", "opened_by", "opened_at",
+    "acknowledged_at", "tactical_at", "escalation_requested_at", "resolved_at", "closed_at",
+    "updated_at", "version", "position",
+];
+
+const ALERT_COLUMNS: &[&str] = &[
+    "source", "source_ref", "title", "description", "severity", "status", "incident_id",
+    "repeat_count", "first_seen_at", "last_seen_at", "received_at", "observables", "labels", "raw",
+    "dismissal_rationale", "version", "position",
+];
+
+/// Where the read model lives.
+#[derive(Debug, Clone)]
+pub struct PgReadModelConfig {
+    /// PostgreSQL URL.
+    pub url: String,
+    /// Schema of this read-model generation (default `sems`).
+    pub schema: String,
+    /// Pool size.
+    pub max_connections: u32,
+}
+
+impl PgReadModelConfig {
+    /// Defaults for a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self { url: url.into(), schema: "sems".into(), max_connections: 8 }
+    }
+}
+
+/// The incident-tracking read model in PostgreSQL.
+#[derive(Clone)]
+pub struct PgReadModel {
+    pool: PgPool,
+    name: String,
+    schema: String,
+    url: String,
+    applied: Arc<watch::Sender<u64>>,
+}
+
+fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
+    move |e| match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            AppError::Unavailable(format!("{context}: {e}"))
+        }
+        other => AppError::Internal(format!("{context}: {other}")),
+    }
+}
+
+impl PgReadModel {
+    /// Connects, creates the schema when missing and runs the migrations in it.
+    pub async fn connect(config: &PgReadModelConfig) -> Result<Self, AppError> {
+        let schema = &config.schema;
+        if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+            return Err(AppError::Invalid {
+                field: "read_model_schema".into(),
+                message: "use lowercase letters, digits and _".into(),
+            });
+        }
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(|e| AppError::Invalid { field: "database_url".into(), message: e.to_string() })?;
+        let mut admin = PgConnection::connect_with(&options).await.map_err(unavailable("connect to PostgreSQL"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
+            .execute(&mut admin)
+            .await
+            .map_err(unavailable("create schema"))?;
+        admin.close().await.map_err(unavailable("close"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.options([("search_path", schema.as_str())]))
+            .await
+            .map_err(unavailable("connect to PostgreSQL"))?;
+        MIGRATOR.run(&pool).await.map_err(|e| AppError::Internal(format!("migrate {schema}: {e}")))?;
+        let name = format!("incident_tracking_{schema}");
+        sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
+            .bind(&name)
+            .execute(&pool)
+            .await
+            .map_err(unavailable("create checkpoint"))?;
+        let (applied, _) = watch::channel(0);
+        Ok(Self { pool, name, schema: schema.clone(), url: config.url.clone(), applied: Arc::new(applied) })
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// The pool (for tests and tools).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Every row of every table, as JSON text in key order, for comparing two generations.
+    pub async fn dump(&self) -> Result<Vec<String>, AppError> {
+        let mut out = Vec::new();
+        for (table, key) in [("incidents", "incident_id"), ("alerts", "alert_id"), ("incident_notes", "position, seq")] {
+            let sql = format!("SELECT to_jsonb(t)::text FROM {table} t ORDER BY {key}");
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable("dump"))?;
+            out.extend(rows.into_iter().map(|r| format!("{table} {r}")));
+        }
+        Ok(out)
+    }
+
+    async fn load_rows(tx: &mut PgConnection, incidents: &[Uuid], alerts: &[Uuid]) -> Result<Rows, AppError> {
+        let mut rows = Rows::default();
+        if !incidents.is_empty() {
+            let found: Vec<Json<IncidentRow>> =
+                sqlx::query_scalar("SELECT to_jsonb(i) FROM incidents i WHERE incident_id = ANY($1)")
+                    .bind(incidents)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable("load incidents"))?;
+            rows.incidents = found.into_iter().map(|Json(r)| (r.incident_id, r)).collect();
+        }
+        if !alerts.is_empty() {
+            let found: Vec<Json<AlertRow>> = sqlx::query_scalar("SELECT to_jsonb(a) FROM alerts a WHERE alert_id = ANY($1)")
+                .bind(alerts)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable("load alerts"))?;
+            rows.alerts = found.into_iter().map(|Json(r)| (r.alert_id, r)).collect();
+        }
+        Ok(rows)
+    }
+
+    async fn write_rows(tx: &mut PgConnection, rows: &Rows) -> Result<(), AppError> {
+        if !rows.incidents.is_empty() {
+            let values: Vec<&IncidentRow> = rows.incidents.values().collect();
+            sqlx::query(sqlx::AssertSqlSafe(upsert_sql("incidents", "incident_id", INCIDENT_COLUMNS)))
+                .bind(Json(values))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("write incidents"))?;
+        }
+        if !rows.alerts.is_empty() {
+            let values: Vec<&AlertRow> = rows.alerts.values().collect();
+            sqlx::query(sqlx::AssertSqlSafe(upsert_sql("alerts", "alert_id", ALERT_COLUMNS)))
+                .bind(Json(values))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("write alerts"))?;
+        }
+        if !rows.notes.is_empty() {
+            sqlx::query(
+                "INSERT INTO incident_notes SELECT * FROM jsonb_populate_recordset(NULL::incident_notes, $1) \
+                 ON CONFLICT (position, seq) DO NOTHING",
+            )
+            .bind(Json(&rows.notes))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write notes"))?;
+        }
+        Ok(())
+    }
+
+    async fn current_checkpoint(&self) -> Result<u64, AppError> {
+        let p: i64 = sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+            .bind(&self.name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable("read checkpoint"))?
+            .unwrap_or(0);
+        Ok(u64::try_from(p).unwrap_or(0))
+    }
+}
+
+fn upsert_sql(table: &str, key: &str, columns: &[&str]) -> String {
+    let set = columns.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
+         ON CONFLICT ({key}) DO UPDATE SET {set}"
+    )
+}
+
+#[async_trait]
+impl ProjectionStore for PgReadModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn checkpoint(&self) -> Result<u64, AppError> {
+        self.current_checkpoint().await
+    }
+
+    async fn apply_batch(&self, commits: &[ProjectedCommit]) -> Result<Applied, AppError> {
+        let span = info_span!("readmodel.apply_batch", projection = %self.name, commits = commits.len());
+        async {
+            let mut tx = self.pool.begin().await.map_err(unavailable("begin"))?;
+            let checkpoint: i64 =
+                sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+                    .bind(&self.name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable("lock checkpoint"))?;
+            let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+            let fresh: Vec<ProjectedCommit> = commits.iter().filter(|c| c.position > checkpoint).cloned().collect();
+            let skipped = commits.len() - fresh.len();
+            let Some(last) = fresh.iter().map(|c| c.position).max() else {
+                tx.commit().await.map_err(unavailable("commit"))?;
+                return Ok(Applied { applied: 0, skipped, checkpoint });
+            };
+            let (incidents, alerts) = projection::touched(&fresh);
+            let mut rows = Self::load_rows(&mut tx, &incidents, &alerts).await?;
+            for c in &fresh {
+                projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
+            }
+            Self::write_rows(&mut tx, &rows).await?;
+            sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1")
+                .bind(&self.name)
+                .bind(i64::try_from(last).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable("write checkpoint"))?;
+            tx.commit().await.map_err(unavailable("commit"))?;
+            self.applied.send_replace(last);
+            Ok(Applied { applied: fresh.len(), skipped, checkpoint: last })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn try_lock(&self) -> Result<Option<Box<dyn Send + Sync>>, AppError> {
+        let options = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| AppError::Internal(format!("database url: {e}")))?;
+        let mut conn = PgConnection::connect_with(&options).await.map_err(unavailable("connect for lock"))?;
+        let key = lock_key(&self.name);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(unavailable("advisory lock"))?;
+        // The lock lives as long as this connection.
+        Ok(got.then(|| Box::new(tokio::sync::Mutex::new(conn)) as Box<dyn Send + Sync>))
+    }
+}
+
+/// A stable 64-bit advisory-lock key for a projection name (FNV-1a).
+fn lock_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+#[async_trait]
+impl IncidentReadModel for PgReadModel {
+    async fn wait_for(&self, position: u64, deadline: std::time::Instant) -> Result<(), AppError> {
+        if position == 0 {
+            return Ok(());
+        }
+        let deadline = Instant::from_std(deadline);
+        let mut applied = self.applied.subscribe();
+        loop {
+            if *applied.borrow_and_update() >= position || self.current_checkpoint().await? >= position {
+                return Ok(());
+            }
+            // Woken at once by a projector in this process; otherwise poll every 5 ms.
+            let wake = (Instant::now() + Duration::from_millis(5)).min(deadline);
+            if Instant::now() >= deadline {
+                return Err(AppError::NotCaughtUp(position));
+            }
+            let _ = tokio::time::timeout_at(wake, applied.changed()).await;
+        }
+    }
+
+    async fn get_incident(&self, id: Uuid) -> Result<Option<IncidentDetail>, AppError> {
+        let row = sqlx::query(
+            "SELECT to_jsonb(i) AS row, (SELECT count(*) FROM alerts a WHERE a.incident_id = i.incident_id) AS alert_count \
+             FROM incidents i WHERE incident_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable("get incident"))?;
+        let Some(row) = row else { return Ok(None) };
+        let incident = summary(&row)?;
+        let alerts: Vec<Json<AlertRow>> = sqlx::query_scalar(
+            "SELECT to_jsonb(a) FROM alerts a WHERE incident_id = $1 ORDER BY received_at DESC, alert_id DESC LIMIT 1000",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable("incident alerts"))?;
+        let notes: Vec<Json<NoteRow>> = sqlx::query_scalar(
+            "SELECT to_jsonb(n) FROM incident_notes n WHERE incident_id = $1 ORDER BY position, seq",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable("incident notes"))?;
+        Ok(Some(IncidentDetail {
+            incident,
+            alerts: alerts.into_iter().map(|Json(a)| a).collect(),
+            notes: notes.into_iter().map(|Json(n)| n).collect(),
+        }))
+    }
+
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<IncidentSummary>, AppError> {
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT to_jsonb(i) AS row, (SELECT count(*) FROM alerts a WHERE a.incident_id = i.incident_id) AS alert_count \
+             FROM incidents i WHERE TRUE",
+        );
+        if !q.statuses.is_empty() {
+            b.push(" AND i.status = ANY(").push_bind(q.statuses.clone()).push(")");
+        }
+        if !q.levels.is_empty() {
+            b.push(" AND i.level = ANY(").push_bind(q.levels.clone()).push(")");
+        }
+        if !q.severities.is_empty() {
+            b.push(" AND i.severity = ANY(").push_bind(q.severities.clone()).push(")");
+        }
+        if !q.priorities.is_empty() {
+            b.push(" AND i.priority = ANY(").push_bind(q.priorities.clone()).push(")");
+        }
+        if let Some(from) = q.opened_from {
+            b.push(" AND i.opened_at >= ").push_bind(from);
+        }
+        if let Some(to) = q.opened_to {
+            b.push(" AND i.opened_at < ").push_bind(to);
+        }
+        if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+            b.push(" AND (i.title ILIKE ").push_bind(pattern.clone()).push(" OR i.description ILIKE ").push_bind(pattern).push(")");
+        }
+        let (keys, op, order) = match q.sort {
+            IncidentSort::OpenedDesc => ("(i.opened_at, i.incident_id)", "<", "i.opened_at DESC, i.incident_id DESC"),
+            IncidentSort::OpenedAsc => ("(i.opened_at, i.incident_id)", ">", "i.opened_at, i.incident_id"),
+            IncidentSort::UpdatedDesc => ("(i.updated_at, i.incident_id)", "<", "i.updated_at DESC, i.incident_id DESC"),
+            IncidentSort::SeverityDesc => (
+                "(i.severity, i.opened_at, i.incident_id)",
+                "<",
+                "i.severity DESC, i.opened_at DESC, i.incident_id DESC",
+            ),
+            IncidentSort::PriorityAsc => (
+                "(i.priority, i.opened_at, i.incident_id)",
+                ">",
+                "i.priority, i.opened_at, i.incident_id",
+            ),
+        };
+        if let Some(c) = &q.after {
+            if c.sort != q.sort {
+                return Err(AppError::Invalid {
+                    field: "page_token".into(),
+                    message: "belongs to another sort order".into(),
+                });
+            }
+            b.push(format!(" AND {keys} {op} ("));
+            if matches!(q.sort, IncidentSort::SeverityDesc | IncidentSort::PriorityAsc) {
+                b.push_bind(c.num).push(", ");
+            }
+            b.push_bind(c.at).push(", ").push_bind(c.id).push(")");
+        }
+        b.push(format!(" ORDER BY {order} LIMIT ")).push_bind(i64::from(q.page_size) + 1);
+        let rows = b.build().fetch_all(&self.pool).await.map_err(unavailable("list incidents"))?;
+        let mut items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > q.page_size as usize {
+            items.truncate(q.page_size as usize);
+            items.last().map(|s| Cursor {
+                sort: q.sort,
+                at: if q.sort == IncidentSort::UpdatedDesc { s.row.updated_at } else { s.row.opened_at },
+                num: match q.sort {
+                    IncidentSort::SeverityDesc => s.row.severity,
+                    IncidentSort::PriorityAsc => s.row.priority,
+                    _ => 0,
+                },
+                id: s.row.incident_id,
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRow>, AppError> {
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new("SELECT to_jsonb(a) FROM alerts a WHERE TRUE");
+        if let Some(id) = q.incident_id {
+            b.push(" AND a.incident_id = ").push_bind(id);
+        }
+        if let Some(status) = &q.status {
+            b.push(" AND a.status = ").push_bind(status.clone());
+        }
+        if let Some(c) = &q.after {
+            b.push(" AND (a.received_at, a.alert_id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
+        }
+        b.push(" ORDER BY a.received_at DESC, a.alert_id DESC LIMIT ").push_bind(i64::from(q.page_size) + 1);
+        let rows: Vec<Json<AlertRow>> = b
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable("list alerts"))?;
+        let mut items: Vec<AlertRow> = rows.into_iter().map(|Json(a)| a).collect();
+        let next = if items.len() > q.page_size as usize {
+            items.truncate(q.page_size as usize);
+            items.last().map(|a| Cursor { sort: IncidentSort::default(), at: a.received_at, num: 0, id: a.alert_id })
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+}
+
+fn summary(row: &sqlx::postgres::PgRow) -> Result<IncidentSummary, AppError> {
+    let Json(incident): Json<IncidentRow> =
+        row.try_get("row").map_err(|e| AppError::Internal(format!("decode incident row: {e}")))?;
+    let alert_count: i64 = row.try_get("alert_count").map_err(|e| AppError::Internal(format!("decode alert count: {e}")))?;
+    Ok(IncidentSummary { row: incident, alert_count })
+}

@@ -1,0 +1,513 @@
+//! The incident-tracking projection as a pure function: commits in, row changes out. The
+//! writers load the rows a batch touches, apply every commit here in memory (so several
+//! events on one row become one write), and store the result with a few set-based
+//! statements.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use sems_app::{Envelope, LogError, StoredCommit, decode_events};
+use sems_domain::{
+    Aggregate, JustCulture, Level,
+    alert::{Alert, AlertEvent},
+    incident::{Incident, IncidentEvent, IncidentStatus},
+};
+
+/// A commit decoded for projection.
+#[derive(Debug, Clone)]
+pub struct ProjectedCommit {
+    /// Position in the log.
+    pub position: u64,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// Its events, decoded.
+    pub events: Events,
+}
+
+/// The events of one commit, by aggregate type.
+#[derive(Debug, Clone)]
+pub enum Events {
+    /// Events of an alert.
+    Alert(Vec<AlertEvent>),
+    /// Events of an incident.
+    Incident(Vec<IncidentEvent>),
+    /// An aggregate type this projection does not follow.
+    Other,
+}
+
+impl ProjectedCommit {
+    /// Decodes a stored commit.
+    pub fn decode(commit: &StoredCommit) -> Result<Self, LogError> {
+        let envelope = Envelope::decode(&commit.bytes)?;
+        let events = match envelope.aggregate_type.as_str() {
+            Alert::TYPE => Events::Alert(decode_events(&envelope)?),
+            Incident::TYPE => Events::Incident(decode_events(&envelope)?),
+            _ => Events::Other,
+        };
+        Ok(Self { position: commit.position, envelope, events })
+    }
+}
+
+/// A role holder as shown on an incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleHolder {
+    /// Level.
+    pub level: String,
+    /// Role.
+    pub role: String,
+    /// Who.
+    pub person: String,
+    /// Since when.
+    pub effective_at: DateTime<Utc>,
+}
+
+/// One row of `incidents`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRow {
+    pub incident_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub status: String,
+    pub level: String,
+    pub phase: Option<String>,
+    pub severity: i16,
+    pub priority: i16,
+    pub crisis_escalation_requested: bool,
+    pub roles: Vec<RoleHolder>,
+    pub resolution: Option<String>,
+    pub just_culture: Option<JustCulture>,
+    pub opened_by: String,
+    pub opened_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub tactical_at: Option<DateTime<Utc>>,
+    pub escalation_requested_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+    pub position: i64,
+}
+
+/// One row of `alerts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRow {
+    pub alert_id: Uuid,
+    pub source: String,
+    pub source_ref: String,
+    pub title: String,
+    pub description: String,
+    pub severity: i16,
+    pub status: String,
+    pub incident_id: Option<Uuid>,
+    pub repeat_count: i64,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub observables: serde_json::Value,
+    pub labels: BTreeMap<String, String>,
+    pub raw: serde_json::Value,
+    pub dismissal_rationale: Option<String>,
+    pub version: i64,
+    pub position: i64,
+}
+
+/// One row of `incident_notes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteRow {
+    pub incident_id: Uuid,
+    pub position: i64,
+    pub seq: i32,
+    pub text: String,
+    pub author: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub late_reason: Option<String>,
+}
+
+/// The rows one batch reads and writes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rows {
+    /// Incidents, as loaded and then changed.
+    pub incidents: HashMap<Uuid, IncidentRow>,
+    /// Alerts, as loaded and then changed.
+    pub alerts: HashMap<Uuid, AlertRow>,
+    /// Notes added by the batch.
+    pub notes: Vec<NoteRow>,
+}
+
+/// The incident and alert ids a batch touches (to load before applying).
+pub fn touched(commits: &[ProjectedCommit]) -> (Vec<Uuid>, Vec<Uuid>) {
+    let mut incidents = Vec::new();
+    let mut alerts = Vec::new();
+    for c in commits {
+        match c.events {
+            Events::Alert(_) => alerts.push(c.envelope.aggregate_id),
+            Events::Incident(_) => incidents.push(c.envelope.aggregate_id),
+            Events::Other => {}
+        }
+    }
+    incidents.sort();
+    incidents.dedup();
+    alerts.sort();
+    alerts.dedup();
+    (incidents, alerts)
+}
+
+/// Why a commit could not be projected: the read model disagrees with the log.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot project position {position}: {message}")]
+pub struct ProjectionError {
+    /// The commit.
+    pub position: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Applies one commit to the rows.
+pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), ProjectionError> {
+    let e = &commit.envelope;
+    let fail = |message: String| ProjectionError { position: commit.position, message };
+    let version = i64::try_from(e.aggregate_version).map_err(|_| fail("version out of range".into()))?;
+    let position = i64::try_from(commit.position).map_err(|_| fail("position out of range".into()))?;
+    match &commit.events {
+        Events::Other => {}
+        Events::Alert(events) => {
+            for event in events {
+                let id = e.aggregate_id;
+                if let AlertEvent::AlertReceived(r) = event {
+                    rows.alerts.insert(
+                        id,
+                        AlertRow {
+                            alert_id: id,
+                            source: r.source.clone(),
+                            source_ref: r.source_ref.clone(),
+                            title: r.title.clone(),
+                            description: r.description.clone(),
+                            severity: r.severity.code() as i16,
+                            status: "received".into(),
+                            incident_id: None,
+                            repeat_count: 0,
+                            first_seen_at: r.occurred_at,
+                            last_seen_at: r.occurred_at,
+                            received_at: e.recorded_at,
+                            observables: serde_json::to_value(&r.observables).unwrap_or_default(),
+                            labels: r.labels.clone(),
+                            raw: r.raw.clone(),
+                            dismissal_rationale: None,
+                            version,
+                            position,
+                        },
+                    );
+                    continue;
+                }
+                let row = rows.alerts.get_mut(&id).ok_or_else(|| fail(format!("alert {id} not in the read model")))?;
+                match event {
+                    AlertEvent::AlertReceived(_) => {}
+                    AlertEvent::AlertRepeated { severity, occurred_at, count, .. } => {
+                        row.repeat_count = i64::try_from(*count).unwrap_or(i64::MAX) - 1;
+                        row.last_seen_at = row.last_seen_at.max(*occurred_at);
+                        row.severity = row.severity.max(severity.code() as i16);
+                    }
+                    AlertEvent::AlertDismissed { rationale, .. } => {
+                        row.status = "dismissed".into();
+                        row.dismissal_rationale = Some(rationale.clone());
+                    }
+                    AlertEvent::AlertPromoted { incident_id } => {
+                        row.status = "promoted".into();
+                        row.incident_id = Some(*incident_id);
+                    }
+                }
+            }
+            if let Some(row) = rows.alerts.get_mut(&e.aggregate_id) {
+                row.version = version;
+                row.position = position;
+            }
+        }
+        Events::Incident(events) => {
+            for (seq, (event, meta)) in events.iter().zip(&e.events).enumerate() {
+                let id = e.aggregate_id;
+                let at = meta.occurred_at;
+                if let IncidentEvent::IncidentOpened { title, description, severity, priority, level, opened_by, .. } = event {
+                    rows.incidents.insert(
+                        id,
+                        IncidentRow {
+                            incident_id: id,
+                            title: title.clone(),
+                            description: description.clone(),
+                            status: IncidentStatus::Open.as_str().into(),
+                            level: level.as_str().into(),
+                            phase: None,
+                            severity: severity.code() as i16,
+                            priority: priority.code() as i16,
+                            crisis_escalation_requested: false,
+                            roles: Vec::new(),
+                            resolution: None,
+                            just_culture: None,
+                            opened_by: opened_by.clone(),
+                            opened_at: at,
+                            acknowledged_at: None,
+                            tactical_at: None,
+                            escalation_requested_at: None,
+                            resolved_at: None,
+                            closed_at: None,
+                            updated_at: e.recorded_at,
+                            version,
+                            position,
+                        },
+                    );
+                    continue;
+                }
+                let row = rows.incidents.get_mut(&id).ok_or_else(|| fail(format!("incident {id} not in the read model")))?;
+                match event {
+                    IncidentEvent::IncidentOpened { .. } => {}
+                    IncidentEvent::IncidentAcknowledged { .. } => {
+                        row.status = IncidentStatus::Acknowledged.as_str().into();
+                        row.acknowledged_at.get_or_insert(at);
+                    }
+                    IncidentEvent::IncidentRoleAssigned { role, person, level, effective_at, .. } => {
+                        if *role == sems_domain::Role::Commander {
+                            row.roles.retain(|r| !(r.level == level.as_str() && r.role == role.as_str()));
+                        }
+                        row.roles.push(RoleHolder {
+                            level: level.as_str().into(),
+                            role: role.as_str().into(),
+                            person: person.clone(),
+                            effective_at: *effective_at,
+                        });
+                    }
+                    IncidentEvent::IncidentClassified { severity, priority, .. } => {
+                        row.severity = severity.code() as i16;
+                        row.priority = priority.code() as i16;
+                    }
+                    IncidentEvent::NoteAdded { text, author } => {
+                        rows.notes.push(NoteRow {
+                            incident_id: id,
+                            position,
+                            seq: seq as i32,
+                            text: text.clone(),
+                            author: author.clone(),
+                            occurred_at: at,
+                            recorded_at: e.recorded_at,
+                            late_reason: meta.late_reason.clone(),
+                        });
+                    }
+                    IncidentEvent::IncidentLevelChanged { to, .. } => {
+                        row.level = to.as_str().into();
+                        row.status = IncidentStatus::Responding.as_str().into();
+                        if *to == Level::Tactical {
+                            row.tactical_at.get_or_insert(at);
+                        }
+                    }
+                    IncidentEvent::IncidentPhaseChanged { to, .. } => {
+                        row.phase = Some(to.as_str().into());
+                        row.status = IncidentStatus::Responding.as_str().into();
+                    }
+                    IncidentEvent::IncidentResolved { resolution, just_culture, .. } => {
+                        row.status = IncidentStatus::Resolved.as_str().into();
+                        row.resolution = Some(resolution.clone());
+                        row.just_culture = just_culture.clone();
+                        row.resolved_at = Some(at);
+                    }
+                    IncidentEvent::IncidentClosed { .. } => {
+                        row.status = IncidentStatus::Closed.as_str().into();
+                        row.closed_at = Some(at);
+                    }
+                    IncidentEvent::IncidentReopened { .. } => {
+                        row.status = IncidentStatus::Responding.as_str().into();
+                        row.resolved_at = None;
+                        row.closed_at = None;
+                    }
+                    IncidentEvent::CrisisEscalationRequested { .. } => {
+                        row.crisis_escalation_requested = true;
+                        row.status = IncidentStatus::Responding.as_str().into();
+                        row.escalation_requested_at.get_or_insert(at);
+                    }
+                }
+            }
+            if let Some(row) = rows.incidents.get_mut(&e.aggregate_id) {
+                row.version = version;
+                row.position = position;
+                row.updated_at = e.recorded_at;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use sems_app::{EnvelopeEvent, GENESIS_HASH};
+    use sems_domain::{DomainEvent, Observable, Priority, Role, Severity, alert::AlertReport};
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap() + Duration::minutes(minute)
+    }
+
+    fn commit<E: DomainEvent>(position: u64, kind: &str, id: Uuid, version: u64, events: Vec<E>, wrap: fn(Vec<E>) -> Events) -> ProjectedCommit {
+        let envelope = Envelope {
+            commit_id: Uuid::from_u128(u128::from(position)),
+            aggregate_type: kind.into(),
+            aggregate_id: id,
+            aggregate_version: version,
+            recorded_at: t(position as i64),
+            actor: "tester".into(),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+            trace_context: None,
+            prev_hash: GENESIS_HASH.into(),
+            events: events
+                .iter()
+                .map(|e| EnvelopeEvent {
+                    event_id: Uuid::nil(),
+                    event_type: e.event_type().into(),
+                    schema_version: 1,
+                    occurred_at: t(position as i64) - Duration::seconds(30),
+                    late_reason: None,
+                    payload: e.to_payload().unwrap(),
+                })
+                .collect(),
+        };
+        ProjectedCommit { position, envelope, events: wrap(events) }
+    }
+
+    fn incident(position: u64, version: u64, events: Vec<IncidentEvent>) -> ProjectedCommit {
+        commit(position, "incident", Uuid::from_u128(1), version, events, Events::Incident)
+    }
+
+    fn alert(position: u64, version: u64, events: Vec<AlertEvent>) -> ProjectedCommit {
+        commit(position, "alert", Uuid::from_u128(2), version, events, Events::Alert)
+    }
+
+    fn opened() -> IncidentEvent {
+        IncidentEvent::IncidentOpened {
+            title: "DDoS on booking site".into(),
+            description: "".into(),
+            severity: Severity::High,
+            priority: Priority::P2,
+            level: Level::Operational,
+            alert_ids: vec![],
+            opened_by: "soc".into(),
+        }
+    }
+
+    fn report() -> AlertReport {
+        AlertReport {
+            source: "waf".into(),
+            source_ref: "r1".into(),
+            title: "Flood".into(),
+            description: "".into(),
+            severity: Severity::Medium,
+            occurred_at: t(0),
+            observables: vec![Observable { kind: "ip".into(), value: "198.51.100.1".into() }],
+            labels: BTreeMap::new(),
+            raw: serde_json::json!({}),
+        }
+    }
+
+    fn project(commits: &[ProjectedCommit]) -> Rows {
+        let mut rows = Rows::default();
+        for c in commits {
+            apply(&mut rows, c).unwrap();
+        }
+        rows
+    }
+
+    #[test]
+    fn an_incident_row_follows_its_lifecycle_with_milestones() {
+        let rows = project(&[
+            incident(1, 1, vec![opened()]),
+            incident(2, 2, vec![IncidentEvent::IncidentAcknowledged { acknowledged_by: "ana".into() }]),
+            incident(3, 3, vec![IncidentEvent::IncidentLevelChanged {
+                from: Level::Operational,
+                to: Level::Tactical,
+                reason: "spreading".into(),
+                decided_by: "ana".into(),
+            }]),
+            incident(4, 4, vec![IncidentEvent::IncidentRoleAssigned {
+                role: Role::Commander,
+                person: "ana".into(),
+                level: Level::Tactical,
+                effective_at: t(4),
+                replaces: None,
+                assigned_by: "ana".into(),
+            }]),
+            incident(5, 5, vec![IncidentEvent::IncidentRoleAssigned {
+                role: Role::Commander,
+                person: "bo".into(),
+                level: Level::Tactical,
+                effective_at: t(5),
+                replaces: Some("ana".into()),
+                assigned_by: "ana".into(),
+            }]),
+            incident(6, 6, vec![IncidentEvent::CrisisEscalationRequested {
+                reason: "payments down".into(),
+                criteria_met: "".into(),
+                from_level: Level::Tactical,
+                requested_by: "bo".into(),
+            }]),
+        ]);
+        let row = &rows.incidents[&Uuid::from_u128(1)];
+        assert_eq!(row.status, "RESPONDING");
+        assert_eq!(row.level, "TACTICAL");
+        assert_eq!(row.acknowledged_at, Some(t(2) - Duration::seconds(30)));
+        assert_eq!(row.tactical_at, Some(t(3) - Duration::seconds(30)));
+        assert!(row.crisis_escalation_requested);
+        assert_eq!(row.roles.len(), 1, "one commander per level");
+        assert_eq!(row.roles[0].person, "bo");
+        assert_eq!((row.version, row.position), (6, 6));
+        assert_eq!(row.updated_at, t(6));
+    }
+
+    #[test]
+    fn notes_are_appended_with_both_times_and_late_reason() {
+        let mut c = incident(2, 2, vec![IncidentEvent::NoteAdded { text: "call with ISP".into(), author: "ana".into() }]);
+        c.envelope.events[0].late_reason = Some("written up after".into());
+        let rows = project(&[incident(1, 1, vec![opened()]), c]);
+        assert_eq!(rows.notes.len(), 1);
+        let n = &rows.notes[0];
+        assert_eq!((n.position, n.seq), (2, 0));
+        assert_eq!(n.recorded_at, t(2));
+        assert_eq!(n.occurred_at, t(2) - Duration::seconds(30));
+        assert_eq!(n.late_reason.as_deref(), Some("written up after"));
+    }
+
+    #[test]
+    fn alert_rows_count_repeats_and_follow_triage() {
+        let rows = project(&[
+            alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
+            alert(2, 2, vec![AlertEvent::AlertRepeated {
+                severity: Severity::Critical,
+                occurred_at: t(2),
+                count: 2,
+                raw: serde_json::json!({}),
+            }]),
+            alert(3, 3, vec![AlertEvent::AlertPromoted { incident_id: Uuid::from_u128(1) }]),
+        ]);
+        let a = &rows.alerts[&Uuid::from_u128(2)];
+        assert_eq!(a.repeat_count, 1);
+        assert_eq!(a.severity, Severity::Critical.code() as i16);
+        assert_eq!(a.last_seen_at, t(2));
+        assert_eq!(a.status, "promoted");
+        assert_eq!(a.incident_id, Some(Uuid::from_u128(1)));
+        assert_eq!((a.version, a.position), (3, 3));
+    }
+
+    #[test]
+    fn an_event_for_a_row_the_model_lacks_is_an_error_not_a_silent_skip() {
+        let mut rows = Rows::default();
+        let err = apply(&mut rows, &incident(7, 2, vec![IncidentEvent::IncidentAcknowledged { acknowledged_by: "x".into() }]))
+            .unwrap_err();
+        assert_eq!(err.position, 7);
+    }
+
+    #[test]
+    fn touched_lists_each_row_once() {
+        let commits = [incident(1, 1, vec![opened()]), incident(2, 2, vec![]), alert(3, 1, vec![AlertEvent::AlertReceived(report())])];
+        assert_eq!(touched(&commits), (vec![Uuid::from_u128(1)], vec![Uuid::from_u128(2)]));
+    }
+}

@@ -1,0 +1,120 @@
+//! Query shapes shared by every read-model store, and the page cursor.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use sems_app::AppError;
+
+use crate::{AlertRow, IncidentRow, NoteRow};
+
+/// An incident row with its alert count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentSummary {
+    /// The row.
+    pub row: IncidentRow,
+    /// Alerts promoted into it.
+    pub alert_count: i64,
+}
+
+/// One incident with everything attached to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentDetail {
+    /// The incident.
+    pub incident: IncidentSummary,
+    /// Its alerts, newest first.
+    pub alerts: Vec<AlertRow>,
+    /// Its notes, in order.
+    pub notes: Vec<NoteRow>,
+}
+
+/// Sort orders of the incident list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum IncidentSort {
+    /// Newest first.
+    #[default]
+    OpenedDesc,
+    /// Oldest first.
+    OpenedAsc,
+    /// Most recently changed first.
+    UpdatedDesc,
+    /// Most severe first, then newest.
+    SeverityDesc,
+    /// Most urgent (P1) first, then oldest.
+    PriorityAsc,
+}
+
+/// Filters, sort and page of the incident list.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentQuery {
+    /// Status names (`OPEN`, …); empty = any.
+    pub statuses: Vec<String>,
+    /// Level names; empty = any.
+    pub levels: Vec<String>,
+    /// Severity codes; empty = any.
+    pub severities: Vec<i16>,
+    /// Priority codes; empty = any.
+    pub priorities: Vec<i16>,
+    /// Opened at or after.
+    pub opened_from: Option<DateTime<Utc>>,
+    /// Opened before.
+    pub opened_to: Option<DateTime<Utc>>,
+    /// Case-insensitive substring of title or description.
+    pub text: Option<String>,
+    /// Sort order.
+    pub sort: IncidentSort,
+    /// Page size (validated by the caller).
+    pub page_size: u32,
+    /// Cursor from a previous page.
+    pub after: Option<Cursor>,
+}
+
+/// Filters and page of the alert list.
+#[derive(Debug, Clone, Default)]
+pub struct AlertQuery {
+    /// Alerts of one incident.
+    pub incident_id: Option<Uuid>,
+    /// `received`, `dismissed`, `promoted`.
+    pub status: Option<String>,
+    /// Page size (validated by the caller).
+    pub page_size: u32,
+    /// Cursor from a previous page.
+    pub after: Option<Cursor>,
+}
+
+/// A page and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Keyset position in a sorted list: the sort keys of the last item shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The sort it belongs to.
+    pub sort: IncidentSort,
+    /// Time key (opened_at, updated_at or received_at).
+    pub at: DateTime<Utc>,
+    /// Numeric key (severity or priority), 0 when unused.
+    pub num: i16,
+    /// Id key.
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The opaque page token.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Parses a page token; `field` names it in the error.
+    pub fn decode(field: &str, token: &str) -> Result<Self, AppError> {
+        let invalid = || AppError::Invalid { field: field.into(), message: "is not a token this server issued".into() };
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
+        serde_json::from_slice(&bytes).map_err(|_| invalid())
+    }
+}

@@ -1,0 +1,178 @@
+//! The projector against a real nats-server and a real PostgreSQL database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sems_app::{CommandHandler, CommandMeta, CommitFeed, HandlerConfig, Sems, SystemClock};
+use sems_domain::{Severity, alert::AlertReport, incident::IncidentCommand};
+use sems_eventlog::{JetStreamConfig, JetStreamFeed, JetStreamLog};
+use sems_readmodel::{
+    IncidentReadModel, PgReadModel, PgReadModelConfig, ProjectedCommit, ProjectionStore, Projector,
+    ProjectorConfig,
+};
+use sems_testkit::{NatsServer, TestDatabase};
+use tokio::sync::oneshot;
+
+struct World {
+    _server: NatsServer,
+    db: TestDatabase,
+    log: JetStreamLog,
+    sems: Sems,
+}
+
+async fn world() -> World {
+    let server = NatsServer::start().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let log = JetStreamLog::open(client, JetStreamConfig::default()).await.unwrap();
+    let handler = CommandHandler::new(Arc::new(log.clone()), Arc::new(SystemClock), HandlerConfig::default());
+    let sems = Sems::new(Arc::new(handler), Severity::High);
+    World { _server: server, db, log, sems }
+}
+
+fn report(i: usize) -> AlertReport {
+    AlertReport {
+        source: "siem".into(),
+        source_ref: format!("case-{}", i % 40),
+        title: format!("Impossible travel for user {i}"),
+        description: "two logins 9,000 km apart".into(),
+        severity: if i % 4 == 0 { Severity::Critical } else { Severity::Low },
+        occurred_at: Utc::now(),
+        observables: vec![],
+        labels: BTreeMap::from([("tenant".to_string(), "ops".to_string())]),
+        raw: serde_json::json!({"n": i}),
+    }
+}
+
+/// Alerts (with repeats), incidents opened from them, and commands on those incidents.
+async fn activity(w: &World, round: usize) {
+    let mut incidents = Vec::new();
+    for i in 0..60 {
+        let o = w.sems.ingest_alert(report(i + round * 7), CommandMeta::default()).await.unwrap();
+        if let Some(id) = o.incident_id {
+            incidents.push(id);
+        }
+    }
+    incidents.sort();
+    incidents.dedup();
+    for (n, id) in incidents.iter().enumerate() {
+        let note = IncidentCommand::AddNote { text: format!("round {round} note {n}") };
+        w.sems.incident_command(*id, note, CommandMeta::default()).await.unwrap();
+        let _ = w.sems.incident_command(*id, IncidentCommand::Acknowledge, CommandMeta::default()).await;
+    }
+}
+
+async fn store(w: &World, schema: &str) -> Arc<PgReadModel> {
+    let mut config = PgReadModelConfig::new(w.db.url());
+    config.schema = schema.into();
+    Arc::new(PgReadModel::connect(&config).await.unwrap())
+}
+
+fn feed(w: &World, durable: &str) -> JetStreamFeed {
+    JetStreamFeed::new(w.log.clone(), durable, Duration::from_secs(1))
+}
+
+fn config() -> ProjectorConfig {
+    ProjectorConfig { idle_wait: Duration::from_millis(100), retry_delay: Duration::from_millis(100), ..Default::default() }
+}
+
+/// Starts a projector; dropping the returned sender stops it.
+fn spawn(store: Arc<PgReadModel>, feed: JetStreamFeed) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(Projector::new(store, feed, config()).run(async move {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+async fn caught_up(w: &World, store: &PgReadModel) {
+    let (_, last) = w.log.state().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    store.wait_for(last, deadline).await.expect("projector catches up");
+}
+
+/// Compares two dumps, showing only the first difference.
+fn same_rows(a: &[String], b: &[String]) {
+    if let Some((x, y)) = a.iter().zip(b).find(|(x, y)| x != y) {
+        panic!("rows differ:\n  {x}\n  {y}");
+    }
+    assert_eq!(a.len(), b.len(), "row counts differ");
+}
+
+#[tokio::test]
+async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
+    let w = world().await;
+    activity(&w, 0).await;
+    let live = store(&w, "sems").await;
+
+    // A projector commits a batch, then "crashes" before acknowledging it.
+    let mut crashed = feed(&w, "projector_sems");
+    crashed.open(0).await.unwrap();
+    let (_, last) = w.log.state().await.unwrap();
+    let mut batch = Vec::new();
+    while batch.last().is_none_or(|c: &sems_app::FedCommit| c.commit.position < last) {
+        batch.extend(crashed.next_batch(10_000, Duration::from_secs(5)).await.unwrap());
+    }
+    let decoded: Vec<ProjectedCommit> = batch.iter().map(|c| ProjectedCommit::decode(&c.commit).unwrap()).collect();
+    let first = live.apply_batch(&decoded).await.unwrap();
+    assert_eq!(first.applied, decoded.len());
+    drop(crashed);
+    let after_crash = live.dump().await.unwrap();
+
+    // The same commits again (a redelivery) change nothing.
+    let again = live.apply_batch(&decoded).await.unwrap();
+    assert_eq!((again.applied, again.skipped), (0, decoded.len()));
+    same_rows(&live.dump().await.unwrap(), &after_crash);
+
+    // A restarted projector on the same durable consumer: unacknowledged commits come back
+    // after ack_wait and are skipped; new ones are applied once.
+    let stop = spawn(live.clone(), feed(&w, "projector_sems"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    same_rows(&live.dump().await.unwrap(), &after_crash); // redeliveries skipped
+    activity(&w, 1).await;
+    caught_up(&w, &live).await;
+    drop(stop);
+
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM incident_notes").fetch_one(live.pool()).await.unwrap();
+    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(live.pool()).await.unwrap();
+    assert_eq!(notes, 2 * incidents, "one note per incident per round, none twice");
+    let alerts: i64 = sqlx::query_scalar("SELECT sum(repeat_count + 1)::bigint FROM alerts").fetch_one(live.pool()).await.unwrap();
+    assert_eq!(alerts, 120, "every report counted once");
+}
+
+#[tokio::test]
+async fn a_rebuild_from_sequence_1_produces_identical_rows() {
+    let w = world().await;
+    let live = store(&w, "sems").await;
+    // The live projection follows the activity as it happens, batch by batch.
+    let stop = spawn(live.clone(), feed(&w, "projector_sems"));
+    for round in 0..3 {
+        activity(&w, round).await;
+    }
+    caught_up(&w, &live).await;
+    drop(stop);
+
+    // A rebuild: a fresh schema and consumer from sequence 1.
+    let rebuilt = store(&w, "sems_v2").await;
+    let stop = spawn(rebuilt.clone(), feed(&w, "projector_sems_v2"));
+    caught_up(&w, &rebuilt).await;
+    drop(stop);
+
+    let (a, b) = (live.dump().await.unwrap(), rebuilt.dump().await.unwrap());
+    assert!(a.len() >= 80, "a real amount of rows: {}", a.len());
+    same_rows(&a, &b);
+}
+
+#[tokio::test]
+async fn only_one_projector_instance_writes() {
+    let w = world().await;
+    let s = store(&w, "sems").await;
+    let first = s.try_lock().await.unwrap();
+    assert!(first.is_some());
+    assert!(s.try_lock().await.unwrap().is_none(), "a second instance stands by");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(s.try_lock().await.unwrap().is_some(), "and takes over when the first goes");
+}
