@@ -1,0 +1,159 @@
+//! `kill -9` of `semsd` while alerts stream in: every alert whose call was acknowledged is in
+//! the stream and, after a restart, in the read model; none twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashSet,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sems_app::{Envelope, EventLog};
+use sems_eventlog::{JetStreamConfig, JetStreamLog};
+use sems_proto::v1::{
+    self as pb, alert_service_client::AlertServiceClient,
+    incident_query_service_client::IncidentQueryServiceClient,
+};
+use sems_testkit::{NatsServer, TestDatabase, free_port, wait_for_port};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+fn semsd(nats: &NatsServer, db: &TestDatabase, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_semsd"))
+        .env("SEMS_NATS_URL", nats.url())
+        .env("SEMS_DATABASE_URL", db.url())
+        .env("SEMS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SEMS_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn channel(port: u16) -> Channel {
+    wait_for_port(port, Duration::from_secs(30)).unwrap();
+    Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn alert(n: usize) -> pb::IngestAlertRequest {
+    pb::IngestAlertRequest {
+        alert: Some(pb::Alert {
+            source: "zeek".into(),
+            source_ref: format!("conn-{n}"),
+            title: format!("Beaconing to rare domain {n}"),
+            severity: if n.is_multiple_of(50) {
+                pb::Severity::High as i32
+            } else {
+                pb::Severity::Low as i32
+            },
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_acknowledged_alert_and_duplicates_none() {
+    let nats = NatsServer::start().unwrap();
+    let db = TestDatabase::create().await.unwrap();
+    let port = free_port();
+    let mut child = semsd(&nats, &db, port);
+    let ch = channel(port).await;
+
+    // Eight clients send alerts one call at a time; each acknowledged alert is recorded.
+    let acked: Arc<Mutex<Vec<(usize, String, u64)>>> = Arc::default();
+    let mut clients = Vec::new();
+    for c in 0..8 {
+        let (ch, acked) = (ch.clone(), acked.clone());
+        clients.push(tokio::spawn(async move {
+            let mut client = AlertServiceClient::new(ch);
+            for k in 0..100_000 {
+                let n = c * 1_000_000 + k;
+                match client.ingest_alert(alert(n)).await {
+                    Ok(r) => {
+                        let r = r.into_inner();
+                        acked.lock().unwrap().push((n, r.alert_id, r.position));
+                    }
+                    Err(_) => return, // the server is gone
+                }
+            }
+        }));
+    }
+    // Let alerts flow, then kill -9 mid-stream.
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 300);
+
+    // Every acknowledged alert is in the stream, exactly once.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let log = JetStreamLog::open(client, JetStreamConfig::default())
+        .await
+        .unwrap();
+    for (_, alert_id, position) in &acked {
+        let commits = log
+            .read_aggregate("alert", Uuid::parse_str(alert_id).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(commits.len(), 1, "alert {alert_id} stored once");
+        assert!(
+            commits[0].position <= *position,
+            "the answer covers the alert's commit"
+        );
+        assert_eq!(
+            Envelope::decode(&commits[0].bytes).unwrap().events[0].event_type,
+            "AlertReceived"
+        );
+    }
+
+    // After a restart, the read model catches up and holds each of them once.
+    let port = free_port();
+    let mut child = semsd(&nats, &db, port);
+    let ch = channel(port).await;
+    let (_, last) = log.state().await.unwrap();
+    let mut queries = IncidentQueryServiceClient::new(ch);
+    let mut seen = HashSet::new();
+    let mut token = String::new();
+    loop {
+        let mut request = tonic::Request::new(pb::ListAlertsRequest {
+            page_size: 500,
+            page_token: token.clone(),
+            consistency: Some(pb::Consistency { min_position: last }),
+            ..Default::default()
+        });
+        request.set_timeout(Duration::from_secs(30));
+        let page = queries.list_alerts(request).await.unwrap().into_inner();
+        for a in &page.alerts {
+            assert!(
+                seen.insert(a.alert_id.clone()),
+                "alert {} listed twice",
+                a.alert_id
+            );
+            assert_eq!(a.repeat_count, 0);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    for (_, alert_id, _) in &acked {
+        assert!(
+            seen.contains(alert_id),
+            "acknowledged alert {alert_id} missing from the read model"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,570 @@
+//! End to end over gRPC: every role of `semsd` in-process on port 0 against a real
+//! nats-server and a real PostgreSQL database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use sems_app::{Envelope, EventLog};
+use sems_eventlog::{JetStreamConfig, JetStreamLog};
+use sems_proto::v1::{
+    self as pb, alert_service_client::AlertServiceClient,
+    incident_query_service_client::IncidentQueryServiceClient,
+    incident_service_client::IncidentServiceClient,
+};
+use sems_testkit::{NatsServer, TestDatabase};
+use semsd::Config;
+use tokio::sync::oneshot;
+use tonic::{Code, Request, transport::Channel};
+use tonic_types::StatusExt;
+use uuid::Uuid;
+
+struct Server {
+    nats: NatsServer,
+    _db: TestDatabase,
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        sems_telemetry::init_for_tests();
+        let nats = NatsServer::start().unwrap();
+        let db = TestDatabase::create().await.unwrap();
+        let mut config = Config::defaults();
+        config.nats.nats_url = nats.url();
+        config.database.database_url = db.url().to_owned();
+        config.domain.actor = "e2e-operator".into();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(semsd::run(config, Some(listener), async move {
+            let _ = stopped.await;
+        }));
+        let channel = loop {
+            match Channel::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        Self {
+            nats,
+            _db: db,
+            channel,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    fn alerts(&self) -> AlertServiceClient<Channel> {
+        AlertServiceClient::new(self.channel.clone())
+    }
+
+    fn incidents(&self) -> IncidentServiceClient<Channel> {
+        IncidentServiceClient::new(self.channel.clone())
+    }
+
+    fn queries(&self) -> IncidentQueryServiceClient<Channel> {
+        IncidentQueryServiceClient::new(self.channel.clone())
+    }
+
+    async fn log(&self) -> JetStreamLog {
+        let client = async_nats::connect(self.nats.url()).await.unwrap();
+        JetStreamLog::open(client, JetStreamConfig::default())
+            .await
+            .unwrap()
+    }
+
+    async fn message_count(&self) -> u64 {
+        self.log().await.state().await.unwrap().0
+    }
+
+    async fn stop(mut self) {
+        drop(self.stop.take());
+        self.done.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
+    pb::IngestAlertRequest {
+        alert: Some(pb::Alert {
+            source: "crowdstrike".into(),
+            source_ref: source_ref.into(),
+            title: "Ransomware behaviour on FS-01".into(),
+            description: "mass file renames with .lockbit extension".into(),
+            severity: severity as i32,
+            occurred_at: None,
+            observables: vec![pb::Observable {
+                r#type: "host".into(),
+                value: "FS-01".into(),
+            }],
+            labels: [("site".to_string(), "LHR".to_string())].into(),
+            raw: None,
+        }),
+        request_id: String::new(),
+    }
+}
+
+fn consistency(min_position: u64) -> Option<pb::Consistency> {
+    Some(pb::Consistency { min_position })
+}
+
+#[tokio::test]
+async fn alert_to_incident_to_tactical_to_escalation_read_at_once() {
+    let s = Server::start().await;
+    let ingested = s
+        .alerts()
+        .ingest_alert(alert("det-1", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ingested.repeat);
+    let incident_id = ingested.incident_id.clone();
+    assert!(
+        !incident_id.is_empty(),
+        "a critical alert opens an incident"
+    );
+
+    // A repeat of the same detection attaches to the same alert and incident.
+    let repeat = s
+        .alerts()
+        .ingest_alert(alert("det-1", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(repeat.repeat);
+    assert_eq!(
+        (repeat.alert_id.as_str(), repeat.incident_id.as_str()),
+        (ingested.alert_id.as_str(), incident_id.as_str())
+    );
+
+    let mut incidents = s.incidents();
+    let ack = incidents
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: incident_id.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.aggregate_id, incident_id);
+    assert_eq!(ack.version, 2);
+    let tactical = incidents
+        .change_level(pb::ChangeLevelRequest {
+            incident_id: incident_id.clone(),
+            to: pb::Level::Tactical as i32,
+            reason: "encryption spreading to a second site".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(tactical.position > ack.position);
+
+    // Read your write: the list shows TACTICAL at once.
+    let list = s
+        .queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            levels: vec![pb::Level::Tactical as i32],
+            consistency: consistency(tactical.position),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.incidents.len(), 1);
+    let listed = &list.incidents[0];
+    assert_eq!(listed.incident_id, incident_id);
+    assert_eq!(listed.level, pb::Level::Tactical as i32);
+    assert_eq!(listed.status, pb::IncidentStatus::Responding as i32);
+    assert_eq!(listed.alert_count, 1);
+    assert!(listed.acknowledged_at.is_some() && listed.tactical_at.is_some());
+
+    let escalation = incidents
+        .request_crisis_escalation(pb::RequestCrisisEscalationRequest {
+            incident_id: incident_id.clone(),
+            reason: "payments platform down; regulator notification likely".into(),
+            criteria_met: "business-critical service outage > 1h".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let detail = s
+        .queries()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+            consistency: consistency(escalation.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let i = detail.incident.unwrap();
+    assert!(i.crisis_escalation_requested);
+    assert!(i.escalation_requested_at.is_some());
+    assert_eq!(i.version, 4);
+    assert_eq!(detail.alerts.len(), 1);
+    assert_eq!(detail.alerts[0].repeat_count, 1);
+    assert_eq!(detail.alerts[0].status, "promoted");
+
+    // The actor is the server's configured principal, never a request field.
+    let log = s.log().await;
+    let commits = log
+        .read_aggregate("incident", Uuid::parse_str(&incident_id).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        commits
+            .iter()
+            .all(|c| Envelope::decode(&c.bytes).unwrap().actor == "e2e-operator")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_name_the_field_and_append_nothing() {
+    let s = Server::start().await;
+    let opened = s
+        .alerts()
+        .ingest_alert(alert("det-9", pb::Severity::High))
+        .await
+        .unwrap()
+        .into_inner();
+    let before = s.message_count().await;
+
+    let mut bad = alert("det-10", pb::Severity::High);
+    bad.alert.as_mut().unwrap().title = String::new();
+    let err = s.alerts().ingest_alert(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("alert.title"), "{}", err.message());
+    assert_eq!(
+        err.get_error_details()
+            .bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "alert.title"
+    );
+
+    let mut bad = alert("det-11", pb::Severity::High);
+    bad.alert.as_mut().unwrap().severity = 0;
+    let err = s.alerts().ingest_alert(bad).await.unwrap_err();
+    assert!(
+        err.message().contains("alert.severity"),
+        "{}",
+        err.message()
+    );
+
+    let mut bad = alert("det-12", pb::Severity::High);
+    bad.alert
+        .as_mut()
+        .unwrap()
+        .observables
+        .push(pb::Observable {
+            r#type: "ip".into(),
+            value: "x".repeat(3000),
+        });
+    let err = s.alerts().ingest_alert(bad).await.unwrap_err();
+    assert!(
+        err.message().contains("alert.observables[1].value"),
+        "{}",
+        err.message()
+    );
+
+    let mut incidents = s.incidents();
+    let err = incidents
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: "not-a-uuid".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("incident_id"));
+
+    let err = incidents
+        .change_level(pb::ChangeLevelRequest {
+            incident_id: opened.incident_id.clone(),
+            to: pb::Level::Strategic as i32,
+            reason: "crisis".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("invalid to"), "{}", err.message());
+
+    let err = incidents
+        .change_level(pb::ChangeLevelRequest {
+            incident_id: opened.incident_id.clone(),
+            to: pb::Level::Tactical as i32,
+            reason: "not acknowledged yet".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let err = incidents
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: Uuid::now_v7().to_string(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let err = s
+        .queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            page_size: 501,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("page_size"));
+
+    assert_eq!(
+        s.message_count().await,
+        before,
+        "no rejected command appended anything"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bulk_ingest_streams_alerts_and_rejects_only_the_bad_one() {
+    let s = Server::start().await;
+    let mut requests: Vec<pb::IngestAlertRequest> = (0..200)
+        .map(|i| alert(&format!("bulk-{}", i % 150), pb::Severity::Low))
+        .collect();
+    requests[42].alert.as_mut().unwrap().source = String::new();
+    let answer = s
+        .alerts()
+        .ingest_alerts(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.results.len(), 200);
+    assert_eq!(answer.accepted, 199);
+    assert_eq!(
+        answer.repeats, 49,
+        "bulk-42 was rejected, so its second report is the first"
+    );
+    assert_eq!(answer.rejected.len(), 1);
+    assert_eq!(
+        (answer.rejected[0].index, answer.rejected[0].field.as_str()),
+        (42, "alert.source")
+    );
+    assert!(answer.results[42].alert_id.is_empty());
+
+    let page = s
+        .queries()
+        .list_alerts(pb::ListAlertsRequest {
+            page_size: 500,
+            consistency: consistency(answer.last_position),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.alerts.len(), 150);
+    assert_eq!(
+        page.alerts.iter().map(|a| a.repeat_count).sum::<u64>(),
+        49,
+        "200 sent, 1 rejected, 150 distinct"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_request_id_is_answered_from_the_log() {
+    let s = Server::start().await;
+    let mut a = alert("det-r", pb::Severity::Critical);
+    a.request_id = "soc-batch-7-item-3".into();
+    let first = s
+        .alerts()
+        .ingest_alert(a.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let count = s.message_count().await;
+    let again = s.alerts().ingest_alert(a).await.unwrap().into_inner();
+    assert!(again.replayed && !first.replayed);
+    assert_eq!(
+        (again.position, again.alert_id),
+        (first.position, first.alert_id)
+    );
+    assert_eq!(again.incident_id, first.incident_id);
+    assert_eq!(s.message_count().await, count);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn lists_filter_sort_and_page() {
+    let s = Server::start().await;
+    let mut incidents = s.incidents();
+    let mut last = 0;
+    for (i, severity) in [
+        pb::Severity::Low,
+        pb::Severity::Critical,
+        pb::Severity::Medium,
+        pb::Severity::High,
+    ]
+    .iter()
+    .cycle()
+    .take(7)
+    .enumerate()
+    {
+        let c = incidents
+            .open_incident(pb::OpenIncidentRequest {
+                title: format!("Phishing wave {i}"),
+                description: if i == 3 {
+                    "targets finance".into()
+                } else {
+                    String::new()
+                },
+                severity: *severity as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        last = c.position;
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = s
+            .queries()
+            .list_incidents(pb::ListIncidentsRequest {
+                sort: pb::IncidentSort::SeverityDesc as i32,
+                page_size: 3,
+                page_token: token.clone(),
+                consistency: consistency(last),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(
+            page.incidents
+                .iter()
+                .map(|i| (i.severity, i.incident_id.clone())),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 7);
+    assert!(
+        seen.windows(2).all(|w| w[0].0 >= w[1].0),
+        "most severe first across pages"
+    );
+    let mut ids: Vec<_> = seen.iter().map(|s| s.1.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 7, "no incident on two pages");
+
+    let finance = s
+        .queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            text: "FINANCE".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(finance.incidents.len(), 1);
+    let critical = s
+        .queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            severities: vec![pb::Severity::Critical as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(critical.incidents.len(), 2);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_ahead_of_the_read_model_times_out_with_deadline_exceeded() {
+    let s = Server::start().await;
+    let mut request = Request::new(pb::ListIncidentsRequest {
+        consistency: consistency(1_000_000),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(1));
+    let err = s.queries().list_incidents(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn health_reflection_and_trace_context_work() {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let s = Server::start().await;
+    let health = HealthClient::new(s.channel.clone())
+        .check(HealthCheckRequest {
+            service: "sems.v1.AlertService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(s.channel.clone())
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"sems.v1.IncidentService".to_string()),
+        "{names:?}"
+    );
+
+    // The caller's trace id travels into the stored commit.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = Request::new(alert("det-t", pb::Severity::Low));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .unwrap(),
+    );
+    let answer = s.alerts().ingest_alert(request).await.unwrap().into_inner();
+    let stored = s.log().await.read_at(answer.position).await.unwrap();
+    let envelope = Envelope::decode(&stored.bytes).unwrap();
+    assert!(
+        envelope
+            .trace_context
+            .unwrap()
+            .traceparent
+            .contains(trace_id)
+    );
+    s.stop().await;
+}

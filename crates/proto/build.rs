@@ -4,14 +4,21 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["sems/v1/common.proto", "sems/v1/alerts.proto", "sems/v1/incidents.proto"];
+    let files = [
+        "sems/v1/common.proto",
+        "sems/v1/alerts.proto",
+        "sems/v1/incidents.proto",
+    ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     let fds = protox::compile(&paths, [&root])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
-    std::fs::write(out.join("sems_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
+    std::fs::write(
+        out.join("sems_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -78,7 +78,8 @@ impl Envelope {
 
     /// Parses stored bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, LogError> {
-        serde_json::from_slice(bytes).map_err(|e| LogError::Corrupt(format!("decode envelope: {e}")))
+        serde_json::from_slice(bytes)
+            .map_err(|e| LogError::Corrupt(format!("decode envelope: {e}")))
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Namespace of commit ids derived from client request ids.
-const COMMIT_NS: Uuid = Uuid::from_u128(0x5e35_c0de_0000_4000_8000_000000000001);
+const COMMIT_NS: Uuid = Uuid::from_u128(0x5e35_c0de_0000_4000_8000_0000_0000_0001);
 /// Commit ids remembered per aggregate for idempotency beyond the log's duplicate window.
 const REMEMBERED_COMMITS: usize = 256;
 
@@ -36,7 +36,11 @@ pub struct HandlerConfig {
 
 impl Default for HandlerConfig {
     fn default() -> Self {
-        Self { actor: "semsd".into(), max_retries: 8, cache_capacity: 100_000 }
+        Self {
+            actor: "semsd".into(),
+            max_retries: 8,
+            cache_capacity: 100_000,
+        }
     }
 }
 
@@ -110,7 +114,10 @@ impl<A: Aggregate> Loaded<A> {
     }
 
     fn position_of(&self, commit_id: Uuid) -> Option<u64> {
-        self.recent_commits.iter().find(|(id, _)| *id == commit_id).map(|(_, p)| *p)
+        self.recent_commits
+            .iter()
+            .find(|(id, _)| *id == commit_id)
+            .map(|(_, p)| *p)
     }
 }
 
@@ -127,7 +134,12 @@ pub struct CommandHandler {
 impl CommandHandler {
     /// A handler over `log`.
     pub fn new(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>, config: HandlerConfig) -> Self {
-        Self { log, clock, config, cache: Mutex::new(HashMap::new()) }
+        Self {
+            log,
+            clock,
+            config,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The recorded actor.
@@ -142,8 +154,16 @@ impl CommandHandler {
 
     /// The commit id a request id maps to for one aggregate: the same request id retried
     /// against the same aggregate always gives the same commit id.
-    pub fn commit_id_for(&self, request_id: &str, aggregate_type: &str, aggregate_id: Uuid) -> Uuid {
-        let name = format!("{}\n{request_id}\n{aggregate_type}\n{aggregate_id}", self.config.actor);
+    pub fn commit_id_for(
+        &self,
+        request_id: &str,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Uuid {
+        let name = format!(
+            "{}\n{request_id}\n{aggregate_type}\n{aggregate_id}",
+            self.config.actor
+        );
         Uuid::new_v5(&COMMIT_NS, name.as_bytes())
     }
 
@@ -154,6 +174,20 @@ impl CommandHandler {
             None => self.read::<A>(id).await?,
         };
         Ok((loaded.state.clone(), loaded.version))
+    }
+
+    /// The position of commit `commit_id` of aggregate `id`, when it is one of the
+    /// aggregate's recent commits.
+    pub async fn commit_position<A: Aggregate>(
+        &self,
+        id: Uuid,
+        commit_id: Uuid,
+    ) -> Result<Option<u64>, AppError> {
+        let loaded = match self.cached::<A>(id) {
+            Some(l) => l,
+            None => self.read::<A>(id).await?,
+        };
+        Ok(loaded.position_of(commit_id))
     }
 
     /// Runs `command` against aggregate `id`: decide, append with optimistic concurrency,
@@ -277,7 +311,12 @@ impl CommandHandler {
     }
 
     /// The answer to a command whose commit already exists.
-    async fn replay<A: Aggregate>(&self, id: Uuid, commit_id: Uuid, position: u64) -> Result<Committed<A>, AppError> {
+    async fn replay<A: Aggregate>(
+        &self,
+        id: Uuid,
+        commit_id: Uuid,
+        position: u64,
+    ) -> Result<Committed<A>, AppError> {
         let stored = self.log.read_at(position).await?;
         let envelope = Envelope::decode(&stored.bytes)?;
         if envelope.commit_id != commit_id || envelope.aggregate_id != id {
@@ -332,7 +371,11 @@ impl CommandHandler {
 
     fn cached<A: Aggregate>(&self, id: Uuid) -> Option<Arc<Loaded<A>>> {
         let cache = self.cache.lock().ok()?;
-        cache.get(&(A::TYPE, id)).cloned()?.downcast::<Loaded<A>>().ok()
+        cache
+            .get(&(A::TYPE, id))
+            .cloned()?
+            .downcast::<Loaded<A>>()
+            .ok()
     }
 
     fn store<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>) {
@@ -343,8 +386,11 @@ impl CommandHandler {
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.config.cache_capacity {
                 // Evict an arbitrary eighth: a miss only costs one read of the log.
-                let victims: Vec<CacheKey> =
-                    cache.keys().take(self.config.cache_capacity / 8 + 1).copied().collect();
+                let victims: Vec<CacheKey> = cache
+                    .keys()
+                    .take(self.config.cache_capacity / 8 + 1)
+                    .copied()
+                    .collect();
                 for k in victims {
                     cache.remove(&k);
                 }

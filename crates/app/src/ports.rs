@@ -121,7 +121,11 @@ pub trait CommitFeed: Send {
 
     /// Waits up to `wait` for at least one commit, then returns every commit ready, up to
     /// `max`. An empty batch means nothing arrived in time.
-    async fn next_batch(&mut self, max: usize, wait: std::time::Duration) -> Result<Vec<FedCommit>, LogError>;
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<FedCommit>, LogError>;
 
     /// Acknowledges every commit delivered so far, up to and including `position`.
     async fn ack_through(&mut self, position: u64) -> Result<(), LogError>;

@@ -16,11 +16,11 @@ use uuid::Uuid;
 use crate::{AppError, CommandHandler, CommandMeta, Committed};
 
 /// Namespace of alert ids derived from the dedup key.
-const ALERT_NS: Uuid = Uuid::from_u128(0x5e35_a1e7_0000_4000_8000_000000000002);
+const ALERT_NS: Uuid = Uuid::from_u128(0x5e35_a1e7_0000_4000_8000_0000_0000_0002);
 /// Namespace of incident ids derived from the alert that opens them.
-const INCIDENT_NS: Uuid = Uuid::from_u128(0x5e35_1c1d_0000_4000_8000_000000000003);
+const INCIDENT_NS: Uuid = Uuid::from_u128(0x5e35_1c1d_0000_4000_8000_0000_0000_0003);
 /// Namespace of ids derived from a client request id.
-const REQUEST_NS: Uuid = Uuid::from_u128(0x5e35_0e90_0000_4000_8000_000000000004);
+const REQUEST_NS: Uuid = Uuid::from_u128(0x5e35_0e90_0000_4000_8000_0000_0000_0004);
 
 /// The alert id of a dedup key (source, source_ref): the same key always gives the same
 /// alert, which is how repeats are recognised.
@@ -54,7 +54,10 @@ pub struct Sems {
 impl Sems {
     /// Use cases over `handler`; alerts at or above `incident_threshold` open incidents.
     pub fn new(handler: Arc<CommandHandler>, incident_threshold: Severity) -> Self {
-        Self { handler, incident_threshold }
+        Self {
+            handler,
+            incident_threshold,
+        }
     }
 
     /// The command handler.
@@ -64,20 +67,33 @@ impl Sems {
 
     /// Ingests one alert: a new dedup key is received, a known one repeated; an untriaged
     /// alert at or above the threshold is promoted and its incident opened.
-    pub async fn ingest_alert(&self, report: AlertReport, meta: CommandMeta) -> Result<IngestOutcome, AppError> {
+    pub async fn ingest_alert(
+        &self,
+        report: AlertReport,
+        meta: CommandMeta,
+    ) -> Result<IngestOutcome, AppError> {
         let alert_id = alert_id_for(&report.source, &report.source_ref);
         let command = AlertCommand::Ingest {
             incident_threshold: self.incident_threshold,
             new_incident_id: Uuid::new_v5(&INCIDENT_NS, alert_id.as_bytes()),
             report,
         };
-        let meta = CommandMeta { assume_new: true, ..meta };
+        let meta = CommandMeta {
+            assume_new: true,
+            ..meta
+        };
         let committed: Committed<Alert> = self.handler.execute(alert_id, &command, &meta).await?;
-        let repeat = matches!(committed.events.first(), Some(AlertEvent::AlertRepeated { .. }));
+        let repeat = matches!(
+            committed.events.first(),
+            Some(AlertEvent::AlertRepeated { .. })
+        );
         let incident_id = committed.state.incident_id();
         let mut position = committed.position;
         if let (Some(incident_id), AlertCommand::Ingest { report, .. }) = (incident_id, &command) {
-            position = position.max(self.ensure_incident_for(alert_id, incident_id, report, &committed, &meta).await?);
+            position = position.max(
+                self.ensure_incident_for(alert_id, incident_id, report, &committed, &meta)
+                    .await?,
+            );
         }
         Ok(IngestOutcome {
             alert_id,
@@ -90,7 +106,7 @@ impl Sems {
     }
 
     /// Opens the incident an alert was promoted to, unless it exists. Returns the position
-    /// of the incident's opening commit (0 when it already existed).
+    /// of the incident's opening commit (0 when it is too old to be remembered).
     async fn ensure_incident_for(
         &self,
         alert_id: Uuid,
@@ -99,9 +115,15 @@ impl Sems {
         alert_commit: &Committed<Alert>,
         meta: &CommandMeta,
     ) -> Result<u64, AppError> {
+        // Derived from the alert: a retry opens the same incident exactly once.
+        let commit_id = Uuid::new_v5(&INCIDENT_NS, incident_id.as_bytes());
         let (incident, _) = self.handler.load::<Incident>(incident_id).await?;
         if incident.exists() {
-            return Ok(0);
+            return Ok(self
+                .handler
+                .commit_position::<Incident>(incident_id, commit_id)
+                .await?
+                .unwrap_or(0));
         }
         let open = IncidentCommand::Open {
             title: report.title.clone(),
@@ -112,8 +134,7 @@ impl Sems {
         };
         let meta = CommandMeta {
             request_id: None,
-            // Derived from the alert: a retry opens the same incident exactly once.
-            commit_id: Some(Uuid::new_v5(&INCIDENT_NS, incident_id.as_bytes())),
+            commit_id: Some(commit_id),
             occurred_at: None,
             late_reason: None,
             correlation_id: meta.correlation_id.or(Some(alert_commit.commit_id)),
@@ -121,7 +142,11 @@ impl Sems {
             trace_context: meta.trace_context.clone(),
             assume_new: true,
         };
-        match self.handler.execute::<Incident>(incident_id, &open, &meta).await {
+        match self
+            .handler
+            .execute::<Incident>(incident_id, &open, &meta)
+            .await
+        {
             Ok(c) => Ok(c.position),
             Err(AppError::Precondition(_)) => Ok(0),
             Err(e) => Err(e),
@@ -136,10 +161,15 @@ impl Sems {
         meta: CommandMeta,
     ) -> Result<(Committed<Incident>, u64), AppError> {
         let IncidentCommand::Open { alert_ids, .. } = &command else {
-            return Err(AppError::Internal("open_incident takes an Open command".into()));
+            return Err(AppError::Internal(
+                "open_incident takes an Open command".into(),
+            ));
         };
         let incident_id = match &meta.request_id {
-            Some(r) => Uuid::new_v5(&REQUEST_NS, format!("{}\n{r}\nincident", self.handler.actor()).as_bytes()),
+            Some(r) => Uuid::new_v5(
+                &REQUEST_NS,
+                format!("{}\n{r}\nincident", self.handler.actor()).as_bytes(),
+            ),
             None => Uuid::now_v7(),
         };
         for (i, alert_id) in alert_ids.iter().enumerate() {
@@ -157,8 +187,14 @@ impl Sems {
                 },
             }
         }
-        let meta = CommandMeta { assume_new: true, ..meta };
-        let opened = self.handler.execute::<Incident>(incident_id, &command, &meta).await?;
+        let meta = CommandMeta {
+            assume_new: true,
+            ..meta
+        };
+        let opened = self
+            .handler
+            .execute::<Incident>(incident_id, &command, &meta)
+            .await?;
         let mut last = opened.position;
         for alert_id in alert_ids {
             let promote = AlertCommand::Promote { incident_id };
@@ -172,7 +208,11 @@ impl Sems {
                 trace_context: meta.trace_context.clone(),
                 assume_new: false,
             };
-            match self.handler.execute::<Alert>(*alert_id, &promote, &step).await {
+            match self
+                .handler
+                .execute::<Alert>(*alert_id, &promote, &step)
+                .await
+            {
                 Ok(c) => last = last.max(c.position),
                 Err(AppError::Precondition(why)) => {
                     // Triaged by someone else between the check and now: the incident stands.
@@ -194,7 +234,9 @@ impl Sems {
         if matches!(command, IncidentCommand::Open { .. }) {
             return Err(DomainError::Internal("use open_incident".into()).into());
         }
-        self.handler.execute::<Incident>(incident_id, &command, &meta).await
+        self.handler
+            .execute::<Incident>(incident_id, &command, &meta)
+            .await
     }
 
     /// A command on an alert (dismissal).
@@ -204,6 +246,8 @@ impl Sems {
         command: AlertCommand,
         meta: CommandMeta,
     ) -> Result<Committed<Alert>, AppError> {
-        self.handler.execute::<Alert>(alert_id, &command, &meta).await
+        self.handler
+            .execute::<Alert>(alert_id, &command, &meta)
+            .await
     }
 }

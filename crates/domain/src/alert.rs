@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Aggregate, Context, DomainError, DomainEvent, Observable, Severity, Text, Limits};
+use crate::{Aggregate, Context, DomainError, DomainEvent, Limits, Observable, Severity, Text};
 
 /// An alert as a SOC tool reports it, parsed and within limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,28 +51,49 @@ impl AlertReport {
         if self.observables.len() > Limits::OBSERVABLES {
             return Err(DomainError::invalid(
                 f("observables"),
-                format!("has {} entries, at most {} are allowed", self.observables.len(), Limits::OBSERVABLES),
+                format!(
+                    "has {} entries, at most {} are allowed",
+                    self.observables.len(),
+                    Limits::OBSERVABLES
+                ),
             ));
         }
         for (i, o) in self.observables.iter_mut().enumerate() {
-            o.kind = Text::required(&f(&format!("observables[{i}].type")), &o.kind, Limits::OBSERVABLE_TYPE)?;
-            o.value = Text::required(&f(&format!("observables[{i}].value")), &o.value, Limits::OBSERVABLE_VALUE)?;
+            o.kind = Text::required(
+                &f(&format!("observables[{i}].type")),
+                &o.kind,
+                Limits::OBSERVABLE_TYPE,
+            )?;
+            o.value = Text::required(
+                &f(&format!("observables[{i}].value")),
+                &o.value,
+                Limits::OBSERVABLE_VALUE,
+            )?;
         }
         if self.labels.len() > Limits::LABELS {
             return Err(DomainError::invalid(
                 f("labels"),
-                format!("has {} entries, at most {} are allowed", self.labels.len(), Limits::LABELS),
+                format!(
+                    "has {} entries, at most {} are allowed",
+                    self.labels.len(),
+                    Limits::LABELS
+                ),
             ));
         }
         for (k, v) in &self.labels {
             Text::required(&f("labels.key"), k, Limits::LABEL_KEY)?;
             Text::optional(&f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE)?;
         }
-        let raw_len = serde_json::to_vec(&self.raw).map(|v| v.len()).unwrap_or(usize::MAX);
+        let raw_len = serde_json::to_vec(&self.raw)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if raw_len > Limits::RAW_BYTES {
             return Err(DomainError::invalid(
                 f("raw"),
-                format!("is {raw_len} bytes of JSON, at most {} are allowed", Limits::RAW_BYTES),
+                format!(
+                    "is {raw_len} bytes of JSON, at most {} are allowed",
+                    Limits::RAW_BYTES
+                ),
             ));
         }
         Ok(self)
@@ -194,9 +215,20 @@ impl Aggregate for Alert {
     type Command = AlertCommand;
     type Event = AlertEvent;
 
-    fn decide(&self, command: &AlertCommand, ctx: &Context) -> Result<Vec<AlertEvent>, DomainError> {
+    fn decide(
+        &self,
+        command: &AlertCommand,
+        ctx: &Context,
+    ) -> Result<Vec<AlertEvent>, DomainError> {
         match (command, &self.state) {
-            (AlertCommand::Ingest { report, incident_threshold, new_incident_id }, state) => {
+            (
+                AlertCommand::Ingest {
+                    report,
+                    incident_threshold,
+                    new_incident_id,
+                },
+                state,
+            ) => {
                 let mut events = Vec::with_capacity(2);
                 let untriaged = match state {
                     None => {
@@ -214,7 +246,9 @@ impl Aggregate for Alert {
                     }
                 };
                 if untriaged && report.severity >= *incident_threshold {
-                    events.push(AlertEvent::AlertPromoted { incident_id: *new_incident_id });
+                    events.push(AlertEvent::AlertPromoted {
+                        incident_id: *new_incident_id,
+                    });
                 }
                 Ok(events)
             }
@@ -222,11 +256,16 @@ impl Aggregate for Alert {
             (AlertCommand::Dismiss { rationale }, Some(s)) => {
                 require_untriaged(s)?;
                 let rationale = Text::required("rationale", rationale, Limits::RATIONALE)?;
-                Ok(vec![AlertEvent::AlertDismissed { rationale, dismissed_by: ctx.actor.clone() }])
+                Ok(vec![AlertEvent::AlertDismissed {
+                    rationale,
+                    dismissed_by: ctx.actor.clone(),
+                }])
             }
             (AlertCommand::Promote { incident_id }, Some(s)) => {
                 require_untriaged(s)?;
-                Ok(vec![AlertEvent::AlertPromoted { incident_id: *incident_id }])
+                Ok(vec![AlertEvent::AlertPromoted {
+                    incident_id: *incident_id,
+                }])
             }
         }
     }
@@ -234,7 +273,11 @@ impl Aggregate for Alert {
     fn evolve(&mut self, event: &AlertEvent) {
         match event {
             AlertEvent::AlertReceived(report) => {
-                self.state = Some(AlertState { report: report.clone(), status: AlertStatus::Received, count: 1 });
+                self.state = Some(AlertState {
+                    report: report.clone(),
+                    status: AlertStatus::Received,
+                    count: 1,
+                });
             }
             AlertEvent::AlertRepeated { count, .. } => {
                 if let Some(s) = &mut self.state {
@@ -290,7 +333,10 @@ mod tests {
             description: String::new(),
             severity,
             occurred_at: now(),
-            observables: vec![Observable { kind: "ip".into(), value: "203.0.113.7".into() }],
+            observables: vec![Observable {
+                kind: "ip".into(),
+                value: "203.0.113.7".into(),
+            }],
             labels: BTreeMap::new(),
             raw: serde_json::json!({"alert": {"signature_id": 2024}}),
         }
@@ -331,7 +377,12 @@ mod tests {
         let events = given(&[]).decide(&ingest(Severity::High), &ctx()).unwrap();
         assert_eq!(
             events,
-            vec![received(Severity::High), AlertEvent::AlertPromoted { incident_id: incident() }]
+            vec![
+                received(Severity::High),
+                AlertEvent::AlertPromoted {
+                    incident_id: incident()
+                }
+            ]
         );
     }
 
@@ -339,7 +390,10 @@ mod tests {
     fn a_repeat_is_recorded_on_the_same_alert_with_its_count() {
         let alert = given(&[received(Severity::Low)]);
         let events = alert.decide(&ingest(Severity::Low), &ctx()).unwrap();
-        assert!(matches!(events.as_slice(), [AlertEvent::AlertRepeated { count: 2, .. }]));
+        assert!(matches!(
+            events.as_slice(),
+            [AlertEvent::AlertRepeated { count: 2, .. }]
+        ));
     }
 
     #[test]
@@ -347,15 +401,26 @@ mod tests {
         let alert = given(&[received(Severity::Low)]);
         let events = alert.decide(&ingest(Severity::Critical), &ctx()).unwrap();
         assert_eq!(events.len(), 2);
-        assert_eq!(events[1], AlertEvent::AlertPromoted { incident_id: incident() });
+        assert_eq!(
+            events[1],
+            AlertEvent::AlertPromoted {
+                incident_id: incident()
+            }
+        );
     }
 
     #[test]
     fn a_repeat_of_a_promoted_alert_stays_with_its_incident() {
         let other = Uuid::from_u128(99);
-        let alert = given(&[received(Severity::High), AlertEvent::AlertPromoted { incident_id: other }]);
+        let alert = given(&[
+            received(Severity::High),
+            AlertEvent::AlertPromoted { incident_id: other },
+        ]);
         let events = alert.decide(&ingest(Severity::Critical), &ctx()).unwrap();
-        assert!(matches!(events.as_slice(), [AlertEvent::AlertRepeated { .. }]));
+        assert!(matches!(
+            events.as_slice(),
+            [AlertEvent::AlertRepeated { .. }]
+        ));
         assert_eq!(alert.incident_id(), Some(other));
     }
 
@@ -363,19 +428,37 @@ mod tests {
     fn a_repeat_of_a_dismissed_alert_is_recorded_but_not_promoted() {
         let alert = given(&[
             received(Severity::Low),
-            AlertEvent::AlertDismissed { rationale: "scanner".into(), dismissed_by: "x".into() },
+            AlertEvent::AlertDismissed {
+                rationale: "scanner".into(),
+                dismissed_by: "x".into(),
+            },
         ]);
         let events = alert.decide(&ingest(Severity::Critical), &ctx()).unwrap();
-        assert!(matches!(events.as_slice(), [AlertEvent::AlertRepeated { .. }]));
+        assert!(matches!(
+            events.as_slice(),
+            [AlertEvent::AlertRepeated { .. }]
+        ));
     }
 
     #[test]
     fn dismissal_needs_a_rationale() {
         let alert = given(&[received(Severity::Low)]);
-        let err = alert.decide(&AlertCommand::Dismiss { rationale: " ".into() }, &ctx()).unwrap_err();
+        let err = alert
+            .decide(
+                &AlertCommand::Dismiss {
+                    rationale: " ".into(),
+                },
+                &ctx(),
+            )
+            .unwrap_err();
         assert_eq!(err, DomainError::invalid("rationale", "is required"));
         let ok = alert
-            .decide(&AlertCommand::Dismiss { rationale: "internal vulnerability scanner".into() }, &ctx())
+            .decide(
+                &AlertCommand::Dismiss {
+                    rationale: "internal vulnerability scanner".into(),
+                },
+                &ctx(),
+            )
             .unwrap();
         assert_eq!(
             ok,
@@ -388,21 +471,49 @@ mod tests {
 
     #[test]
     fn a_triaged_alert_cannot_be_dismissed_or_promoted_again() {
-        let promoted = given(&[received(Severity::High), AlertEvent::AlertPromoted { incident_id: incident() }]);
-        let dismiss = AlertCommand::Dismiss { rationale: "r".into() };
-        assert!(matches!(promoted.decide(&dismiss, &ctx()), Err(DomainError::Precondition(_))));
-        let promote = AlertCommand::Promote { incident_id: Uuid::from_u128(8) };
-        assert!(matches!(promoted.decide(&promote, &ctx()), Err(DomainError::Precondition(_))));
+        let promoted = given(&[
+            received(Severity::High),
+            AlertEvent::AlertPromoted {
+                incident_id: incident(),
+            },
+        ]);
+        let dismiss = AlertCommand::Dismiss {
+            rationale: "r".into(),
+        };
+        assert!(matches!(
+            promoted.decide(&dismiss, &ctx()),
+            Err(DomainError::Precondition(_))
+        ));
+        let promote = AlertCommand::Promote {
+            incident_id: Uuid::from_u128(8),
+        };
+        assert!(matches!(
+            promoted.decide(&promote, &ctx()),
+            Err(DomainError::Precondition(_))
+        ));
         let dismissed = given(&[
             received(Severity::Low),
-            AlertEvent::AlertDismissed { rationale: "r".into(), dismissed_by: "x".into() },
+            AlertEvent::AlertDismissed {
+                rationale: "r".into(),
+                dismissed_by: "x".into(),
+            },
         ]);
-        assert!(matches!(dismissed.decide(&promote, &ctx()), Err(DomainError::Precondition(_))));
+        assert!(matches!(
+            dismissed.decide(&promote, &ctx()),
+            Err(DomainError::Precondition(_))
+        ));
     }
 
     #[test]
     fn commands_on_an_unknown_alert_are_not_found() {
-        let err = given(&[]).decide(&AlertCommand::Dismiss { rationale: "r".into() }, &ctx()).unwrap_err();
+        let err = given(&[])
+            .decide(
+                &AlertCommand::Dismiss {
+                    rationale: "r".into(),
+                },
+                &ctx(),
+            )
+            .unwrap_err();
         assert!(matches!(err, DomainError::NotFound(_)));
     }
 
@@ -415,15 +526,22 @@ mod tests {
         let mut r = report(Severity::Low);
         r.observables[0].value = String::new();
         let err = r.validate("alert.").unwrap_err();
-        assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.observables[0].value"));
+        assert!(
+            matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.observables[0].value")
+        );
     }
 
     #[test]
     fn events_round_trip_through_type_and_payload() {
-        let e = AlertEvent::AlertPromoted { incident_id: incident() };
+        let e = AlertEvent::AlertPromoted {
+            incident_id: incident(),
+        };
         let payload = e.to_payload().unwrap();
         assert_eq!(payload, serde_json::json!({"incident_id": incident()}));
-        assert_eq!(AlertEvent::from_payload("AlertPromoted", 1, payload).unwrap(), e);
+        assert_eq!(
+            AlertEvent::from_payload("AlertPromoted", 1, payload).unwrap(),
+            e
+        );
         assert!(AlertEvent::from_payload("AlertPromoted", 2, serde_json::json!({})).is_err());
     }
 }

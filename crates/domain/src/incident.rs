@@ -316,19 +316,37 @@ impl Aggregate for Incident {
     type Command = IncidentCommand;
     type Event = IncidentEvent;
 
-    fn decide(&self, command: &IncidentCommand, ctx: &Context) -> Result<Vec<IncidentEvent>, DomainError> {
+    fn decide(
+        &self,
+        command: &IncidentCommand,
+        ctx: &Context,
+    ) -> Result<Vec<IncidentEvent>, DomainError> {
         let Some(s) = &self.state else {
             return match command {
-                IncidentCommand::Open { title, description, severity, priority, alert_ids } => {
+                IncidentCommand::Open {
+                    title,
+                    description,
+                    severity,
+                    priority,
+                    alert_ids,
+                } => {
                     if alert_ids.len() > Limits::ALERT_IDS {
                         return Err(DomainError::invalid(
                             "alert_ids",
-                            format!("has {} entries, at most {} are allowed", alert_ids.len(), Limits::ALERT_IDS),
+                            format!(
+                                "has {} entries, at most {} are allowed",
+                                alert_ids.len(),
+                                Limits::ALERT_IDS
+                            ),
                         ));
                     }
                     Ok(vec![IncidentEvent::IncidentOpened {
                         title: Text::required("title", title, Limits::TITLE)?,
-                        description: Text::optional("description", description, Limits::DESCRIPTION)?,
+                        description: Text::optional(
+                            "description",
+                            description,
+                            Limits::DESCRIPTION,
+                        )?,
                         severity: *severity,
                         priority: priority.unwrap_or_else(|| Priority::default_for(*severity)),
                         level: Level::Operational,
@@ -340,8 +358,11 @@ impl Aggregate for Incident {
             };
         };
         let actor = ctx.actor.clone();
-        if s.status == IncidentStatus::Closed && !matches!(command, IncidentCommand::Reopen { .. }) {
-            return Err(DomainError::precondition("incident is closed; reopen it first"));
+        if s.status == IncidentStatus::Closed && !matches!(command, IncidentCommand::Reopen { .. })
+        {
+            return Err(DomainError::precondition(
+                "incident is closed; reopen it first",
+            ));
         }
         let event = match command {
             IncidentCommand::Open { .. } => {
@@ -354,11 +375,21 @@ impl Aggregate for Incident {
                         s.status.as_str()
                     )));
                 }
-                IncidentEvent::IncidentAcknowledged { acknowledged_by: actor }
+                IncidentEvent::IncidentAcknowledged {
+                    acknowledged_by: actor,
+                }
             }
-            IncidentCommand::AssignRole { role, person, level, effective_at } => {
+            IncidentCommand::AssignRole {
+                role,
+                person,
+                level,
+                effective_at,
+            } => {
                 let person = Text::required("person", person, Limits::PERSON)?;
-                if s.roles.iter().any(|(l, r, p)| l == level && r == role && *p == person) {
+                if s.roles
+                    .iter()
+                    .any(|(l, r, p)| l == level && r == role && *p == person)
+                {
                     return Err(DomainError::precondition(format!(
                         "{person} already holds {} at {}",
                         role.as_str(),
@@ -366,7 +397,11 @@ impl Aggregate for Incident {
                     )));
                 }
                 let replaces = (*role == Role::Commander)
-                    .then(|| s.roles.iter().find(|(l, r, _)| l == level && *r == Role::Commander))
+                    .then(|| {
+                        s.roles
+                            .iter()
+                            .find(|(l, r, _)| l == level && *r == Role::Commander)
+                    })
                     .flatten()
                     .map(|(_, _, p)| p.clone());
                 IncidentEvent::IncidentRoleAssigned {
@@ -378,7 +413,11 @@ impl Aggregate for Incident {
                     assigned_by: actor,
                 }
             }
-            IncidentCommand::Classify { severity, priority, rationale } => {
+            IncidentCommand::Classify {
+                severity,
+                priority,
+                rationale,
+            } => {
                 let rationale = Text::required("rationale", rationale, Limits::RATIONALE)?;
                 if *severity == s.severity && *priority == s.priority {
                     return Err(DomainError::precondition(
@@ -396,7 +435,10 @@ impl Aggregate for Incident {
             }
             IncidentCommand::AddNote { text } => {
                 ctx.check_occurred_at("occurred_at")?;
-                IncidentEvent::NoteAdded { text: Text::required("text", text, Limits::NOTE)?, author: actor }
+                IncidentEvent::NoteAdded {
+                    text: Text::required("text", text, Limits::NOTE)?,
+                    author: actor,
+                }
             }
             IncidentCommand::ChangeLevel { to, reason } => {
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
@@ -413,31 +455,58 @@ impl Aggregate for Incident {
                     ));
                 }
                 if *to == s.level {
-                    return Err(DomainError::precondition(format!("incident is already at {}", to.as_str())));
+                    return Err(DomainError::precondition(format!(
+                        "incident is already at {}",
+                        to.as_str()
+                    )));
                 }
-                IncidentEvent::IncidentLevelChanged { from: s.level, to: *to, reason, decided_by: actor }
+                IncidentEvent::IncidentLevelChanged {
+                    from: s.level,
+                    to: *to,
+                    reason,
+                    decided_by: actor,
+                }
             }
             IncidentCommand::ChangePhase { phase, reason } => {
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
                 require_in_response(s)?;
                 if s.phase == Some(*phase) {
-                    return Err(DomainError::precondition(format!("incident is already in {}", phase.as_str())));
+                    return Err(DomainError::precondition(format!(
+                        "incident is already in {}",
+                        phase.as_str()
+                    )));
                 }
-                IncidentEvent::IncidentPhaseChanged { from: s.phase, to: *phase, reason, decided_by: actor }
+                IncidentEvent::IncidentPhaseChanged {
+                    from: s.phase,
+                    to: *phase,
+                    reason,
+                    decided_by: actor,
+                }
             }
-            IncidentCommand::Resolve { resolution, just_culture } => {
+            IncidentCommand::Resolve {
+                resolution,
+                just_culture,
+            } => {
                 let resolution = Text::required("resolution", resolution, Limits::RATIONALE)?;
                 let just_culture = match just_culture {
                     Some(jc) => Some(JustCulture {
                         determination: jc.determination,
-                        rationale: Text::required("determination_rationale", &jc.rationale, Limits::RATIONALE)?,
+                        rationale: Text::required(
+                            "determination_rationale",
+                            &jc.rationale,
+                            Limits::RATIONALE,
+                        )?,
                     }),
                     None => None,
                 };
                 if s.status == IncidentStatus::Resolved {
                     return Err(DomainError::precondition("incident is already resolved"));
                 }
-                IncidentEvent::IncidentResolved { resolution, just_culture, resolved_by: actor }
+                IncidentEvent::IncidentResolved {
+                    resolution,
+                    just_culture,
+                    resolved_by: actor,
+                }
             }
             IncidentCommand::Close { note } => {
                 let note = Text::optional("note", note, Limits::RATIONALE)?;
@@ -447,7 +516,10 @@ impl Aggregate for Incident {
                         s.status.as_str()
                     )));
                 }
-                IncidentEvent::IncidentClosed { note, closed_by: actor }
+                IncidentEvent::IncidentClosed {
+                    note,
+                    closed_by: actor,
+                }
             }
             IncidentCommand::Reopen { reason } => {
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
@@ -457,9 +529,15 @@ impl Aggregate for Incident {
                         s.status.as_str()
                     )));
                 }
-                IncidentEvent::IncidentReopened { reason, reopened_by: actor }
+                IncidentEvent::IncidentReopened {
+                    reason,
+                    reopened_by: actor,
+                }
             }
-            IncidentCommand::RequestCrisisEscalation { reason, criteria_met } => {
+            IncidentCommand::RequestCrisisEscalation {
+                reason,
+                criteria_met,
+            } => {
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
                 let criteria_met = Text::optional("criteria_met", criteria_met, Limits::RATIONALE)?;
                 require_in_response(s)?;
@@ -470,7 +548,9 @@ impl Aggregate for Incident {
                     )));
                 }
                 if s.escalation_requested {
-                    return Err(DomainError::precondition("a crisis-escalation request is already pending"));
+                    return Err(DomainError::precondition(
+                        "a crisis-escalation request is already pending",
+                    ));
                 }
                 IncidentEvent::CrisisEscalationRequested {
                     reason,
@@ -484,7 +564,14 @@ impl Aggregate for Incident {
     }
 
     fn evolve(&mut self, event: &IncidentEvent) {
-        if let IncidentEvent::IncidentOpened { severity, priority, level, alert_ids, .. } = event {
+        if let IncidentEvent::IncidentOpened {
+            severity,
+            priority,
+            level,
+            alert_ids,
+            ..
+        } = event
+        {
             self.state = Some(IncidentState {
                 status: IncidentStatus::Open,
                 level: *level,
@@ -501,13 +588,21 @@ impl Aggregate for Incident {
         match event {
             IncidentEvent::IncidentOpened { .. } | IncidentEvent::NoteAdded { .. } => {}
             IncidentEvent::IncidentAcknowledged { .. } => s.status = IncidentStatus::Acknowledged,
-            IncidentEvent::IncidentRoleAssigned { role, person, level, .. } => {
+            IncidentEvent::IncidentRoleAssigned {
+                role,
+                person,
+                level,
+                ..
+            } => {
                 if *role == Role::Commander {
-                    s.roles.retain(|(l, r, _)| !(l == level && *r == Role::Commander));
+                    s.roles
+                        .retain(|(l, r, _)| !(l == level && *r == Role::Commander));
                 }
                 s.roles.push((*level, *role, person.clone()));
             }
-            IncidentEvent::IncidentClassified { severity, priority, .. } => {
+            IncidentEvent::IncidentClassified {
+                severity, priority, ..
+            } => {
                 s.severity = *severity;
                 s.priority = *priority;
             }
@@ -584,7 +679,9 @@ mod tests {
     }
 
     fn acked() -> IncidentEvent {
-        IncidentEvent::IncidentAcknowledged { acknowledged_by: "duty-manager".into() }
+        IncidentEvent::IncidentAcknowledged {
+            acknowledged_by: "duty-manager".into(),
+        }
     }
 
     fn to_tactical() -> IncidentEvent {
@@ -597,15 +694,25 @@ mod tests {
     }
 
     fn resolved() -> IncidentEvent {
-        IncidentEvent::IncidentResolved { resolution: "restored".into(), just_culture: None, resolved_by: "x".into() }
+        IncidentEvent::IncidentResolved {
+            resolution: "restored".into(),
+            just_culture: None,
+            resolved_by: "x".into(),
+        }
     }
 
     fn closed() -> IncidentEvent {
-        IncidentEvent::IncidentClosed { note: String::new(), closed_by: "x".into() }
+        IncidentEvent::IncidentClosed {
+            note: String::new(),
+            closed_by: "x".into(),
+        }
     }
 
     fn precondition(r: Result<Vec<IncidentEvent>, DomainError>) {
-        assert!(matches!(r, Err(DomainError::Precondition(_))), "expected a precondition failure, got {r:?}");
+        assert!(
+            matches!(r, Err(DomainError::Precondition(_))),
+            "expected a precondition failure, got {r:?}"
+        );
     }
 
     fn invalid(r: Result<Vec<IncidentEvent>, DomainError>, name: &str) {
@@ -659,23 +766,45 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_incident_are_not_found() {
-        assert!(matches!(when(&given(&[]), IncidentCommand::Acknowledge), Err(DomainError::NotFound(_))));
+        assert!(matches!(
+            when(&given(&[]), IncidentCommand::Acknowledge),
+            Err(DomainError::NotFound(_))
+        ));
     }
 
     #[test]
     fn acknowledge_only_once() {
         let events = when(&given(&[opened()]), IncidentCommand::Acknowledge).unwrap();
         assert_eq!(events, vec![acked()]);
-        precondition(when(&given(&[opened(), acked()]), IncidentCommand::Acknowledge));
+        precondition(when(
+            &given(&[opened(), acked()]),
+            IncidentCommand::Acknowledge,
+        ));
     }
 
     #[test]
     fn level_change_needs_acknowledgement_a_reason_and_a_different_level() {
-        let change = |to, reason: &str| IncidentCommand::ChangeLevel { to, reason: reason.into() };
-        precondition(when(&given(&[opened()]), change(Level::Tactical, "spreading")));
-        invalid(when(&given(&[opened(), acked()]), change(Level::Tactical, "")), "reason");
-        precondition(when(&given(&[opened(), acked()]), change(Level::Operational, "why")));
-        let events = when(&given(&[opened(), acked()]), change(Level::Tactical, "spreading")).unwrap();
+        let change = |to, reason: &str| IncidentCommand::ChangeLevel {
+            to,
+            reason: reason.into(),
+        };
+        precondition(when(
+            &given(&[opened()]),
+            change(Level::Tactical, "spreading"),
+        ));
+        invalid(
+            when(&given(&[opened(), acked()]), change(Level::Tactical, "")),
+            "reason",
+        );
+        precondition(when(
+            &given(&[opened(), acked()]),
+            change(Level::Operational, "why"),
+        ));
+        let events = when(
+            &given(&[opened(), acked()]),
+            change(Level::Tactical, "spreading"),
+        )
+        .unwrap();
         assert_eq!(events, vec![to_tactical()]);
         let i = given(&[opened(), acked(), to_tactical()]);
         assert_eq!(i.state().unwrap().status, IncidentStatus::Responding);
@@ -686,7 +815,10 @@ mod tests {
     fn strategic_is_never_a_level_change() {
         let r = when(
             &given(&[opened(), acked(), to_tactical()]),
-            IncidentCommand::ChangeLevel { to: Level::Strategic, reason: "crisis".into() },
+            IncidentCommand::ChangeLevel {
+                to: Level::Strategic,
+                reason: "crisis".into(),
+            },
         );
         invalid(r, "to");
     }
@@ -712,17 +844,31 @@ mod tests {
         precondition(when(&pending, req()));
         precondition(when(
             &pending,
-            IncidentCommand::ChangeLevel { to: Level::Operational, reason: "contained".into() },
+            IncidentCommand::ChangeLevel {
+                to: Level::Operational,
+                reason: "contained".into(),
+            },
         ));
     }
 
     #[test]
     fn classification_needs_a_rationale_and_a_change() {
-        let classify = |s, p, r: &str| IncidentCommand::Classify { severity: s, priority: p, rationale: r.into() };
+        let classify = |s, p, r: &str| IncidentCommand::Classify {
+            severity: s,
+            priority: p,
+            rationale: r.into(),
+        };
         let i = given(&[opened()]);
-        invalid(when(&i, classify(Severity::Critical, Priority::P1, "")), "rationale");
+        invalid(
+            when(&i, classify(Severity::Critical, Priority::P1, "")),
+            "rationale",
+        );
         precondition(when(&i, classify(Severity::High, Priority::P2, "same")));
-        let events = when(&i, classify(Severity::High, Priority::P1, "board meeting tomorrow")).unwrap();
+        let events = when(
+            &i,
+            classify(Severity::High, Priority::P1, "board meeting tomorrow"),
+        )
+        .unwrap();
         assert_eq!(
             events,
             vec![IncidentEvent::IncidentClassified {
@@ -745,24 +891,41 @@ mod tests {
             effective_at: now(),
         };
         let first = when(&given(&[opened()]), assign("ana")).unwrap();
-        assert!(matches!(&first[0], IncidentEvent::IncidentRoleAssigned { replaces: None, .. }));
+        assert!(matches!(
+            &first[0],
+            IncidentEvent::IncidentRoleAssigned { replaces: None, .. }
+        ));
         let i = given(&[opened(), first[0].clone()]);
         precondition(when(&i, assign("ana")));
         let second = when(&i, assign("bo")).unwrap();
-        assert!(matches!(&second[0], IncidentEvent::IncidentRoleAssigned { replaces: Some(p), .. } if p == "ana"));
+        assert!(
+            matches!(&second[0], IncidentEvent::IncidentRoleAssigned { replaces: Some(p), .. } if p == "ana")
+        );
         let i = given(&[opened(), first[0].clone(), second[0].clone()]);
-        assert_eq!(i.state().unwrap().roles, vec![(Level::Tactical, Role::Commander, "bo".to_string())]);
-        invalid(when(&i, IncidentCommand::AssignRole {
-            role: Role::Scribe,
-            person: " ".into(),
-            level: Level::Tactical,
-            effective_at: now(),
-        }), "person");
+        assert_eq!(
+            i.state().unwrap().roles,
+            vec![(Level::Tactical, Role::Commander, "bo".to_string())]
+        );
+        invalid(
+            when(
+                &i,
+                IncidentCommand::AssignRole {
+                    role: Role::Scribe,
+                    person: " ".into(),
+                    level: Level::Tactical,
+                    effective_at: now(),
+                },
+            ),
+            "person",
+        );
     }
 
     #[test]
     fn phase_change_needs_acknowledgement_and_a_new_phase() {
-        let phase = |p| IncidentCommand::ChangePhase { phase: p, reason: "isolated hosts".into() };
+        let phase = |p| IncidentCommand::ChangePhase {
+            phase: p,
+            reason: "isolated hosts".into(),
+        };
         precondition(when(&given(&[opened()]), phase(Phase::Contain)));
         let events = when(&given(&[opened(), acked()]), phase(Phase::Contain)).unwrap();
         let i = given(&[opened(), acked(), events[0].clone()]);
@@ -775,29 +938,85 @@ mod tests {
         let i = given(&[opened()]);
         let mut late = ctx();
         late.occurred_at = now() - Duration::hours(3);
-        let note = IncidentCommand::AddNote { text: "call with ISP".into() };
-        assert!(matches!(i.decide(&note, &late), Err(DomainError::Invalid { field, .. }) if field == "late_reason"));
+        let note = IncidentCommand::AddNote {
+            text: "call with ISP".into(),
+        };
+        assert!(
+            matches!(i.decide(&note, &late), Err(DomainError::Invalid { field, .. }) if field == "late_reason")
+        );
         late.late_reason = Some("written up after the call".into());
         assert!(i.decide(&note, &late).is_ok());
-        invalid(when(&i, IncidentCommand::AddNote { text: "".into() }), "text");
+        invalid(
+            when(&i, IncidentCommand::AddNote { text: "".into() }),
+            "text",
+        );
     }
 
     #[test]
     fn resolve_records_just_culture_and_only_resolved_incidents_close() {
         let i = given(&[opened(), acked()]);
-        precondition(when(&i, IncidentCommand::Close { note: String::new() }));
-        invalid(when(&i, IncidentCommand::Resolve { resolution: "".into(), just_culture: None }), "resolution");
-        let jc = JustCulture { determination: JustCultureDetermination::HonestError, rationale: "".into() };
+        precondition(when(
+            &i,
+            IncidentCommand::Close {
+                note: String::new(),
+            },
+        ));
         invalid(
-            when(&i, IncidentCommand::Resolve { resolution: "phished".into(), just_culture: Some(jc) }),
+            when(
+                &i,
+                IncidentCommand::Resolve {
+                    resolution: "".into(),
+                    just_culture: None,
+                },
+            ),
+            "resolution",
+        );
+        let jc = JustCulture {
+            determination: JustCultureDetermination::HonestError,
+            rationale: "".into(),
+        };
+        invalid(
+            when(
+                &i,
+                IncidentCommand::Resolve {
+                    resolution: "phished".into(),
+                    just_culture: Some(jc),
+                },
+            ),
             "determination_rationale",
         );
-        let jc = JustCulture { determination: JustCultureDetermination::HonestError, rationale: "convincing lure".into() };
-        let events = when(&i, IncidentCommand::Resolve { resolution: "phished".into(), just_culture: Some(jc.clone()) }).unwrap();
-        assert!(matches!(&events[0], IncidentEvent::IncidentResolved { just_culture: Some(j), .. } if *j == jc));
+        let jc = JustCulture {
+            determination: JustCultureDetermination::HonestError,
+            rationale: "convincing lure".into(),
+        };
+        let events = when(
+            &i,
+            IncidentCommand::Resolve {
+                resolution: "phished".into(),
+                just_culture: Some(jc.clone()),
+            },
+        )
+        .unwrap();
+        assert!(
+            matches!(&events[0], IncidentEvent::IncidentResolved { just_culture: Some(j), .. } if *j == jc)
+        );
         let r = given(&[opened(), acked(), events[0].clone()]);
-        precondition(when(&r, IncidentCommand::Resolve { resolution: "again".into(), just_culture: None }));
-        assert!(when(&r, IncidentCommand::Close { note: "done".into() }).is_ok());
+        precondition(when(
+            &r,
+            IncidentCommand::Resolve {
+                resolution: "again".into(),
+                just_culture: None,
+            },
+        ));
+        assert!(
+            when(
+                &r,
+                IncidentCommand::Close {
+                    note: "done".into()
+                }
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -805,21 +1024,44 @@ mod tests {
         let c = given(&[opened(), acked(), resolved(), closed()]);
         precondition(when(&c, IncidentCommand::Acknowledge));
         precondition(when(&c, IncidentCommand::AddNote { text: "x".into() }));
-        precondition(when(&c, IncidentCommand::Close { note: String::new() }));
-        invalid(when(&c, IncidentCommand::Reopen { reason: "".into() }), "reason");
-        let events = when(&c, IncidentCommand::Reopen { reason: "reinfection".into() }).unwrap();
+        precondition(when(
+            &c,
+            IncidentCommand::Close {
+                note: String::new(),
+            },
+        ));
+        invalid(
+            when(&c, IncidentCommand::Reopen { reason: "".into() }),
+            "reason",
+        );
+        let events = when(
+            &c,
+            IncidentCommand::Reopen {
+                reason: "reinfection".into(),
+            },
+        )
+        .unwrap();
         let r = given(&[opened(), acked(), resolved(), closed(), events[0].clone()]);
         assert_eq!(r.state().unwrap().status, IncidentStatus::Responding);
     }
 
     #[test]
     fn only_resolved_or_closed_incidents_reopen() {
-        precondition(when(&given(&[opened(), acked()]), IncidentCommand::Reopen { reason: "x".into() }));
+        precondition(when(
+            &given(&[opened(), acked()]),
+            IncidentCommand::Reopen { reason: "x".into() },
+        ));
     }
 
     #[test]
     fn a_resolved_incident_takes_no_level_change() {
         let r = given(&[opened(), acked(), resolved()]);
-        precondition(when(&r, IncidentCommand::ChangeLevel { to: Level::Tactical, reason: "x".into() }));
+        precondition(when(
+            &r,
+            IncidentCommand::ChangeLevel {
+                to: Level::Tactical,
+                reason: "x".into(),
+            },
+        ));
     }
 }

@@ -72,7 +72,10 @@ impl Text {
                 format!("is {len} characters long, at most {max} are allowed"),
             ));
         }
-        if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r') {
+        if value
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+        {
             return Err(DomainError::invalid(field, "contains control characters"));
         }
         Ok(value.to_owned())

@@ -29,7 +29,13 @@ pub struct JetStreamFeed {
 impl JetStreamFeed {
     /// A feed for the projection `durable` (also the consumer's durable name).
     pub fn new(log: JetStreamLog, durable: impl Into<String>, ack_wait: Duration) -> Self {
-        Self { log, durable: durable.into(), ack_wait, messages: None, unacked: Vec::new() }
+        Self {
+            log,
+            durable: durable.into(),
+            ack_wait,
+            messages: None,
+            unacked: Vec::new(),
+        }
     }
 
     fn consumer_config(&self, start: u64) -> pull::Config {
@@ -43,7 +49,9 @@ impl JetStreamFeed {
             deliver_policy: if start <= 1 {
                 DeliverPolicy::All
             } else {
-                DeliverPolicy::ByStartSequence { start_sequence: start }
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                }
             },
             ..Default::default()
         }
@@ -73,10 +81,9 @@ impl CommitFeed for JetStreamFeed {
         });
         if existing.is_some() && !keep {
             info!(consumer = %self.durable, checkpoint, "recreating projector consumer from checkpoint");
-            stream
-                .delete_consumer(&self.durable)
-                .await
-                .map_err(|e| LogError::Unavailable(format!("delete consumer {}: {e}", self.durable)))?;
+            stream.delete_consumer(&self.durable).await.map_err(|e| {
+                LogError::Unavailable(format!("delete consumer {}: {e}", self.durable))
+            })?;
         }
         let consumer: jetstream::consumer::Consumer<pull::Config> = if keep {
             stream
@@ -85,10 +92,9 @@ impl CommitFeed for JetStreamFeed {
                 .map_err(|e| LogError::Unavailable(format!("get consumer {}: {e}", self.durable)))?
         } else {
             let wanted = self.consumer_config(checkpoint + 1);
-            let consumer = stream
-                .create_consumer(wanted.clone())
-                .await
-                .map_err(|e| LogError::Unavailable(format!("create consumer {}: {e}", self.durable)))?;
+            let consumer = stream.create_consumer(wanted.clone()).await.map_err(|e| {
+                LogError::Unavailable(format!("create consumer {}: {e}", self.durable))
+            })?;
             let held = &consumer.cached_info().config;
             if held.filter_subject != wanted.filter_subject
                 || held.ack_policy != wanted.ack_policy
@@ -125,13 +131,22 @@ impl CommitFeed for JetStreamFeed {
         let mut next = Some(first);
         while let Some(item) = next {
             let message = item.map_err(|e| LogError::Unavailable(format!("consume: {e}")))?;
-            let info = message.info().map_err(|e| LogError::Internal(format!("message info: {e}")))?;
+            let info = message
+                .info()
+                .map_err(|e| LogError::Internal(format!("message info: {e}")))?;
             let position = info.stream_sequence;
             let header = |name: &str| {
-                message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+                message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_owned())
             };
             batch.push(FedCommit {
-                commit: StoredCommit { position, bytes: message.payload.to_vec() },
+                commit: StoredCommit {
+                    position,
+                    bytes: message.payload.to_vec(),
+                },
                 traceparent: header("traceparent"),
                 tracestate: header("tracestate"),
             });
@@ -147,10 +162,11 @@ impl CommitFeed for JetStreamFeed {
     async fn ack_through(&mut self, position: u64) -> Result<(), LogError> {
         // AckPolicy::All: acknowledging the last message at or below `position` acknowledges
         // every message delivered before it.
-        let idx = self
-            .unacked
-            .iter()
-            .rposition(|m| m.info().map(|i| i.stream_sequence <= position).unwrap_or(false));
+        let idx = self.unacked.iter().rposition(|m| {
+            m.info()
+                .map(|i| i.stream_sequence <= position)
+                .unwrap_or(false)
+        });
         if let Some(idx) = idx {
             let last = &self.unacked[idx];
             if let Err(e) = last.ack_with(AckKind::Ack).await {

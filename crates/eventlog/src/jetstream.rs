@@ -64,7 +64,10 @@ impl JetStreamLog {
     /// Connects to the stream, creating it when missing, and checks that the configuration
     /// the server holds is the one asked for (nats-server 2.9 silently ignores settings it
     /// does not know).
-    pub async fn open(client: async_nats::Client, config: JetStreamConfig) -> Result<Self, LogError> {
+    pub async fn open(
+        client: async_nats::Client,
+        config: JetStreamConfig,
+    ) -> Result<Self, LogError> {
         let js = jetstream::new(client);
         let wanted = stream_config(&config);
         let stream = match js.get_stream(&config.stream).await {
@@ -77,11 +80,16 @@ impl JetStreamLog {
                 ) =>
             {
                 info!(stream = %config.stream, "creating event stream");
-                js.create_stream(wanted.clone())
-                    .await
-                    .map_err(|e| LogError::Unavailable(format!("create stream {}: {e}", config.stream)))?
+                js.create_stream(wanted.clone()).await.map_err(|e| {
+                    LogError::Unavailable(format!("create stream {}: {e}", config.stream))
+                })?
             }
-            Err(e) => return Err(LogError::Unavailable(format!("get stream {}: {e}", config.stream))),
+            Err(e) => {
+                return Err(LogError::Unavailable(format!(
+                    "get stream {}: {e}",
+                    config.stream
+                )));
+            }
         };
         let mut stream = stream;
         let held = stream
@@ -96,7 +104,10 @@ impl JetStreamLog {
 
     /// The subject of one aggregate.
     pub fn subject(&self, aggregate_type: &str, aggregate_id: Uuid) -> String {
-        format!("{}.{aggregate_type}.{aggregate_id}", self.config.subject_prefix)
+        format!(
+            "{}.{aggregate_type}.{aggregate_id}",
+            self.config.subject_prefix
+        )
     }
 
     /// The wildcard covering every aggregate (what projectors consume).
@@ -117,7 +128,10 @@ impl JetStreamLog {
     /// Messages in the stream and the last position.
     pub async fn state(&self) -> Result<(u64, u64), LogError> {
         let mut stream = self.stream.clone();
-        let info = stream.info().await.map_err(|e| LogError::Unavailable(format!("stream info: {e}")))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| LogError::Unavailable(format!("stream info: {e}")))?;
         Ok((info.state.messages, info.state.last_sequence))
     }
 
@@ -208,15 +222,26 @@ fn check_config(wanted: &stream::Config, held: &stream::Config) -> Result<(), Lo
 
 #[async_trait]
 impl EventLog for JetStreamLog {
-    async fn read_aggregate(&self, aggregate_type: &str, aggregate_id: Uuid) -> Result<Vec<StoredCommit>, LogError> {
+    async fn read_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Vec<StoredCommit>, LogError> {
         let subject = self.subject(aggregate_type, aggregate_id);
         let mut commits = Vec::new();
         let mut next = 1;
         loop {
-            match self.stream.direct_get_next_for_subject(subject.clone(), Some(next)).await {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(next))
+                .await
+            {
                 Ok(m) => {
                     next = m.sequence + 1;
-                    commits.push(StoredCommit { position: m.sequence, bytes: m.payload.to_vec() });
+                    commits.push(StoredCommit {
+                        position: m.sequence,
+                        bytes: m.payload.to_vec(),
+                    });
                 }
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(commits),
                 Err(e) => return Err(LogError::Unavailable(format!("read {subject}: {e}"))),
@@ -226,9 +251,14 @@ impl EventLog for JetStreamLog {
 
     async fn read_at(&self, position: u64) -> Result<StoredCommit, LogError> {
         match self.stream.get_raw_message(position).await {
-            Ok(m) => Ok(StoredCommit { position: m.sequence, bytes: m.payload.to_vec() }),
+            Ok(m) => Ok(StoredCommit {
+                position: m.sequence,
+                bytes: m.payload.to_vec(),
+            }),
             Err(e) if e.to_string().contains("not found") => Err(LogError::NotFound(position)),
-            Err(e) => Err(LogError::Unavailable(format!("read position {position}: {e}"))),
+            Err(e) => Err(LogError::Unavailable(format!(
+                "read position {position}: {e}"
+            ))),
         }
     }
 

@@ -20,14 +20,19 @@ use uuid::Uuid;
 
 async fn connect(server: &NatsServer) -> JetStreamLog {
     let client = async_nats::connect(server.url()).await.unwrap();
-    JetStreamLog::open(client, JetStreamConfig::default()).await.unwrap()
+    JetStreamLog::open(client, JetStreamConfig::default())
+        .await
+        .unwrap()
 }
 
 fn handler(log: &JetStreamLog, actor: &str) -> Arc<CommandHandler> {
     Arc::new(CommandHandler::new(
         Arc::new(log.clone()),
         Arc::new(SystemClock),
-        HandlerConfig { actor: actor.into(), ..HandlerConfig::default() },
+        HandlerConfig {
+            actor: actor.into(),
+            ..HandlerConfig::default()
+        },
     ))
 }
 
@@ -47,7 +52,10 @@ fn note(text: &str) -> IncidentCommand {
 
 async fn opened_incident(h: &CommandHandler) -> (Uuid, u64) {
     let id = Uuid::now_v7();
-    let c = h.execute::<Incident>(id, &open(), &CommandMeta::default()).await.unwrap();
+    let c = h
+        .execute::<Incident>(id, &open(), &CommandMeta::default())
+        .await
+        .unwrap();
     (id, c.position)
 }
 
@@ -69,7 +77,13 @@ fn report(source_ref: &str, severity: Severity) -> AlertReport {
 async fn the_stream_is_created_as_the_contract_says_and_a_wrong_one_is_refused() {
     let server = NatsServer::start().unwrap();
     let log = connect(&server).await;
-    let info = log.context().get_stream("SEMS").await.unwrap().cached_info().clone();
+    let info = log
+        .context()
+        .get_stream("SEMS")
+        .await
+        .unwrap()
+        .cached_info()
+        .clone();
     assert!(info.config.deny_delete && info.config.deny_purge && info.config.allow_direct);
     assert_eq!(info.config.max_age, Duration::ZERO);
     // Opening again checks and accepts the existing stream.
@@ -86,8 +100,15 @@ async fn the_stream_is_created_as_the_contract_says_and_a_wrong_one_is_refused()
     })
     .await
     .unwrap();
-    let config = JetStreamConfig { stream: "LOSSY".into(), subject_prefix: "lossy".into(), ..Default::default() };
-    let err = JetStreamLog::open(client, config).await.err().expect("a lossy stream must be refused");
+    let config = JetStreamConfig {
+        stream: "LOSSY".into(),
+        subject_prefix: "lossy".into(),
+        ..Default::default()
+    };
+    let err = JetStreamLog::open(client, config)
+        .await
+        .err()
+        .expect("a lossy stream must be refused");
     assert!(err.to_string().contains("max_age"), "{err}");
 }
 
@@ -104,7 +125,8 @@ async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order() {
     for i in 0..20 {
         let h = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
-            h.execute::<Incident>(id, &note(&format!("note {i}")), &CommandMeta::default()).await
+            h.execute::<Incident>(id, &note(&format!("note {i}")), &CommandMeta::default())
+                .await
         }));
     }
     let mut positions = Vec::new();
@@ -117,15 +139,25 @@ async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order() {
         }
     }
     let commits = log.read_aggregate("incident", id).await.unwrap();
-    assert_eq!(commits.len(), 1 + positions.len(), "every success is in the log, nothing else");
+    assert_eq!(
+        commits.len(),
+        1 + positions.len(),
+        "every success is in the log, nothing else"
+    );
     assert_eq!(positions.len() + aborted, 20);
-    assert!(positions.len() >= 2, "at least two concurrent commands took effect");
+    assert!(
+        positions.len() >= 2,
+        "at least two concurrent commands took effect"
+    );
     // Versions are strictly increasing with positions: one order, no lost update.
     positions.sort();
     for w in positions.windows(2) {
         assert!(w[0].1 < w[1].1);
     }
-    let versions: Vec<u64> = commits.iter().map(|c| Envelope::decode(&c.bytes).unwrap().aggregate_version).collect();
+    let versions: Vec<u64> = commits
+        .iter()
+        .map(|c| Envelope::decode(&c.bytes).unwrap().aggregate_version)
+        .collect();
     assert_eq!(versions, (1..=commits.len() as u64).collect::<Vec<_>>());
     verify_chain(&commits).unwrap();
 }
@@ -136,24 +168,42 @@ async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing
     let log = connect(&server).await;
     let h = handler(&log, "ana");
     let (id, _) = opened_incident(&h).await;
-    let meta = CommandMeta { request_id: Some("req-42".into()), ..Default::default() };
-    let first = h.execute::<Incident>(id, &note("isolated host"), &meta).await.unwrap();
+    let meta = CommandMeta {
+        request_id: Some("req-42".into()),
+        ..Default::default()
+    };
+    let first = h
+        .execute::<Incident>(id, &note("isolated host"), &meta)
+        .await
+        .unwrap();
     let (count, _) = log.state().await.unwrap();
 
-    let again = h.execute::<Incident>(id, &note("isolated host"), &meta).await.unwrap();
+    let again = h
+        .execute::<Incident>(id, &note("isolated host"), &meta)
+        .await
+        .unwrap();
     assert!(again.replayed);
-    assert_eq!((again.position, again.version), (first.position, first.version));
+    assert_eq!(
+        (again.position, again.version),
+        (first.position, first.version)
+    );
 
     // A fresh process (no cache) retrying the same request: JetStream's dedup answers.
     let other = handler(&log, "ana");
-    let third = other.execute::<Incident>(id, &note("isolated host"), &meta).await.unwrap();
+    let third = other
+        .execute::<Incident>(id, &note("isolated host"), &meta)
+        .await
+        .unwrap();
     assert!(third.replayed);
     assert_eq!(third.position, first.position);
     assert_eq!(log.state().await.unwrap().0, count, "nothing appended");
 
     // The same request id from another actor is another request.
     let bo = handler(&log, "bo");
-    let fourth = bo.execute::<Incident>(id, &note("isolated host"), &meta).await.unwrap();
+    let fourth = bo
+        .execute::<Incident>(id, &note("isolated host"), &meta)
+        .await
+        .unwrap();
     assert!(!fourth.replayed);
     assert_eq!(log.state().await.unwrap().0, count + 1);
 }
@@ -164,11 +214,16 @@ async fn a_nats_server_restart_loses_no_acknowledged_commit() {
     let log = connect(&server).await;
     let sems = Arc::new(Sems::new(handler(&log, "soc"), Severity::High));
     let mut tasks = Vec::new();
-    for i in 0..300 {
+    for i in 0..300u32 {
         let sems = sems.clone();
         tasks.push(tokio::spawn(async move {
-            let severity = if i % 10 == 0 { Severity::Critical } else { Severity::Low };
-            sems.ingest_alert(report(&format!("r-{i}"), severity), CommandMeta::default()).await
+            let severity = if i.is_multiple_of(10) {
+                Severity::Critical
+            } else {
+                Severity::Low
+            };
+            sems.ingest_alert(report(&format!("r-{i}"), severity), CommandMeta::default())
+                .await
         }));
     }
     let mut acked = Vec::new();
@@ -191,7 +246,13 @@ async fn a_nats_server_restart_loses_no_acknowledged_commit() {
         let after = log.read_aggregate("alert", o.alert_id).await.unwrap();
         assert_eq!(after, b, "alert {} reads back byte for byte", o.alert_id);
         if let Some(incident) = o.incident_id {
-            assert_eq!(log.read_aggregate("incident", incident).await.unwrap().len(), 1);
+            assert_eq!(
+                log.read_aggregate("incident", incident)
+                    .await
+                    .unwrap()
+                    .len(),
+                1
+            );
         }
     }
 }
@@ -202,13 +263,19 @@ async fn the_hash_chain_links_every_commit_and_detects_tampering() {
     let log = connect(&server).await;
     let h = handler(&log, "ana");
     let (id, _) = opened_incident(&h).await;
-    h.execute::<Incident>(id, &IncidentCommand::Acknowledge, &CommandMeta::default()).await.unwrap();
+    h.execute::<Incident>(id, &IncidentCommand::Acknowledge, &CommandMeta::default())
+        .await
+        .unwrap();
     for i in 0..5 {
-        h.execute::<Incident>(id, &note(&format!("n{i}")), &CommandMeta::default()).await.unwrap();
+        h.execute::<Incident>(id, &note(&format!("n{i}")), &CommandMeta::default())
+            .await
+            .unwrap();
     }
     // Another aggregate interleaved in the stream has its own chain.
     let (other, _) = opened_incident(&h).await;
-    h.execute::<Incident>(id, &note("last"), &CommandMeta::default()).await.unwrap();
+    h.execute::<Incident>(id, &note("last"), &CommandMeta::default())
+        .await
+        .unwrap();
 
     let commits = log.read_aggregate("incident", id).await.unwrap();
     assert_eq!(commits.len(), 8);
@@ -222,10 +289,16 @@ async fn the_hash_chain_links_every_commit_and_detects_tampering() {
     verify_chain(&log.read_aggregate("incident", other).await.unwrap()).unwrap();
 
     let mut tampered = commits.clone();
-    let text = String::from_utf8(tampered[3].bytes.clone()).unwrap().replace("n1", "n9");
+    let text = String::from_utf8(tampered[3].bytes.clone())
+        .unwrap()
+        .replace("n1", "n9");
     tampered[3].bytes = text.into_bytes();
     let err = verify_chain(&tampered).unwrap_err();
-    assert!(err.to_string().contains(&format!("position {}", tampered[4].position)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("position {}", tampered[4].position)),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -233,18 +306,42 @@ async fn alerts_are_deduplicated_and_promoted_alerts_open_one_incident() {
     let server = NatsServer::start().unwrap();
     let log = connect(&server).await;
     let sems = Sems::new(handler(&log, "soc"), Severity::High);
-    let low = sems.ingest_alert(report("a-1", Severity::Low), CommandMeta::default()).await.unwrap();
+    let low = sems
+        .ingest_alert(report("a-1", Severity::Low), CommandMeta::default())
+        .await
+        .unwrap();
     assert!(!low.repeat && low.incident_id.is_none());
-    let again = sems.ingest_alert(report("a-1", Severity::Low), CommandMeta::default()).await.unwrap();
+    let again = sems
+        .ingest_alert(report("a-1", Severity::Low), CommandMeta::default())
+        .await
+        .unwrap();
     assert!(again.repeat);
     assert_eq!(again.alert_id, low.alert_id);
     assert_eq!(again.version, 2);
 
     // The repeat at a higher severity promotes the untriaged alert and opens an incident.
-    let high = sems.ingest_alert(report("a-1", Severity::Critical), CommandMeta::default()).await.unwrap();
+    let high = sems
+        .ingest_alert(report("a-1", Severity::Critical), CommandMeta::default())
+        .await
+        .unwrap();
     let incident = high.incident_id.expect("promoted");
-    let more = sems.ingest_alert(report("a-1", Severity::Critical), CommandMeta::default()).await.unwrap();
+    let more = sems
+        .ingest_alert(report("a-1", Severity::Critical), CommandMeta::default())
+        .await
+        .unwrap();
     assert_eq!(more.incident_id, Some(incident));
-    assert_eq!(log.read_aggregate("incident", incident).await.unwrap().len(), 1);
-    assert_eq!(log.read_aggregate("alert", low.alert_id).await.unwrap().len(), 4);
+    assert_eq!(
+        log.read_aggregate("incident", incident)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        log.read_aggregate("alert", low.alert_id)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
 }

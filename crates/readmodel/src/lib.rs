@@ -20,7 +20,9 @@ use uuid::Uuid;
 pub use pg::{PgReadModel, PgReadModelConfig};
 pub use projection::{AlertRow, IncidentRow, NoteRow, ProjectedCommit, RoleHolder};
 pub use projector::{Projector, ProjectorConfig};
-pub use query::{AlertQuery, IncidentDetail, IncidentQuery, IncidentSort, IncidentSummary, Page};
+pub use query::{
+    AlertQuery, Cursor, IncidentDetail, IncidentQuery, IncidentSort, IncidentSummary, Page,
+};
 
 /// What applying a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +62,10 @@ pub trait IncidentReadModel: Send + Sync + 'static {
     async fn get_incident(&self, id: Uuid) -> Result<Option<IncidentDetail>, AppError>;
 
     /// A page of incidents.
-    async fn list_incidents(&self, query: &IncidentQuery) -> Result<Page<IncidentSummary>, AppError>;
+    async fn list_incidents(
+        &self,
+        query: &IncidentQuery,
+    ) -> Result<Page<IncidentSummary>, AppError>;
 
     /// A page of alerts.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Page<AlertRow>, AppError>;

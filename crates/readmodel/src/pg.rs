@@ -26,16 +26,47 @@ use crate::{
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 const INCIDENT_COLUMNS: &[&str] = &[
-    "title", "description", "status", "level", "phase", "severity", "priority",
-    "crisis_escalation_requested", "roles", "resolution", "just_culture", "opened_by", "opened_at",
-    "acknowledged_at", "tactical_at", "escalation_requested_at", "resolved_at", "closed_at",
-    "updated_at", "version", "position",
+    "title",
+    "description",
+    "status",
+    "level",
+    "phase",
+    "severity",
+    "priority",
+    "crisis_escalation_requested",
+    "roles",
+    "resolution",
+    "just_culture",
+    "opened_by",
+    "opened_at",
+    "acknowledged_at",
+    "tactical_at",
+    "escalation_requested_at",
+    "resolved_at",
+    "closed_at",
+    "updated_at",
+    "version",
+    "position",
 ];
 
 const ALERT_COLUMNS: &[&str] = &[
-    "source", "source_ref", "title", "description", "severity", "status", "incident_id",
-    "repeat_count", "first_seen_at", "last_seen_at", "received_at", "observables", "labels", "raw",
-    "dismissal_rationale", "version", "position",
+    "source",
+    "source_ref",
+    "title",
+    "description",
+    "severity",
+    "status",
+    "incident_id",
+    "repeat_count",
+    "first_seen_at",
+    "last_seen_at",
+    "received_at",
+    "observables",
+    "labels",
+    "raw",
+    "dismissal_rationale",
+    "version",
+    "position",
 ];
 
 /// Where the read model lives.
@@ -52,7 +83,11 @@ pub struct PgReadModelConfig {
 impl PgReadModelConfig {
     /// Defaults for a URL.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), schema: "sems".into(), max_connections: 8 }
+        Self {
+            url: url.into(),
+            schema: "sems".into(),
+            max_connections: 8,
+        }
     }
 }
 
@@ -68,9 +103,10 @@ pub struct PgReadModel {
 
 fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
     move |e| match e {
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-            AppError::Unavailable(format!("{context}: {e}"))
-        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => AppError::Unavailable(format!("{context}: {e}")),
         other => AppError::Internal(format!("{context}: {other}")),
     }
 }
@@ -79,19 +115,29 @@ impl PgReadModel {
     /// Connects, creates the schema when missing and runs the migrations in it.
     pub async fn connect(config: &PgReadModelConfig) -> Result<Self, AppError> {
         let schema = &config.schema;
-        if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
             return Err(AppError::Invalid {
                 field: "read_model_schema".into(),
                 message: "use lowercase letters, digits and _".into(),
             });
         }
-        let options = PgConnectOptions::from_str(&config.url)
-            .map_err(|e| AppError::Invalid { field: "database_url".into(), message: e.to_string() })?;
-        let mut admin = PgConnection::connect_with(&options).await.map_err(unavailable("connect to PostgreSQL"))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-            .execute(&mut admin)
+        let options = PgConnectOptions::from_str(&config.url).map_err(|e| AppError::Invalid {
+            field: "database_url".into(),
+            message: e.to_string(),
+        })?;
+        let mut admin = PgConnection::connect_with(&options)
             .await
-            .map_err(unavailable("create schema"))?;
+            .map_err(unavailable("connect to PostgreSQL"))?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(&mut admin)
+        .await
+        .map_err(unavailable("create schema"))?;
         admin.close().await.map_err(unavailable("close"))?;
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -99,7 +145,10 @@ impl PgReadModel {
             .connect_with(options.options([("search_path", schema.as_str())]))
             .await
             .map_err(unavailable("connect to PostgreSQL"))?;
-        MIGRATOR.run(&pool).await.map_err(|e| AppError::Internal(format!("migrate {schema}: {e}")))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| AppError::Internal(format!("migrate {schema}: {e}")))?;
         let name = format!("incident_tracking_{schema}");
         sqlx::query("INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING")
             .bind(&name)
@@ -107,7 +156,13 @@ impl PgReadModel {
             .await
             .map_err(unavailable("create checkpoint"))?;
         let (applied, _) = watch::channel(0);
-        Ok(Self { pool, name, schema: schema.clone(), url: config.url.clone(), applied: Arc::new(applied) })
+        Ok(Self {
+            pool,
+            name,
+            schema: schema.clone(),
+            url: config.url.clone(),
+            applied: Arc::new(applied),
+        })
     }
 
     /// The schema.
@@ -123,7 +178,11 @@ impl PgReadModel {
     /// Every row of every table, as JSON text in key order, for comparing two generations.
     pub async fn dump(&self) -> Result<Vec<String>, AppError> {
         let mut out = Vec::new();
-        for (table, key) in [("incidents", "incident_id"), ("alerts", "alert_id"), ("incident_notes", "position, seq")] {
+        for (table, key) in [
+            ("incidents", "incident_id"),
+            ("alerts", "alert_id"),
+            ("incident_notes", "position, seq"),
+        ] {
             let sql = format!("SELECT to_jsonb(t)::text FROM {table} t ORDER BY {key}");
             let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&self.pool)
@@ -134,23 +193,32 @@ impl PgReadModel {
         Ok(out)
     }
 
-    async fn load_rows(tx: &mut PgConnection, incidents: &[Uuid], alerts: &[Uuid]) -> Result<Rows, AppError> {
+    async fn load_rows(
+        tx: &mut PgConnection,
+        incidents: &[Uuid],
+        alerts: &[Uuid],
+    ) -> Result<Rows, AppError> {
         let mut rows = Rows::default();
         if !incidents.is_empty() {
-            let found: Vec<Json<IncidentRow>> =
-                sqlx::query_scalar("SELECT to_jsonb(i) FROM incidents i WHERE incident_id = ANY($1)")
-                    .bind(incidents)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(unavailable("load incidents"))?;
-            rows.incidents = found.into_iter().map(|Json(r)| (r.incident_id, r)).collect();
+            let found: Vec<Json<IncidentRow>> = sqlx::query_scalar(
+                "SELECT to_jsonb(i) FROM incidents i WHERE incident_id = ANY($1)",
+            )
+            .bind(incidents)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable("load incidents"))?;
+            rows.incidents = found
+                .into_iter()
+                .map(|Json(r)| (r.incident_id, r))
+                .collect();
         }
         if !alerts.is_empty() {
-            let found: Vec<Json<AlertRow>> = sqlx::query_scalar("SELECT to_jsonb(a) FROM alerts a WHERE alert_id = ANY($1)")
-                .bind(alerts)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(unavailable("load alerts"))?;
+            let found: Vec<Json<AlertRow>> =
+                sqlx::query_scalar("SELECT to_jsonb(a) FROM alerts a WHERE alert_id = ANY($1)")
+                    .bind(alerts)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(unavailable("load alerts"))?;
             rows.alerts = found.into_iter().map(|Json(r)| (r.alert_id, r)).collect();
         }
         Ok(rows)
@@ -159,19 +227,27 @@ impl PgReadModel {
     async fn write_rows(tx: &mut PgConnection, rows: &Rows) -> Result<(), AppError> {
         if !rows.incidents.is_empty() {
             let values: Vec<&IncidentRow> = rows.incidents.values().collect();
-            sqlx::query(sqlx::AssertSqlSafe(upsert_sql("incidents", "incident_id", INCIDENT_COLUMNS)))
-                .bind(Json(values))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("write incidents"))?;
+            sqlx::query(sqlx::AssertSqlSafe(upsert_sql(
+                "incidents",
+                "incident_id",
+                INCIDENT_COLUMNS,
+            )))
+            .bind(Json(values))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write incidents"))?;
         }
         if !rows.alerts.is_empty() {
             let values: Vec<&AlertRow> = rows.alerts.values().collect();
-            sqlx::query(sqlx::AssertSqlSafe(upsert_sql("alerts", "alert_id", ALERT_COLUMNS)))
-                .bind(Json(values))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("write alerts"))?;
+            sqlx::query(sqlx::AssertSqlSafe(upsert_sql(
+                "alerts",
+                "alert_id",
+                ALERT_COLUMNS,
+            )))
+            .bind(Json(values))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write alerts"))?;
         }
         if !rows.notes.is_empty() {
             sqlx::query(
@@ -187,18 +263,23 @@ impl PgReadModel {
     }
 
     async fn current_checkpoint(&self) -> Result<u64, AppError> {
-        let p: i64 = sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
-            .bind(&self.name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable("read checkpoint"))?
-            .unwrap_or(0);
+        let p: i64 =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1")
+                .bind(&self.name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable("read checkpoint"))?
+                .unwrap_or(0);
         Ok(u64::try_from(p).unwrap_or(0))
     }
 }
 
 fn upsert_sql(table: &str, key: &str, columns: &[&str]) -> String {
-    let set = columns.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", ");
+    let set = columns
+        .iter()
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "INSERT INTO {table} SELECT * FROM jsonb_populate_recordset(NULL::{table}, $1) \
          ON CONFLICT ({key}) DO UPDATE SET {set}"
@@ -216,7 +297,8 @@ impl ProjectionStore for PgReadModel {
     }
 
     async fn apply_batch(&self, commits: &[ProjectedCommit]) -> Result<Applied, AppError> {
-        let span = info_span!("readmodel.apply_batch", projection = %self.name, commits = commits.len());
+        let span =
+            info_span!("readmodel.apply_batch", projection = %self.name, commits = commits.len());
         async {
             let mut tx = self.pool.begin().await.map_err(unavailable("begin"))?;
             let checkpoint: i64 =
@@ -255,7 +337,9 @@ impl ProjectionStore for PgReadModel {
     async fn try_lock(&self) -> Result<Option<Box<dyn Send + Sync>>, AppError> {
         let options = PgConnectOptions::from_str(&self.url)
             .map_err(|e| AppError::Internal(format!("database url: {e}")))?;
-        let mut conn = PgConnection::connect_with(&options).await.map_err(unavailable("connect for lock"))?;
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .map_err(unavailable("connect for lock"))?;
         let key = lock_key(&self.name);
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
@@ -286,7 +370,9 @@ impl IncidentReadModel for PgReadModel {
         let deadline = Instant::from_std(deadline);
         let mut applied = self.applied.subscribe();
         loop {
-            if *applied.borrow_and_update() >= position || self.current_checkpoint().await? >= position {
+            // Copy the value out: a watch borrow must not be held across an await.
+            let local = *applied.borrow_and_update();
+            if local >= position || self.current_checkpoint().await? >= position {
                 return Ok(());
             }
             // Woken at once by a projector in this process; otherwise poll every 5 ms.
@@ -336,16 +422,24 @@ impl IncidentReadModel for PgReadModel {
              FROM incidents i WHERE TRUE",
         );
         if !q.statuses.is_empty() {
-            b.push(" AND i.status = ANY(").push_bind(q.statuses.clone()).push(")");
+            b.push(" AND i.status = ANY(")
+                .push_bind(q.statuses.clone())
+                .push(")");
         }
         if !q.levels.is_empty() {
-            b.push(" AND i.level = ANY(").push_bind(q.levels.clone()).push(")");
+            b.push(" AND i.level = ANY(")
+                .push_bind(q.levels.clone())
+                .push(")");
         }
         if !q.severities.is_empty() {
-            b.push(" AND i.severity = ANY(").push_bind(q.severities.clone()).push(")");
+            b.push(" AND i.severity = ANY(")
+                .push_bind(q.severities.clone())
+                .push(")");
         }
         if !q.priorities.is_empty() {
-            b.push(" AND i.priority = ANY(").push_bind(q.priorities.clone()).push(")");
+            b.push(" AND i.priority = ANY(")
+                .push_bind(q.priorities.clone())
+                .push(")");
         }
         if let Some(from) = q.opened_from {
             b.push(" AND i.opened_at >= ").push_bind(from);
@@ -354,13 +448,34 @@ impl IncidentReadModel for PgReadModel {
             b.push(" AND i.opened_at < ").push_bind(to);
         }
         if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
-            let pattern = format!("%{}%", text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
-            b.push(" AND (i.title ILIKE ").push_bind(pattern.clone()).push(" OR i.description ILIKE ").push_bind(pattern).push(")");
+            let pattern = format!(
+                "%{}%",
+                text.replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_")
+            );
+            b.push(" AND (i.title ILIKE ")
+                .push_bind(pattern.clone())
+                .push(" OR i.description ILIKE ")
+                .push_bind(pattern)
+                .push(")");
         }
         let (keys, op, order) = match q.sort {
-            IncidentSort::OpenedDesc => ("(i.opened_at, i.incident_id)", "<", "i.opened_at DESC, i.incident_id DESC"),
-            IncidentSort::OpenedAsc => ("(i.opened_at, i.incident_id)", ">", "i.opened_at, i.incident_id"),
-            IncidentSort::UpdatedDesc => ("(i.updated_at, i.incident_id)", "<", "i.updated_at DESC, i.incident_id DESC"),
+            IncidentSort::OpenedDesc => (
+                "(i.opened_at, i.incident_id)",
+                "<",
+                "i.opened_at DESC, i.incident_id DESC",
+            ),
+            IncidentSort::OpenedAsc => (
+                "(i.opened_at, i.incident_id)",
+                ">",
+                "i.opened_at, i.incident_id",
+            ),
+            IncidentSort::UpdatedDesc => (
+                "(i.updated_at, i.incident_id)",
+                "<",
+                "i.updated_at DESC, i.incident_id DESC",
+            ),
             IncidentSort::SeverityDesc => (
                 "(i.severity, i.opened_at, i.incident_id)",
                 "<",
@@ -380,19 +495,31 @@ impl IncidentReadModel for PgReadModel {
                 });
             }
             b.push(format!(" AND {keys} {op} ("));
-            if matches!(q.sort, IncidentSort::SeverityDesc | IncidentSort::PriorityAsc) {
+            if matches!(
+                q.sort,
+                IncidentSort::SeverityDesc | IncidentSort::PriorityAsc
+            ) {
                 b.push_bind(c.num).push(", ");
             }
             b.push_bind(c.at).push(", ").push_bind(c.id).push(")");
         }
-        b.push(format!(" ORDER BY {order} LIMIT ")).push_bind(i64::from(q.page_size) + 1);
-        let rows = b.build().fetch_all(&self.pool).await.map_err(unavailable("list incidents"))?;
+        b.push(format!(" ORDER BY {order} LIMIT "))
+            .push_bind(i64::from(q.page_size) + 1);
+        let rows = b
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable("list incidents"))?;
         let mut items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
         let next = if items.len() > q.page_size as usize {
             items.truncate(q.page_size as usize);
             items.last().map(|s| Cursor {
                 sort: q.sort,
-                at: if q.sort == IncidentSort::UpdatedDesc { s.row.updated_at } else { s.row.opened_at },
+                at: if q.sort == IncidentSort::UpdatedDesc {
+                    s.row.updated_at
+                } else {
+                    s.row.opened_at
+                },
                 num: match q.sort {
                     IncidentSort::SeverityDesc => s.row.severity,
                     IncidentSort::PriorityAsc => s.row.priority,
@@ -407,7 +534,8 @@ impl IncidentReadModel for PgReadModel {
     }
 
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRow>, AppError> {
-        let mut b: QueryBuilder<Postgres> = QueryBuilder::new("SELECT to_jsonb(a) FROM alerts a WHERE TRUE");
+        let mut b: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT to_jsonb(a) FROM alerts a WHERE TRUE");
         if let Some(id) = q.incident_id {
             b.push(" AND a.incident_id = ").push_bind(id);
         }
@@ -415,9 +543,14 @@ impl IncidentReadModel for PgReadModel {
             b.push(" AND a.status = ").push_bind(status.clone());
         }
         if let Some(c) = &q.after {
-            b.push(" AND (a.received_at, a.alert_id) < (").push_bind(c.at).push(", ").push_bind(c.id).push(")");
+            b.push(" AND (a.received_at, a.alert_id) < (")
+                .push_bind(c.at)
+                .push(", ")
+                .push_bind(c.id)
+                .push(")");
         }
-        b.push(" ORDER BY a.received_at DESC, a.alert_id DESC LIMIT ").push_bind(i64::from(q.page_size) + 1);
+        b.push(" ORDER BY a.received_at DESC, a.alert_id DESC LIMIT ")
+            .push_bind(i64::from(q.page_size) + 1);
         let rows: Vec<Json<AlertRow>> = b
             .build_query_scalar()
             .fetch_all(&self.pool)
@@ -426,7 +559,12 @@ impl IncidentReadModel for PgReadModel {
         let mut items: Vec<AlertRow> = rows.into_iter().map(|Json(a)| a).collect();
         let next = if items.len() > q.page_size as usize {
             items.truncate(q.page_size as usize);
-            items.last().map(|a| Cursor { sort: IncidentSort::default(), at: a.received_at, num: 0, id: a.alert_id })
+            items.last().map(|a| Cursor {
+                sort: IncidentSort::default(),
+                at: a.received_at,
+                num: 0,
+                id: a.alert_id,
+            })
         } else {
             None
         };
@@ -435,8 +573,14 @@ impl IncidentReadModel for PgReadModel {
 }
 
 fn summary(row: &sqlx::postgres::PgRow) -> Result<IncidentSummary, AppError> {
-    let Json(incident): Json<IncidentRow> =
-        row.try_get("row").map_err(|e| AppError::Internal(format!("decode incident row: {e}")))?;
-    let alert_count: i64 = row.try_get("alert_count").map_err(|e| AppError::Internal(format!("decode alert count: {e}")))?;
-    Ok(IncidentSummary { row: incident, alert_count })
+    let Json(incident): Json<IncidentRow> = row
+        .try_get("row")
+        .map_err(|e| AppError::Internal(format!("decode incident row: {e}")))?;
+    let alert_count: i64 = row
+        .try_get("alert_count")
+        .map_err(|e| AppError::Internal(format!("decode alert count: {e}")))?;
+    Ok(IncidentSummary {
+        row: incident,
+        alert_count,
+    })
 }

@@ -47,7 +47,11 @@ impl ProjectedCommit {
             Incident::TYPE => Events::Incident(decode_events(&envelope)?),
             _ => Events::Other,
         };
-        Ok(Self { position: commit.position, envelope, events })
+        Ok(Self {
+            position: commit.position,
+            envelope,
+            events,
+        })
     }
 }
 
@@ -169,9 +173,14 @@ pub struct ProjectionError {
 /// Applies one commit to the rows.
 pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), ProjectionError> {
     let e = &commit.envelope;
-    let fail = |message: String| ProjectionError { position: commit.position, message };
-    let version = i64::try_from(e.aggregate_version).map_err(|_| fail("version out of range".into()))?;
-    let position = i64::try_from(commit.position).map_err(|_| fail("position out of range".into()))?;
+    let fail = |message: String| ProjectionError {
+        position: commit.position,
+        message,
+    };
+    let version =
+        i64::try_from(e.aggregate_version).map_err(|_| fail("version out of range".into()))?;
+    let position =
+        i64::try_from(commit.position).map_err(|_| fail("position out of range".into()))?;
     match &commit.events {
         Events::Other => {}
         Events::Alert(events) => {
@@ -203,10 +212,18 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     );
                     continue;
                 }
-                let row = rows.alerts.get_mut(&id).ok_or_else(|| fail(format!("alert {id} not in the read model")))?;
+                let row = rows
+                    .alerts
+                    .get_mut(&id)
+                    .ok_or_else(|| fail(format!("alert {id} not in the read model")))?;
                 match event {
                     AlertEvent::AlertReceived(_) => {}
-                    AlertEvent::AlertRepeated { severity, occurred_at, count, .. } => {
+                    AlertEvent::AlertRepeated {
+                        severity,
+                        occurred_at,
+                        count,
+                        ..
+                    } => {
                         row.repeat_count = i64::try_from(*count).unwrap_or(i64::MAX) - 1;
                         row.last_seen_at = row.last_seen_at.max(*occurred_at);
                         row.severity = row.severity.max(severity.code() as i16);
@@ -230,7 +247,16 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
             for (seq, (event, meta)) in events.iter().zip(&e.events).enumerate() {
                 let id = e.aggregate_id;
                 let at = meta.occurred_at;
-                if let IncidentEvent::IncidentOpened { title, description, severity, priority, level, opened_by, .. } = event {
+                if let IncidentEvent::IncidentOpened {
+                    title,
+                    description,
+                    severity,
+                    priority,
+                    level,
+                    opened_by,
+                    ..
+                } = event
+                {
                     rows.incidents.insert(
                         id,
                         IncidentRow {
@@ -260,16 +286,27 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     );
                     continue;
                 }
-                let row = rows.incidents.get_mut(&id).ok_or_else(|| fail(format!("incident {id} not in the read model")))?;
+                let row = rows
+                    .incidents
+                    .get_mut(&id)
+                    .ok_or_else(|| fail(format!("incident {id} not in the read model")))?;
                 match event {
                     IncidentEvent::IncidentOpened { .. } => {}
                     IncidentEvent::IncidentAcknowledged { .. } => {
                         row.status = IncidentStatus::Acknowledged.as_str().into();
                         row.acknowledged_at.get_or_insert(at);
                     }
-                    IncidentEvent::IncidentRoleAssigned { role, person, level, effective_at, .. } => {
+                    IncidentEvent::IncidentRoleAssigned {
+                        role,
+                        person,
+                        level,
+                        effective_at,
+                        ..
+                    } => {
                         if *role == sems_domain::Role::Commander {
-                            row.roles.retain(|r| !(r.level == level.as_str() && r.role == role.as_str()));
+                            row.roles.retain(|r| {
+                                !(r.level == level.as_str() && r.role == role.as_str())
+                            });
                         }
                         row.roles.push(RoleHolder {
                             level: level.as_str().into(),
@@ -278,7 +315,9 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                             effective_at: *effective_at,
                         });
                     }
-                    IncidentEvent::IncidentClassified { severity, priority, .. } => {
+                    IncidentEvent::IncidentClassified {
+                        severity, priority, ..
+                    } => {
                         row.severity = severity.code() as i16;
                         row.priority = priority.code() as i16;
                     }
@@ -305,7 +344,11 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                         row.phase = Some(to.as_str().into());
                         row.status = IncidentStatus::Responding.as_str().into();
                     }
-                    IncidentEvent::IncidentResolved { resolution, just_culture, .. } => {
+                    IncidentEvent::IncidentResolved {
+                        resolution,
+                        just_culture,
+                        ..
+                    } => {
                         row.status = IncidentStatus::Resolved.as_str().into();
                         row.resolution = Some(resolution.clone());
                         row.just_culture = just_culture.clone();
@@ -348,7 +391,14 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap() + Duration::minutes(minute)
     }
 
-    fn commit<E: DomainEvent>(position: u64, kind: &str, id: Uuid, version: u64, events: Vec<E>, wrap: fn(Vec<E>) -> Events) -> ProjectedCommit {
+    fn commit<E: DomainEvent>(
+        position: u64,
+        kind: &str,
+        id: Uuid,
+        version: u64,
+        events: Vec<E>,
+        wrap: fn(Vec<E>) -> Events,
+    ) -> ProjectedCommit {
         let envelope = Envelope {
             commit_id: Uuid::from_u128(u128::from(position)),
             aggregate_type: kind.into(),
@@ -372,15 +422,33 @@ mod tests {
                 })
                 .collect(),
         };
-        ProjectedCommit { position, envelope, events: wrap(events) }
+        ProjectedCommit {
+            position,
+            envelope,
+            events: wrap(events),
+        }
     }
 
     fn incident(position: u64, version: u64, events: Vec<IncidentEvent>) -> ProjectedCommit {
-        commit(position, "incident", Uuid::from_u128(1), version, events, Events::Incident)
+        commit(
+            position,
+            "incident",
+            Uuid::from_u128(1),
+            version,
+            events,
+            Events::Incident,
+        )
     }
 
     fn alert(position: u64, version: u64, events: Vec<AlertEvent>) -> ProjectedCommit {
-        commit(position, "alert", Uuid::from_u128(2), version, events, Events::Alert)
+        commit(
+            position,
+            "alert",
+            Uuid::from_u128(2),
+            version,
+            events,
+            Events::Alert,
+        )
     }
 
     fn opened() -> IncidentEvent {
@@ -403,7 +471,10 @@ mod tests {
             description: "".into(),
             severity: Severity::Medium,
             occurred_at: t(0),
-            observables: vec![Observable { kind: "ip".into(), value: "198.51.100.1".into() }],
+            observables: vec![Observable {
+                kind: "ip".into(),
+                value: "198.51.100.1".into(),
+            }],
             labels: BTreeMap::new(),
             raw: serde_json::json!({}),
         }
@@ -421,35 +492,57 @@ mod tests {
     fn an_incident_row_follows_its_lifecycle_with_milestones() {
         let rows = project(&[
             incident(1, 1, vec![opened()]),
-            incident(2, 2, vec![IncidentEvent::IncidentAcknowledged { acknowledged_by: "ana".into() }]),
-            incident(3, 3, vec![IncidentEvent::IncidentLevelChanged {
-                from: Level::Operational,
-                to: Level::Tactical,
-                reason: "spreading".into(),
-                decided_by: "ana".into(),
-            }]),
-            incident(4, 4, vec![IncidentEvent::IncidentRoleAssigned {
-                role: Role::Commander,
-                person: "ana".into(),
-                level: Level::Tactical,
-                effective_at: t(4),
-                replaces: None,
-                assigned_by: "ana".into(),
-            }]),
-            incident(5, 5, vec![IncidentEvent::IncidentRoleAssigned {
-                role: Role::Commander,
-                person: "bo".into(),
-                level: Level::Tactical,
-                effective_at: t(5),
-                replaces: Some("ana".into()),
-                assigned_by: "ana".into(),
-            }]),
-            incident(6, 6, vec![IncidentEvent::CrisisEscalationRequested {
-                reason: "payments down".into(),
-                criteria_met: "".into(),
-                from_level: Level::Tactical,
-                requested_by: "bo".into(),
-            }]),
+            incident(
+                2,
+                2,
+                vec![IncidentEvent::IncidentAcknowledged {
+                    acknowledged_by: "ana".into(),
+                }],
+            ),
+            incident(
+                3,
+                3,
+                vec![IncidentEvent::IncidentLevelChanged {
+                    from: Level::Operational,
+                    to: Level::Tactical,
+                    reason: "spreading".into(),
+                    decided_by: "ana".into(),
+                }],
+            ),
+            incident(
+                4,
+                4,
+                vec![IncidentEvent::IncidentRoleAssigned {
+                    role: Role::Commander,
+                    person: "ana".into(),
+                    level: Level::Tactical,
+                    effective_at: t(4),
+                    replaces: None,
+                    assigned_by: "ana".into(),
+                }],
+            ),
+            incident(
+                5,
+                5,
+                vec![IncidentEvent::IncidentRoleAssigned {
+                    role: Role::Commander,
+                    person: "bo".into(),
+                    level: Level::Tactical,
+                    effective_at: t(5),
+                    replaces: Some("ana".into()),
+                    assigned_by: "ana".into(),
+                }],
+            ),
+            incident(
+                6,
+                6,
+                vec![IncidentEvent::CrisisEscalationRequested {
+                    reason: "payments down".into(),
+                    criteria_met: "".into(),
+                    from_level: Level::Tactical,
+                    requested_by: "bo".into(),
+                }],
+            ),
         ]);
         let row = &rows.incidents[&Uuid::from_u128(1)];
         assert_eq!(row.status, "RESPONDING");
@@ -465,7 +558,14 @@ mod tests {
 
     #[test]
     fn notes_are_appended_with_both_times_and_late_reason() {
-        let mut c = incident(2, 2, vec![IncidentEvent::NoteAdded { text: "call with ISP".into(), author: "ana".into() }]);
+        let mut c = incident(
+            2,
+            2,
+            vec![IncidentEvent::NoteAdded {
+                text: "call with ISP".into(),
+                author: "ana".into(),
+            }],
+        );
         c.envelope.events[0].late_reason = Some("written up after".into());
         let rows = project(&[incident(1, 1, vec![opened()]), c]);
         assert_eq!(rows.notes.len(), 1);
@@ -480,13 +580,23 @@ mod tests {
     fn alert_rows_count_repeats_and_follow_triage() {
         let rows = project(&[
             alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
-            alert(2, 2, vec![AlertEvent::AlertRepeated {
-                severity: Severity::Critical,
-                occurred_at: t(2),
-                count: 2,
-                raw: serde_json::json!({}),
-            }]),
-            alert(3, 3, vec![AlertEvent::AlertPromoted { incident_id: Uuid::from_u128(1) }]),
+            alert(
+                2,
+                2,
+                vec![AlertEvent::AlertRepeated {
+                    severity: Severity::Critical,
+                    occurred_at: t(2),
+                    count: 2,
+                    raw: serde_json::json!({}),
+                }],
+            ),
+            alert(
+                3,
+                3,
+                vec![AlertEvent::AlertPromoted {
+                    incident_id: Uuid::from_u128(1),
+                }],
+            ),
         ]);
         let a = &rows.alerts[&Uuid::from_u128(2)];
         assert_eq!(a.repeat_count, 1);
@@ -500,14 +610,30 @@ mod tests {
     #[test]
     fn an_event_for_a_row_the_model_lacks_is_an_error_not_a_silent_skip() {
         let mut rows = Rows::default();
-        let err = apply(&mut rows, &incident(7, 2, vec![IncidentEvent::IncidentAcknowledged { acknowledged_by: "x".into() }]))
-            .unwrap_err();
+        let err = apply(
+            &mut rows,
+            &incident(
+                7,
+                2,
+                vec![IncidentEvent::IncidentAcknowledged {
+                    acknowledged_by: "x".into(),
+                }],
+            ),
+        )
+        .unwrap_err();
         assert_eq!(err.position, 7);
     }
 
     #[test]
     fn touched_lists_each_row_once() {
-        let commits = [incident(1, 1, vec![opened()]), incident(2, 2, vec![]), alert(3, 1, vec![AlertEvent::AlertReceived(report())])];
-        assert_eq!(touched(&commits), (vec![Uuid::from_u128(1)], vec![Uuid::from_u128(2)]));
+        let commits = [
+            incident(1, 1, vec![opened()]),
+            incident(2, 2, vec![]),
+            alert(3, 1, vec![AlertEvent::AlertReceived(report())]),
+        ];
+        assert_eq!(
+            touched(&commits),
+            (vec![Uuid::from_u128(1)], vec![Uuid::from_u128(2)])
+        );
     }
 }

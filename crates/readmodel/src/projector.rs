@@ -23,7 +23,11 @@ pub struct ProjectorConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        Self { batch_size: 1_000, idle_wait: Duration::from_millis(500), retry_delay: Duration::from_secs(1) }
+        Self {
+            batch_size: 1_000,
+            idle_wait: Duration::from_millis(500),
+            retry_delay: Duration::from_secs(1),
+        }
     }
 }
 
@@ -37,7 +41,11 @@ pub struct Projector<F: CommitFeed> {
 impl<F: CommitFeed> Projector<F> {
     /// A projector writing into `store` from `feed`.
     pub fn new(store: Arc<dyn ProjectionStore>, feed: F, config: ProjectorConfig) -> Self {
-        Self { store, feed, config }
+        Self {
+            store,
+            feed,
+            config,
+        }
     }
 
     /// Runs until `shutdown` resolves; the batch in hand is applied and acknowledged first.
@@ -64,11 +72,17 @@ impl<F: CommitFeed> Projector<F> {
     /// elsewhere (standby).
     async fn lead(&mut self) -> Result<(), AppError> {
         let Some(_lock) = self.store.try_lock().await? else {
-            info!(projection = self.store.name(), "another instance holds the projection; standing by");
+            info!(
+                projection = self.store.name(),
+                "another instance holds the projection; standing by"
+            );
             return Ok(());
         };
         let checkpoint = self.store.checkpoint().await?;
-        info!(projection = self.store.name(), checkpoint, "projector leading");
+        info!(
+            projection = self.store.name(),
+            checkpoint, "projector leading"
+        );
         self.feed.open(checkpoint).await?;
         loop {
             self.step().await?;
@@ -77,9 +91,19 @@ impl<F: CommitFeed> Projector<F> {
 
     /// One batch: wait for commits, apply them with the checkpoint, acknowledge.
     pub async fn step(&mut self) -> Result<usize, AppError> {
-        let batch = self.feed.next_batch(self.config.batch_size, self.config.idle_wait).await?;
-        let Some(last) = batch.last().map(|c| c.commit.position) else { return Ok(0) };
-        let span = info_span!("projector.batch", projection = self.store.name(), commits = batch.len(), last);
+        let batch = self
+            .feed
+            .next_batch(self.config.batch_size, self.config.idle_wait)
+            .await?;
+        let Some(last) = batch.last().map(|c| c.commit.position) else {
+            return Ok(0);
+        };
+        let span = info_span!(
+            "projector.batch",
+            projection = self.store.name(),
+            commits = batch.len(),
+            last
+        );
         for c in &batch {
             sems_telemetry::link_remote(&span, c.traceparent.as_deref(), c.tracestate.as_deref());
         }
@@ -91,7 +115,10 @@ impl<F: CommitFeed> Projector<F> {
                 .map_err(|e| AppError::Internal(format!("undecodable commit: {e}")))?;
             let applied = self.store.apply_batch(&decoded).await?;
             if applied.skipped > 0 {
-                warn!(skipped = applied.skipped, "redelivered commits at or below the checkpoint skipped");
+                warn!(
+                    skipped = applied.skipped,
+                    "redelivered commits at or below the checkpoint skipped"
+                );
             }
             self.feed.ack_through(last).await?;
             Ok(applied.applied)

@@ -113,7 +113,10 @@ impl Cursor {
 
     /// Parses a page token; `field` names it in the error.
     pub fn decode(field: &str, token: &str) -> Result<Self, AppError> {
-        let invalid = || AppError::Invalid { field: field.into(), message: "is not a token this server issued".into() };
+        let invalid = || AppError::Invalid {
+            field: field.into(),
+            message: "is not a token this server issued".into(),
+        };
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         serde_json::from_slice(&bytes).map_err(|_| invalid())
     }

@@ -26,10 +26,21 @@ async fn world() -> World {
     let server = NatsServer::start().unwrap();
     let db = TestDatabase::create().await.unwrap();
     let client = async_nats::connect(server.url()).await.unwrap();
-    let log = JetStreamLog::open(client, JetStreamConfig::default()).await.unwrap();
-    let handler = CommandHandler::new(Arc::new(log.clone()), Arc::new(SystemClock), HandlerConfig::default());
+    let log = JetStreamLog::open(client, JetStreamConfig::default())
+        .await
+        .unwrap();
+    let handler = CommandHandler::new(
+        Arc::new(log.clone()),
+        Arc::new(SystemClock),
+        HandlerConfig::default(),
+    );
     let sems = Sems::new(Arc::new(handler), Severity::High);
-    World { _server: server, db, log, sems }
+    World {
+        _server: server,
+        db,
+        log,
+        sems,
+    }
 }
 
 fn report(i: usize) -> AlertReport {
@@ -38,7 +49,11 @@ fn report(i: usize) -> AlertReport {
         source_ref: format!("case-{}", i % 40),
         title: format!("Impossible travel for user {i}"),
         description: "two logins 9,000 km apart".into(),
-        severity: if i % 4 == 0 { Severity::Critical } else { Severity::Low },
+        severity: if i.is_multiple_of(4) {
+            Severity::Critical
+        } else {
+            Severity::Low
+        },
         occurred_at: Utc::now(),
         observables: vec![],
         labels: BTreeMap::from([("tenant".to_string(), "ops".to_string())]),
@@ -50,7 +65,11 @@ fn report(i: usize) -> AlertReport {
 async fn activity(w: &World, round: usize) {
     let mut incidents = Vec::new();
     for i in 0..60 {
-        let o = w.sems.ingest_alert(report(i + round * 7), CommandMeta::default()).await.unwrap();
+        let o = w
+            .sems
+            .ingest_alert(report(i + round * 7), CommandMeta::default())
+            .await
+            .unwrap();
         if let Some(id) = o.incident_id {
             incidents.push(id);
         }
@@ -58,9 +77,17 @@ async fn activity(w: &World, round: usize) {
     incidents.sort();
     incidents.dedup();
     for (n, id) in incidents.iter().enumerate() {
-        let note = IncidentCommand::AddNote { text: format!("round {round} note {n}") };
-        w.sems.incident_command(*id, note, CommandMeta::default()).await.unwrap();
-        let _ = w.sems.incident_command(*id, IncidentCommand::Acknowledge, CommandMeta::default()).await;
+        let note = IncidentCommand::AddNote {
+            text: format!("round {round} note {n}"),
+        };
+        w.sems
+            .incident_command(*id, note, CommandMeta::default())
+            .await
+            .unwrap();
+        let _ = w
+            .sems
+            .incident_command(*id, IncidentCommand::Acknowledge, CommandMeta::default())
+            .await;
     }
 }
 
@@ -75,7 +102,11 @@ fn feed(w: &World, durable: &str) -> JetStreamFeed {
 }
 
 fn config() -> ProjectorConfig {
-    ProjectorConfig { idle_wait: Duration::from_millis(100), retry_delay: Duration::from_millis(100), ..Default::default() }
+    ProjectorConfig {
+        idle_wait: Duration::from_millis(100),
+        retry_delay: Duration::from_millis(100),
+        ..Default::default()
+    }
 }
 
 /// Starts a projector; dropping the returned sender stops it.
@@ -90,7 +121,10 @@ fn spawn(store: Arc<PgReadModel>, feed: JetStreamFeed) -> oneshot::Sender<()> {
 async fn caught_up(w: &World, store: &PgReadModel) {
     let (_, last) = w.log.state().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    store.wait_for(last, deadline).await.expect("projector catches up");
+    store
+        .wait_for(last, deadline)
+        .await
+        .expect("projector catches up");
 }
 
 /// Compares two dumps, showing only the first difference.
@@ -112,10 +146,21 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
     crashed.open(0).await.unwrap();
     let (_, last) = w.log.state().await.unwrap();
     let mut batch = Vec::new();
-    while batch.last().is_none_or(|c: &sems_app::FedCommit| c.commit.position < last) {
-        batch.extend(crashed.next_batch(10_000, Duration::from_secs(5)).await.unwrap());
+    while batch
+        .last()
+        .is_none_or(|c: &sems_app::FedCommit| c.commit.position < last)
+    {
+        batch.extend(
+            crashed
+                .next_batch(10_000, Duration::from_secs(5))
+                .await
+                .unwrap(),
+        );
     }
-    let decoded: Vec<ProjectedCommit> = batch.iter().map(|c| ProjectedCommit::decode(&c.commit).unwrap()).collect();
+    let decoded: Vec<ProjectedCommit> = batch
+        .iter()
+        .map(|c| ProjectedCommit::decode(&c.commit).unwrap())
+        .collect();
     let first = live.apply_batch(&decoded).await.unwrap();
     assert_eq!(first.applied, decoded.len());
     drop(crashed);
@@ -135,10 +180,23 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
     caught_up(&w, &live).await;
     drop(stop);
 
-    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM incident_notes").fetch_one(live.pool()).await.unwrap();
-    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents").fetch_one(live.pool()).await.unwrap();
-    assert_eq!(notes, 2 * incidents, "one note per incident per round, none twice");
-    let alerts: i64 = sqlx::query_scalar("SELECT sum(repeat_count + 1)::bigint FROM alerts").fetch_one(live.pool()).await.unwrap();
+    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM incident_notes")
+        .fetch_one(live.pool())
+        .await
+        .unwrap();
+    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
+        .fetch_one(live.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        notes,
+        2 * incidents,
+        "one note per incident per round, none twice"
+    );
+    let alerts: i64 = sqlx::query_scalar("SELECT sum(repeat_count + 1)::bigint FROM alerts")
+        .fetch_one(live.pool())
+        .await
+        .unwrap();
     assert_eq!(alerts, 120, "every report counted once");
 }
 
@@ -171,8 +229,14 @@ async fn only_one_projector_instance_writes() {
     let s = store(&w, "sems").await;
     let first = s.try_lock().await.unwrap();
     assert!(first.is_some());
-    assert!(s.try_lock().await.unwrap().is_none(), "a second instance stands by");
+    assert!(
+        s.try_lock().await.unwrap().is_none(),
+        "a second instance stands by"
+    );
     drop(first);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(s.try_lock().await.unwrap().is_some(), "and takes over when the first goes");
+    assert!(
+        s.try_lock().await.unwrap().is_some(),
+        "and takes over when the first goes"
+    );
 }

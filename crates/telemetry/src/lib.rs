@@ -11,11 +11,7 @@ use opentelemetry::{
     propagation::{Extractor, Injector, TextMapPropagator},
     trace::{TraceContextExt, TracerProvider as _},
 };
-use opentelemetry_sdk::{
-    Resource,
-    propagation::TraceContextPropagator,
-    trace::SdkTracerProvider,
-};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
@@ -58,9 +54,16 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans reach OpenTelemetry whatever the log filter says, so the trace context is never
     // lost by turning logs down.
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(LevelFilter::INFO);
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
-    tracing_subscriber::registry().with(otel).with(logs).try_init()?;
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO);
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(logs)
+        .try_init()?;
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     Ok(TelemetryGuard { provider })
 }
@@ -72,8 +75,13 @@ pub fn init_for_tests() {
             .with_tracer(provider.tracer("sems-test"))
             .with_filter(LevelFilter::INFO);
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-        let logs = tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter);
-        let _ = tracing_subscriber::registry().with(layer).with(logs).try_init();
+        let logs = tracing_subscriber::fmt::layer()
+            .with_test_writer()
+            .with_filter(filter);
+        let _ = tracing_subscriber::registry()
+            .with(layer)
+            .with(logs)
+            .try_init();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         // Keep the provider for the whole test process.
         std::mem::forget(provider);
@@ -81,7 +89,11 @@ pub fn init_for_tests() {
 }
 
 fn provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
-    let name = if config.service_name.is_empty() { "sems".to_owned() } else { config.service_name.clone() };
+    let name = if config.service_name.is_empty() {
+        "sems".to_owned()
+    } else {
+        config.service_name.clone()
+    };
     let resource = Resource::builder().with_service_name(name).build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
     if let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
@@ -104,7 +116,10 @@ pub fn trace_context_of(span: &Span) -> Option<(String, Option<String>)> {
     let mut pairs = Pairs::default();
     TraceContextPropagator::new().inject_context(&cx, &mut pairs);
     let traceparent = pairs.get("traceparent")?.to_owned();
-    let tracestate = pairs.get("tracestate").filter(|s| !s.is_empty()).map(str::to_owned);
+    let tracestate = pairs
+        .get("tracestate")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
     Some((traceparent, tracestate))
 }
 
@@ -143,7 +158,10 @@ struct Pairs(Vec<(String, String)>);
 
 impl Pairs {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -175,7 +193,10 @@ mod tests {
         set_remote_parent(&span, Some(parent), None);
         let (traceparent, _) = trace_context_of(&span).unwrap();
         assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert!(!traceparent.contains("00f067aa0ba902b7"), "child has its own span id");
+        assert!(
+            !traceparent.contains("00f067aa0ba902b7"),
+            "child has its own span id"
+        );
         assert!(remote_context(Some("garbage"), None).is_none());
     }
 }

@@ -20,7 +20,11 @@ use sqlx::{Connection, PgConnection};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running nats-server with JetStream, its own port and store directory.
@@ -34,7 +38,11 @@ impl NatsServer {
     /// Starts a server on a free port with a fresh temporary store.
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir()?;
-        let mut server = Self { port: free_port(), store, child: None };
+        let mut server = Self {
+            port: free_port(),
+            store,
+            child: None,
+        };
         server.spawn()?;
         Ok(server)
     }
@@ -67,7 +75,14 @@ impl NatsServer {
         let bin = nats_server_binary();
         let log = self.store.path().join("nats-server.log");
         let child = Command::new(&bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.store.path().join("js"))
             .arg("-l")
             .arg(&log)
@@ -75,7 +90,12 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("start {} (install nats-server, or set SEMS_NATS_SERVER)", bin.display()))?;
+            .with_context(|| {
+                format!(
+                    "start {} (install nats-server, or set SEMS_NATS_SERVER)",
+                    bin.display()
+                )
+            })?;
         self.child = Some(child);
         wait_for_port(self.port, Duration::from_secs(10))
     }
@@ -131,7 +151,9 @@ impl TestDatabase {
         let mut conn = PgConnection::connect(&admin)
             .await
             .with_context(|| format!("connect to {admin} (is PostgreSQL running? see README)"))?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
         conn.close().await?;
         let url = match admin.rfind('/') {
             Some(i) if !admin[i + 1..].contains('@') => {
@@ -155,10 +177,19 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         let admin = admin_database_url();
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut conn).await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
                 }
             });
         })

@@ -1,1 +1,137 @@
+//! The SeMS Response server: the gRPC API (commands and queries), the projector, or both,
+//! over NATS JetStream and PostgreSQL. `main.rs` parses configuration and starts telemetry;
+//! [`run`] takes an already-bound listener and a shutdown future, so tests run every role
+//! in-process on port 0.
 
+mod config;
+mod grpc;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use sems_app::{CommandHandler, HandlerConfig, Sems, SystemClock};
+use sems_eventlog::{JetStreamConfig, JetStreamFeed, JetStreamLog};
+use sems_readmodel::{PgReadModel, PgReadModelConfig, Projector, ProjectorConfig};
+use tokio::{net::TcpListener, sync::watch};
+use tracing::info;
+
+pub use config::{Config, Role, Threshold};
+
+/// Runs the roles `config` asks for until `shutdown` resolves: the API stops accepting
+/// calls and finishes those in flight, the projector applies and acknowledges the batch
+/// in hand.
+pub async fn run(
+    config: Config,
+    listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = async_nats::ConnectOptions::new()
+        .name("semsd")
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&config.nats.nats_url)
+        .await
+        .with_context(|| format!("connect to NATS at {}", config.nats.nats_url))?;
+    let log = JetStreamLog::open(
+        client,
+        JetStreamConfig {
+            stream: config.nats.stream.clone(),
+            replicas: config.nats.stream_replicas,
+            ..JetStreamConfig::default()
+        },
+    )
+    .await
+    .context("open the event stream")?;
+    let read_model = Arc::new(
+        PgReadModel::connect(&PgReadModelConfig {
+            url: config.database.database_url.clone(),
+            schema: config.database.read_model_schema.clone(),
+            max_connections: config.database.database_connections,
+        })
+        .await
+        .context("open the read model")?,
+    );
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if matches!(config.role, Role::All | Role::Projector) {
+        let durable = format!("sems_projector_{}", config.database.read_model_schema);
+        let feed = JetStreamFeed::new(log.clone(), durable, Duration::from_secs(30));
+        let projector = Projector::new(read_model.clone(), feed, ProjectorConfig::default());
+        let done = until_stopped();
+        tasks.spawn(async move {
+            projector.run(done).await;
+            Ok(())
+        });
+    }
+
+    if matches!(config.role, Role::All | Role::Api) {
+        let listener = listener.context("the api role needs a listener")?;
+        let handler = CommandHandler::new(
+            Arc::new(log.clone()),
+            Arc::new(SystemClock),
+            HandlerConfig {
+                actor: config.domain.actor.clone(),
+                ..HandlerConfig::default()
+            },
+        );
+        let sems = Arc::new(Sems::new(
+            Arc::new(handler),
+            config.domain.incident_threshold.severity(),
+        ));
+        let api = grpc::Api::new(sems, read_model.clone(), config.grpc.read_wait());
+        let addr = listener.local_addr()?;
+        let done = until_stopped();
+        tasks.spawn(async move { grpc::serve(api, listener, done).await });
+        info!(%addr, "grpc api listening");
+    }
+
+    info!(
+        role = ?config.role,
+        nats = %config.nats.nats_url,
+        stream = %config.nats.stream,
+        read_model_schema = %config.database.read_model_schema,
+        "semsd started"
+    );
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        Some(ended) = tasks.join_next() => {
+            let _ = stop.send(true);
+            ended.context("task panicked")?.context("a role stopped")?;
+        }
+    }
+    let _ = stop.send(true);
+    while let Some(ended) = tasks.join_next().await {
+        ended.context("task panicked")??;
+    }
+    info!("semsd stopped");
+    Ok(())
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,1 +1,25 @@
-fn main() {}
+//! `semsd`: parses configuration, starts telemetry, binds the listener and runs.
+
+use clap::Parser;
+use semsd::{Config, Role, run, shutdown_signal};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let telemetry = sems_telemetry::init(&sems_telemetry::TelemetryConfig {
+        otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
+        service_name: "semsd".into(),
+        log_filter: config.telemetry.log.clone(),
+    })?;
+    let listener = match config.role {
+        Role::Projector => None,
+        Role::All | Role::Api => Some(TcpListener::bind(config.grpc.listen).await?),
+    };
+    let result = run(config, listener, shutdown_signal()).await;
+    telemetry.shutdown();
+    if let Err(e) = &result {
+        tracing::error!(error = format!("{e:#}"), "semsd stopped");
+    }
+    result
+}

@@ -53,7 +53,7 @@ CREATE TABLE alerts (
     received_at         TIMESTAMPTZ NOT NULL,
     observables         JSONB NOT NULL,
     labels              JSONB NOT NULL,
-    raw                 JSONB NOT NULL,
+    raw                 JSONB,
     dismissal_rationale TEXT,
     version             BIGINT NOT NULL,
     position            BIGINT NOT NULL,

@@ -1,0 +1,153 @@
+//! Command-line and environment configuration: every flag has a `SEMS_…` variable.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+
+/// What this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The gRPC API and the projector in one process.
+    All,
+    /// The gRPC API only (commands and queries).
+    Api,
+    /// The projector only.
+    Projector,
+}
+
+/// SeMS Response server.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "semsd",
+    version,
+    about = "SeMS Response: event-sourced incident and crisis response server"
+)]
+pub struct Config {
+    /// What this process runs.
+    #[arg(long, env = "SEMS_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
+    #[command(flatten)]
+    pub domain: DomainArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// NATS JetStream.
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long, env = "SEMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Event stream name.
+    #[arg(long, env = "SEMS_STREAM", default_value = "SEMS")]
+    pub stream: String,
+    /// Stream replicas (3 in production, on nats-server 2.11 or newer).
+    #[arg(long, env = "SEMS_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+}
+
+/// PostgreSQL read models.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL of the read models (never printed).
+    #[arg(
+        long,
+        env = "SEMS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_default_value = false
+    )]
+    pub database_url: String,
+    /// Schema of the read-model generation to read and write (a rebuild uses a new one).
+    #[arg(long, env = "SEMS_READ_MODEL_SCHEMA", default_value = "sems")]
+    pub read_model_schema: String,
+    /// Database connections.
+    #[arg(long, env = "SEMS_DATABASE_CONNECTIONS", default_value_t = 8)]
+    pub database_connections: u32,
+}
+
+/// The gRPC API.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    /// Address the gRPC API listens on.
+    #[arg(long, env = "SEMS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Longest a query waits for `min_position` when the call sets no deadline (ms).
+    #[arg(long, env = "SEMS_READ_WAIT_MS", default_value_t = 5_000)]
+    pub read_wait_ms: u64,
+}
+
+impl GrpcArgs {
+    /// The read wait as a duration.
+    pub fn read_wait(&self) -> Duration {
+        Duration::from_millis(self.read_wait_ms)
+    }
+}
+
+/// Domain settings.
+#[derive(Debug, Clone, Args)]
+pub struct DomainArgs {
+    /// The principal recorded as actor of every command, until authentication lands.
+    #[arg(long, env = "SEMS_ACTOR", default_value = "semsd")]
+    pub actor: String,
+    /// Alerts at or above this severity open an incident.
+    #[arg(
+        long,
+        env = "SEMS_INCIDENT_THRESHOLD",
+        value_enum,
+        default_value = "high"
+    )]
+    pub incident_threshold: Threshold,
+}
+
+/// Severity threshold names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Threshold {
+    /// INFO and above.
+    Info,
+    /// LOW and above.
+    Low,
+    /// MEDIUM and above.
+    Medium,
+    /// HIGH and above.
+    High,
+    /// CRITICAL only.
+    Critical,
+}
+
+impl Threshold {
+    /// As a domain severity.
+    pub fn severity(self) -> sems_domain::Severity {
+        use sems_domain::Severity;
+        match self {
+            Self::Info => Severity::Info,
+            Self::Low => Severity::Low,
+            Self::Medium => Severity::Medium,
+            Self::High => Severity::High,
+            Self::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// OTLP/gRPC endpoint for traces (e.g. http://127.0.0.1:4317); off when empty.
+    #[arg(long, env = "SEMS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Log filter (RUST_LOG syntax).
+    #[arg(long, env = "SEMS_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// A configuration with every default, for tests.
+    pub fn defaults() -> Self {
+        Self::parse_from(["semsd"])
+    }
+}

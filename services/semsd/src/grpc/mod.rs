@@ -1,0 +1,229 @@
+//! The gRPC edge: protobuf is parsed into domain types here, once, and application errors
+//! become `tonic::Status` here, once ([`status`]).
+
+mod alerts;
+mod convert;
+mod incidents;
+mod queries;
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sems_app::{AppError, CommandMeta, Sems, TraceContext};
+use sems_proto::v1::{
+    alert_service_server::AlertServiceServer,
+    incident_query_service_server::IncidentQueryServiceServer,
+    incident_service_server::IncidentServiceServer,
+};
+use sems_readmodel::IncidentReadModel;
+use tokio::net::TcpListener;
+use tonic::{Code, Status, metadata::MetadataMap};
+use tonic_types::{ErrorDetails, StatusExt};
+use tracing::{Span, error, info_span, warn};
+
+/// State shared by every service.
+#[derive(Clone)]
+pub struct Api {
+    sems: Arc<Sems>,
+    reads: Arc<dyn IncidentReadModel>,
+    read_wait: Duration,
+}
+
+impl Api {
+    /// The API over the use cases and a read model.
+    pub fn new(sems: Arc<Sems>, reads: Arc<dyn IncidentReadModel>, read_wait: Duration) -> Self {
+        Self {
+            sems,
+            reads,
+            read_wait,
+        }
+    }
+
+    /// Waits until the read model has applied `min_position`, within the call's deadline
+    /// (or the configured read wait when the call has none).
+    async fn consistent(
+        &self,
+        extensions: &tonic::Extensions,
+        min_position: u64,
+    ) -> Result<(), Status> {
+        if min_position == 0 {
+            return Ok(());
+        }
+        // Answer a little before the caller gives up, so it gets DEADLINE_EXCEEDED, not CANCELLED.
+        let fallback = Instant::now() + self.read_wait;
+        let deadline = extensions
+            .get::<CallDeadline>()
+            .map_or(fallback, |d| d.answer_by.min(fallback));
+        self.reads
+            .wait_for(min_position, deadline)
+            .await
+            .map_err(status)
+    }
+}
+
+/// Serves every service, health and reflection on `listener` until `shutdown`.
+pub async fn serve(
+    api: Api,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<AlertServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<IncidentServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<IncidentQueryServiceServer<Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sems_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(tower::util::MapRequestLayer::new(
+            record_timeout::<tonic::body::Body>,
+        ))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(AlertServiceServer::new(api.clone()))
+        .add_service(IncidentServiceServer::new(api.clone()))
+        .add_service(IncidentQueryServiceServer::new(api))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The one mapping of application errors to gRPC statuses. Invalid input names the field
+/// (also as a `BadRequest` field violation); internal details are logged, never returned.
+pub fn status(e: AppError) -> Status {
+    match e {
+        AppError::Invalid { field, message } => Status::with_error_details(
+            Code::InvalidArgument,
+            format!("invalid {field}: {message}"),
+            ErrorDetails::with_bad_request_violation(field, message),
+        ),
+        AppError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        AppError::Precondition(why) => Status::failed_precondition(why),
+        AppError::Aborted(what) => {
+            Status::aborted(format!("concurrent changes to {what}; retry the command"))
+        }
+        AppError::NotCaughtUp(position) => Status::deadline_exceeded(format!(
+            "read model has not reached position {position} yet; retry with a longer deadline"
+        )),
+        AppError::Unavailable(what) => {
+            warn!(error = %what, "dependency unavailable");
+            Status::unavailable("a backing service is unavailable; retry with the same request id")
+        }
+        AppError::Internal(what) => {
+            error!(error = %what, "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// A server span for one call, child of the caller's trace context when it sent one.
+fn rpc_span(service: &str, method: &str, metadata: &MetadataMap) -> Span {
+    let span = info_span!(
+        "grpc.call",
+        otel.name = format!("sems.v1.{service}/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+    );
+    let header = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok());
+    sems_telemetry::set_remote_parent(&span, header("traceparent"), header("tracestate"));
+    span
+}
+
+/// Command metadata for the current call: request id and trace context.
+fn command_meta(request_id: Option<String>) -> CommandMeta {
+    let trace_context =
+        sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
+            TraceContext {
+                traceparent,
+                tracestate,
+            }
+        });
+    CommandMeta {
+        request_id,
+        trace_context,
+        ..CommandMeta::default()
+    }
+}
+
+/// When a call must be answered by, from its `grpc-timeout` (which tonic keeps out of the
+/// metadata): a tenth of the timeout (at least 20 ms) before the caller gives up, leaving
+/// room for the answer to travel back.
+#[derive(Debug, Clone, Copy)]
+struct CallDeadline {
+    answer_by: Instant,
+}
+
+/// Records a call's deadline, as the call arrives, as a request extension.
+fn record_timeout<B>(mut request: http::Request<B>) -> http::Request<B> {
+    let timeout = request
+        .headers()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(grpc_timeout);
+    if let Some(t) = timeout {
+        let margin = (t / 10).max(Duration::from_millis(20));
+        request.extensions_mut().insert(CallDeadline {
+            answer_by: Instant::now() + t.saturating_sub(margin),
+        });
+    }
+    request
+}
+
+/// Parses a `grpc-timeout` value.
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(grpc_timeout("x"), None);
+        assert_eq!(grpc_timeout(""), None);
+    }
+
+    #[test]
+    fn invalid_input_names_the_field() {
+        let s = status(AppError::Invalid {
+            field: "alert.title".into(),
+            message: "is required".into(),
+        });
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("alert.title"));
+        let details = s.get_error_details();
+        let violations = details.bad_request().unwrap();
+        assert_eq!(violations.field_violations[0].field, "alert.title");
+        let s = status(AppError::Internal("secret detail".into()));
+        assert!(!s.message().contains("secret"));
+    }
+}
