@@ -187,8 +187,9 @@ pub struct Alert {
 /// What the rules need to know about an existing alert.
 #[derive(Debug, Clone)]
 pub struct AlertState {
-    /// The first report.
-    pub report: AlertReport,
+    /// Severity of the first report. (The reports themselves stay in the log: the state
+    /// keeps only what the rules need, so cached alerts stay small.)
+    pub severity: Severity,
     /// Triage status.
     pub status: AlertStatus,
     /// Reports so far.
@@ -274,7 +275,7 @@ impl Aggregate for Alert {
         match event {
             AlertEvent::AlertReceived(report) => {
                 self.state = Some(AlertState {
-                    report: report.clone(),
+                    severity: report.severity,
                     status: AlertStatus::Received,
                     count: 1,
                 });

@@ -1,1 +1,484 @@
-fn main() {}
+//! `sems-loadgen`: the benchmark of `docs/BENCHMARKS.md`. Against a running `semsd` (and the
+//! NATS and PostgreSQL it uses) it measures, in one run:
+//!
+//! 1. `raw`: the ceiling — async-nats publishing the same envelope bytes with the same headers
+//!    (message id, expected-last-subject-sequence, event type, trace context) to a scratch
+//!    JetStream stream, pipelined;
+//! 2. `unary`: `IngestAlert` from C concurrent clients — accepted alerts/s, p50/p99 latency;
+//! 3. `stream`: `IngestAlerts` client streams — accepted alerts/s, and the ratio to the ceiling;
+//! 4. `lag`: unary ingestion paced at half the unary rate — acknowledgement → visible in the
+//!    read model (its checkpoint), p50/p99;
+//! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s.
+//!
+//! It sends traffic only to the addresses given (loopback by default) and stops by itself.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use async_nats::{HeaderMap, jetstream};
+use bytes::Bytes;
+use chrono::Utc;
+use clap::Parser;
+use futures::{StreamExt, stream::FuturesUnordered};
+use hdrhistogram::Histogram;
+use sems_app::{Envelope, EnvelopeEvent, GENESIS_HASH};
+use sems_eventlog::{JetStreamConfig, JetStreamFeed, JetStreamLog};
+use sems_proto::v1::{self as pb, alert_service_client::AlertServiceClient};
+use sems_readmodel::{PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sems-loadgen", about = "SeMS Response ingest benchmark")]
+struct Args {
+    /// semsd gRPC address.
+    #[arg(long, env = "SEMS_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// NATS URL (for the raw ceiling and the rebuild).
+    #[arg(long, env = "SEMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// PostgreSQL URL of semsd's read model (for the lag and the rebuild).
+    #[arg(
+        long,
+        env = "SEMS_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// semsd's read-model schema.
+    #[arg(long, env = "SEMS_READ_MODEL_SCHEMA", default_value = "sems")]
+    schema: String,
+    /// Alerts per phase.
+    #[arg(long, default_value_t = 100_000)]
+    alerts: usize,
+    /// Concurrent unary clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Concurrent client streams.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Messages in flight for the raw ceiling.
+    #[arg(long, default_value_t = 1024)]
+    raw_in_flight: usize,
+    /// Top the event stream up to this many events (raw, valid alert commits) before the
+    /// rebuild; 0 = rebuild what the phases wrote.
+    #[arg(long, default_value_t = 0)]
+    rebuild_events: u64,
+    /// Phases to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "raw,unary,stream,lag,rebuild"
+    )]
+    phases: Vec<String>,
+}
+
+/// A realistic alert (~0.5 KiB once in its envelope); `n` makes its dedup key unique.
+fn alert(run: &str, n: usize) -> pb::IngestAlertRequest {
+    pb::IngestAlertRequest {
+        alert: Some(pb::Alert {
+            source: "suricata".into(),
+            source_ref: format!("{run}-{n}"),
+            title: "ET POLICY Suspicious outbound connection to rare domain".into(),
+            description: "Host contacted a domain first seen 2 hours ago; beacon-like interval"
+                .into(),
+            severity: pb::Severity::Low as i32,
+            occurred_at: None,
+            observables: vec![
+                pb::Observable {
+                    r#type: "ip".into(),
+                    value: format!("10.20.{}.{}", n % 250, n % 199),
+                },
+                pb::Observable {
+                    r#type: "domain".into(),
+                    value: "cdn-update-check.example".into(),
+                },
+            ],
+            labels: [
+                ("site".to_string(), "LHR".to_string()),
+                ("sensor".to_string(), "ids-03".to_string()),
+            ]
+            .into(),
+            raw: None,
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// The envelope bytes the server stores for a new alert like [`alert`].
+fn envelope_bytes(run: &str, n: usize, aggregate_id: Uuid) -> anyhow::Result<Vec<u8>> {
+    let now = Utc::now();
+    let request = alert(run, n);
+    let a = request.alert.context("alert")?;
+    let payload = serde_json::json!({
+        "source": a.source, "source_ref": a.source_ref, "title": a.title, "description": a.description,
+        "severity": "LOW", "occurred_at": now,
+        "observables": a.observables.iter().map(|o| serde_json::json!({"type": o.r#type, "value": o.value})).collect::<Vec<_>>(),
+        "labels": a.labels, "raw": null,
+    });
+    let commit_id = Uuid::now_v7();
+    let envelope = Envelope {
+        commit_id,
+        aggregate_type: "alert".into(),
+        aggregate_id,
+        aggregate_version: 1,
+        recorded_at: now,
+        actor: "semsd".into(),
+        correlation_id: commit_id,
+        causation_id: None,
+        trace_context: None,
+        prev_hash: GENESIS_HASH.into(),
+        events: vec![EnvelopeEvent {
+            event_id: Uuid::now_v7(),
+            event_type: "AlertReceived".into(),
+            schema_version: 1,
+            occurred_at: now,
+            late_reason: None,
+            payload,
+        }],
+    };
+    Ok(envelope.encode()?)
+}
+
+fn headers(commit_id: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("Nats-Msg-Id", commit_id);
+    h.insert("Nats-Expected-Last-Subject-Sequence", "0");
+    h.insert("Sems-Event-Type", "AlertReceived");
+    h.insert("Sems-Aggregate-Type", "alert");
+    h.insert("Sems-Correlation-Id", commit_id);
+    h.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    h
+}
+
+/// Publishes `count` alert commits pipelined, `in_flight` at a time, to `prefix.<uuid>`
+/// subjects. Returns the rate.
+async fn publish_raw(
+    js: &jetstream::Context,
+    prefix: &str,
+    run: &str,
+    count: usize,
+    in_flight: usize,
+) -> anyhow::Result<f64> {
+    let mut pending = FuturesUnordered::new();
+    let start = Instant::now();
+    for n in 0..count {
+        let id = Uuid::new_v4();
+        let bytes = envelope_bytes(run, n, id)?;
+        let commit = Uuid::now_v7().to_string();
+        let ack = js
+            .publish_with_headers(
+                format!("{prefix}.{id}"),
+                headers(&commit),
+                Bytes::from(bytes),
+            )
+            .await?;
+        pending.push(ack.into_future());
+        if pending.len() >= in_flight {
+            pending.next().await.context("ack")??;
+        }
+    }
+    while let Some(ack) = pending.next().await {
+        ack?;
+    }
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn raw_ceiling(args: &Args, run: &str) -> anyhow::Result<f64> {
+    let client = async_nats::connect(&args.nats_url).await?;
+    let js = jetstream::new(client);
+    let name = format!("SEMSRAW_{}", run.replace('-', "_"));
+    js.create_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("raw{run}.>")],
+        storage: jetstream::stream::StorageType::File,
+        discard: jetstream::stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(600),
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await?;
+    let rate = publish_raw(
+        &js,
+        &format!("raw{run}.alert"),
+        run,
+        args.alerts,
+        args.raw_in_flight,
+    )
+    .await?;
+    js.delete_stream(&name).await?;
+    Ok(rate)
+}
+
+/// Acknowledgements (when, stream position) waiting to become visible in the read model.
+type Acks = Arc<Mutex<VecDeque<(Instant, u64)>>>;
+
+struct Unary {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn channels(args: &Args, n: usize) -> anyhow::Result<Vec<Channel>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(
+            Channel::from_shared(args.server.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// `count` unary ingestions from `clients` concurrent clients, optionally paced to `rate`
+/// alerts/s in total. Each acknowledgement (time, position) goes to `acks` when given.
+async fn unary(
+    args: &Args,
+    run: &str,
+    count: usize,
+    clients: usize,
+    rate: Option<f64>,
+    acks: Option<Acks>,
+) -> anyhow::Result<Unary> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for channel in channels(args, clients).await? {
+        let (next, run, acks) = (next.clone(), run.to_owned(), acks.clone());
+        let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+        tasks.push(tokio::spawn(async move {
+            let mut client = AlertServiceClient::new(channel);
+            let mut hist = Histogram::<u64>::new(3)?;
+            let mut tick = interval.map(tokio::time::interval);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return Ok::<_, anyhow::Error>(hist);
+                }
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let sent = Instant::now();
+                let answer = client.ingest_alert(alert(&run, n)).await?.into_inner();
+                let done = Instant::now();
+                hist.record((done - sent).as_micros() as u64)?;
+                if let Some(acks) = &acks {
+                    acks.lock()
+                        .map_err(|_| anyhow::anyhow!("lock"))?
+                        .push_back((done, answer.position));
+                }
+            }
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        hist.add(t.await??)?;
+    }
+    Ok(Unary {
+        rate: count as f64 / start.elapsed().as_secs_f64(),
+        p50: Duration::from_micros(hist.value_at_quantile(0.5)),
+        p99: Duration::from_micros(hist.value_at_quantile(0.99)),
+    })
+}
+
+async fn streaming(args: &Args, run: &str) -> anyhow::Result<f64> {
+    let per = args.alerts / args.streams;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (s, channel) in channels(args, args.streams).await?.into_iter().enumerate() {
+        let run = run.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut client = AlertServiceClient::new(channel);
+            let items = futures::stream::iter((0..per).map(move |i| alert(&run, s * per + i)));
+            let answer = client.ingest_alerts(items).await?.into_inner();
+            anyhow::ensure!(
+                answer.accepted as usize == per,
+                "accepted {} of {per}",
+                answer.accepted
+            );
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok((per * args.streams) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Paced ingestion at `rate`, measuring acknowledgement → read-model checkpoint.
+async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Duration, usize)> {
+    let pool = sqlx::PgPool::connect(&args.database_url).await?;
+    let sql = format!(
+        "SELECT position FROM {}.projection_checkpoints WHERE name = $1",
+        args.schema
+    );
+    let name = format!("incident_tracking_{}", args.schema);
+    let acks: Acks = Arc::default();
+    let count = (rate * 10.0) as usize; // ten seconds of traffic
+    let load = {
+        let (args, run, acks) = (args.clone(), run.to_owned(), acks.clone());
+        tokio::spawn(async move {
+            unary(&args, &run, count, args.concurrency, Some(rate), Some(acks)).await
+        })
+    };
+    let mut hist = Histogram::<u64>::new(3)?;
+    let mut seen = 0;
+    while seen < count {
+        let checkpoint: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&name)
+            .fetch_one(&pool)
+            .await?;
+        let now = Instant::now();
+        {
+            let mut q = acks.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+            // Positions arrive nearly in order; scan the whole queue.
+            q.retain(|(at, position)| {
+                if *position <= checkpoint as u64 {
+                    let _ = hist.record((now - *at).as_micros() as u64);
+                    seen += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    load.await??;
+    Ok((
+        Duration::from_micros(hist.value_at_quantile(0.5)),
+        Duration::from_micros(hist.value_at_quantile(0.99)),
+        count,
+    ))
+}
+
+async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64)> {
+    let client = async_nats::connect(&args.nats_url).await?;
+    let log = JetStreamLog::open(client.clone(), JetStreamConfig::default()).await?;
+    let (count, _) = log.state().await?;
+    if args.rebuild_events > count {
+        let fill = (args.rebuild_events - count) as usize;
+        println!("filling the stream with {fill} alert commits for the rebuild");
+        publish_raw(
+            log.context(),
+            "sems.ev.alert",
+            &format!("{run}-fill"),
+            fill,
+            args.raw_in_flight,
+        )
+        .await?;
+    }
+    let (events, last) = log.state().await?;
+    let schema = format!("bench_rebuild_{}", run.replace('-', "_"));
+    let mut config = PgReadModelConfig::new(&args.database_url);
+    config.schema = schema.clone();
+    let store = Arc::new(PgReadModel::connect(&config).await?);
+    let feed = JetStreamFeed::new(
+        log.clone(),
+        format!("sems_projector_{schema}"),
+        Duration::from_secs(30),
+    );
+    let start = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let projector = tokio::spawn(
+        Projector::new(store.clone(), feed, ProjectorConfig::default()).run(async move {
+            let _ = stopped.await;
+        }),
+    );
+    while store.checkpoint().await? < last {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = events as f64 / start.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    projector.await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .execute(store.pool())
+        .await?;
+    let js = log.context();
+    js.get_stream("SEMS")
+        .await?
+        .delete_consumer(&format!("sems_projector_{schema}"))
+        .await?;
+    Ok((events, rate))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let run = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let has = |p: &str| args.phases.iter().any(|x| x == p);
+    println!(
+        "sems-loadgen run {run}: {} alerts per phase, {} unary clients, {} streams",
+        args.alerts, args.concurrency, args.streams
+    );
+
+    let raw = if has("raw") {
+        let r = raw_ceiling(&args, &run).await?;
+        println!(
+            "raw JetStream ceiling ({} in flight, same bytes and headers): {r:.0} commits/s",
+            args.raw_in_flight
+        );
+        Some(r)
+    } else {
+        None
+    };
+    let mut unary_rate = None;
+    if has("unary") {
+        let u = unary(
+            &args,
+            &format!("{run}-u"),
+            args.alerts,
+            args.concurrency,
+            None,
+            None,
+        )
+        .await?;
+        println!(
+            "unary IngestAlert, {} in flight: {:.0} alerts/s, p50 {}, p99 {}",
+            args.concurrency,
+            u.rate,
+            ms(u.p50),
+            ms(u.p99)
+        );
+        unary_rate = Some(u.rate);
+    }
+    if has("stream") {
+        let s = streaming(&args, &format!("{run}-s")).await?;
+        let ratio = raw
+            .map(|r| format!(" = {:.0}% of the raw ceiling", 100.0 * s / r))
+            .unwrap_or_default();
+        println!(
+            "client-streaming IngestAlerts, {} streams: {s:.0} alerts/s{ratio}",
+            args.streams
+        );
+    }
+    if has("lag") {
+        let rate = unary_rate.map_or(5_000.0, |r| r / 2.0);
+        let (p50, p99, n) = lag(&args, &format!("{run}-l"), rate).await?;
+        println!(
+            "read-model lag at {rate:.0} alerts/s ({n} alerts): p50 {}, p99 {}",
+            ms(p50),
+            ms(p99)
+        );
+    }
+    if has("rebuild") {
+        let (events, rate) = rebuild(&args, &run).await?;
+        println!("projector rebuild from sequence 1: {events} events at {rate:.0} events/s");
+    }
+    Ok(())
+}
