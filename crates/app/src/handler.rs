@@ -176,6 +176,13 @@ impl CommandHandler {
         Ok((loaded.state.clone(), loaded.version))
     }
 
+    /// The current state of an aggregate read from the log, bypassing the cache (for checks
+    /// whose refusal must not rest on a stale copy).
+    pub async fn load_fresh<A: Aggregate>(&self, id: Uuid) -> Result<(A, u64), AppError> {
+        let loaded = self.read::<A>(id).await?;
+        Ok((loaded.state.clone(), loaded.version))
+    }
+
     /// The position of commit `commit_id` of aggregate `id`, when it is one of the
     /// aggregate's recent commits.
     pub async fn commit_position<A: Aggregate>(
@@ -364,7 +371,7 @@ impl CommandHandler {
         }
         let loaded = Arc::new(loaded);
         if !commits.is_empty() {
-            self.insert(id, loaded.clone() as Arc<dyn Any + Send + Sync>, A::TYPE);
+            self.insert(id, loaded.clone());
         }
         Ok(loaded)
     }
@@ -379,11 +386,19 @@ impl CommandHandler {
     }
 
     fn store<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>) {
-        self.insert(id, Arc::new(loaded), A::TYPE);
+        self.insert(id, Arc::new(loaded));
     }
 
-    fn insert(&self, id: Uuid, value: Arc<dyn Any + Send + Sync>, kind: &'static str) {
+    fn insert<A: Aggregate>(&self, id: Uuid, loaded: Arc<Loaded<A>>) {
         if let Ok(mut cache) = self.cache.lock() {
+            // Never replace a newer copy (written by a concurrent command) with an older one.
+            let newer = cache
+                .get(&(A::TYPE, id))
+                .and_then(|v| v.clone().downcast::<Loaded<A>>().ok())
+                .is_some_and(|c| c.last_position > loaded.last_position);
+            if newer {
+                return;
+            }
             if cache.len() >= self.config.cache_capacity {
                 // Evict an arbitrary eighth: a miss only costs one read of the log.
                 let victims: Vec<CacheKey> = cache
@@ -395,7 +410,7 @@ impl CommandHandler {
                     cache.remove(&k);
                 }
             }
-            cache.insert((kind, id), value);
+            cache.insert((A::TYPE, id), loaded);
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sems_domain::{
     Aggregate, DomainError, Severity,
-    alert::{Alert, AlertCommand, AlertEvent, AlertReport},
+    alert::{Alert, AlertCommand, AlertEvent, AlertReport, AlertStatus},
     incident::{Incident, IncidentCommand},
 };
 use tracing::warn;
@@ -173,18 +173,25 @@ impl Sems {
             None => Uuid::now_v7(),
         };
         for (i, alert_id) in alert_ids.iter().enumerate() {
-            let (alert, _) = self.handler.load::<Alert>(*alert_id).await?;
+            // Read from the log, not the cache: a refusal must not rest on a stale copy, and
+            // nothing is appended until every alert is known to be untriaged.
+            let (alert, _) = self.handler.load_fresh::<Alert>(*alert_id).await?;
             let field = format!("alert_ids[{i}]");
-            match alert.state() {
+            match alert.state().map(|s| s.status) {
                 None => return Err(AppError::NotFound(format!("alert {alert_id} ({field})"))),
-                Some(_) => match alert.incident_id() {
-                    Some(other) if other != incident_id => {
-                        return Err(AppError::Precondition(format!(
-                            "{field}: alert {alert_id} already belongs to incident {other}"
-                        )));
-                    }
-                    _ => {}
-                },
+                Some(AlertStatus::Received) => {}
+                // A retry of this same request: the alert is already in this incident.
+                Some(AlertStatus::Promoted(id)) if id == incident_id => {}
+                Some(AlertStatus::Promoted(other)) => {
+                    return Err(AppError::Precondition(format!(
+                        "{field}: alert {alert_id} already belongs to incident {other}"
+                    )));
+                }
+                Some(AlertStatus::Dismissed) => {
+                    return Err(AppError::Precondition(format!(
+                        "{field}: alert {alert_id} was dismissed"
+                    )));
+                }
             }
         }
         let meta = CommandMeta {

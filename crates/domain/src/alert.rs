@@ -45,6 +45,13 @@ impl AlertReport {
         let f = |name: &str| format!("{prefix}{name}");
         self.source = Text::required(&f("source"), &self.source, Limits::SOURCE)?;
         self.source_ref = Text::required(&f("source_ref"), &self.source_ref, Limits::SOURCE_REF)?;
+        // The dedup key is hashed into the alert id: no line breaks or other control
+        // characters in it, so two different keys can never name the same alert.
+        for (name, value) in [("source", &self.source), ("source_ref", &self.source_ref)] {
+            if value.chars().any(char::is_control) {
+                return Err(DomainError::invalid(f(name), "contains control characters"));
+            }
+        }
         self.title = Text::required(&f("title"), &self.title, Limits::TITLE)?;
         self.description =
             Text::optional(&f("description"), &self.description, Limits::DESCRIPTION)?;
@@ -524,6 +531,12 @@ mod tests {
         r.title = "x".repeat(Limits::TITLE + 1);
         let err = r.validate("alert.").unwrap_err();
         assert!(matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.title"));
+        let mut r = report(Severity::Low);
+        r.source_ref = "a\nb".into();
+        let err = r.validate("alert.").unwrap_err();
+        assert!(
+            matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.source_ref")
+        );
         let mut r = report(Severity::Low);
         r.observables[0].value = String::new();
         let err = r.validate("alert.").unwrap_err();

@@ -255,7 +255,9 @@ impl EventLog for JetStreamLog {
                 position: m.sequence,
                 bytes: m.payload.to_vec(),
             }),
-            Err(e) if e.to_string().contains("not found") => Err(LogError::NotFound(position)),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                Err(LogError::NotFound(position))
+            }
             Err(e) => Err(LogError::Unavailable(format!(
                 "read position {position}: {e}"
             ))),

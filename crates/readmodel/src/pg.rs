@@ -99,6 +99,7 @@ pub struct PgReadModel {
     schema: String,
     url: String,
     applied: Arc<watch::Sender<u64>>,
+    writer: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
 }
 
 fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
@@ -107,6 +108,14 @@ fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Tls(_) => AppError::Unavailable(format!("{context}: {e}")),
+        // Class 08 (connection exception) and 57P (operator intervention: shutdown, starting up).
+        sqlx::Error::Database(ref db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+        {
+            AppError::Unavailable(format!("{context}: {e}"))
+        }
         other => AppError::Internal(format!("{context}: {other}")),
     }
 }
@@ -162,6 +171,7 @@ impl PgReadModel {
             schema: schema.clone(),
             url: config.url.clone(),
             applied: Arc::new(applied),
+            writer: Arc::default(),
         })
     }
 
@@ -300,7 +310,13 @@ impl ProjectionStore for PgReadModel {
         let span =
             info_span!("readmodel.apply_batch", projection = %self.name, commits = commits.len());
         async {
-            let mut tx = self.pool.begin().await.map_err(unavailable("begin"))?;
+            // The leader writes through the connection that holds the projection's lock: if
+            // that connection is lost, so is the lock, and the writes fail with it.
+            let mut writer = self.writer.lock().await;
+            let mut tx = match writer.as_mut() {
+                Some(conn) => conn.begin().await.map_err(unavailable("begin"))?,
+                None => self.pool.begin().await.map_err(unavailable("begin"))?,
+            };
             let checkpoint: i64 =
                 sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
                     .bind(&self.name)
@@ -308,15 +324,28 @@ impl ProjectionStore for PgReadModel {
                     .await
                     .map_err(unavailable("lock checkpoint"))?;
             let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
-            let fresh: Vec<ProjectedCommit> = commits.iter().filter(|c| c.position > checkpoint).cloned().collect();
+            let mut fresh: Vec<&ProjectedCommit> = commits.iter().filter(|c| c.position > checkpoint).collect();
+            fresh.sort_by_key(|c| c.position);
+            fresh.dedup_by_key(|c| c.position);
             let skipped = commits.len() - fresh.len();
+            // The stream has no gaps (one wildcard over all its subjects, deletes denied): a
+            // missing position means commits were lost on the way, and applying past them
+            // would lose them for good.
+            for (expected, c) in (checkpoint + 1..).zip(&fresh) {
+                if c.position != expected {
+                    return Err(AppError::Unavailable(format!(
+                        "commits out of order or missing: expected position {expected}, got {}",
+                        c.position
+                    )));
+                }
+            }
             let Some(last) = fresh.iter().map(|c| c.position).max() else {
                 tx.commit().await.map_err(unavailable("commit"))?;
                 return Ok(Applied { applied: 0, skipped, checkpoint });
             };
-            let (incidents, alerts) = projection::touched(&fresh);
+            let (incidents, alerts) = projection::touched(fresh.iter().copied());
             let mut rows = Self::load_rows(&mut tx, &incidents, &alerts).await?;
-            for c in &fresh {
+            for c in fresh.iter().copied() {
                 projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
             }
             Self::write_rows(&mut tx, &rows).await?;
@@ -336,7 +365,8 @@ impl ProjectionStore for PgReadModel {
 
     async fn try_lock(&self) -> Result<Option<Box<dyn Send + Sync>>, AppError> {
         let options = PgConnectOptions::from_str(&self.url)
-            .map_err(|e| AppError::Internal(format!("database url: {e}")))?;
+            .map_err(|e| AppError::Internal(format!("database url: {e}")))?
+            .options([("search_path", self.schema.as_str())]);
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(unavailable("connect for lock"))?;
@@ -346,8 +376,27 @@ impl ProjectionStore for PgReadModel {
             .fetch_one(&mut conn)
             .await
             .map_err(unavailable("advisory lock"))?;
-        // The lock lives as long as this connection.
-        Ok(got.then(|| Box::new(tokio::sync::Mutex::new(conn)) as Box<dyn Send + Sync>))
+        if !got {
+            return Ok(None);
+        }
+        // The lock lives as long as this connection, which the batches then write through.
+        *self.writer.lock().await = Some(conn);
+        Ok(Some(Box::new(WriterGuard {
+            writer: self.writer.clone(),
+        })))
+    }
+}
+
+/// Releases the projection's lock (closes its connection) when dropped.
+struct WriterGuard {
+    writer: Arc<tokio::sync::Mutex<Option<PgConnection>>>,
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if let Ok(mut writer) = self.writer.try_lock() {
+            writer.take();
+        }
     }
 }
 

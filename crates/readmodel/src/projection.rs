@@ -143,7 +143,9 @@ pub struct Rows {
 }
 
 /// The incident and alert ids a batch touches (to load before applying).
-pub fn touched(commits: &[ProjectedCommit]) -> (Vec<Uuid>, Vec<Uuid>) {
+pub fn touched<'a>(
+    commits: impl IntoIterator<Item = &'a ProjectedCommit>,
+) -> (Vec<Uuid>, Vec<Uuid>) {
     let mut incidents = Vec::new();
     let mut alerts = Vec::new();
     for c in commits {

@@ -3,9 +3,9 @@
 //! acknowledging only after the commit. On any failure it stops, reports, and resumes from
 //! the checkpoint; it never acknowledges past a commit it failed to apply.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use sems_app::{AppError, CommitFeed};
+use sems_app::{AppError, CommitFeed, FedCommit};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::{ProjectedCommit, ProjectionStore};
@@ -31,6 +31,14 @@ impl Default for ProjectorConfig {
     }
 }
 
+/// How a spell of leading ended.
+enum Lead {
+    /// Shutdown was asked for.
+    ShutDown,
+    /// Another instance leads.
+    Standby,
+}
+
 /// Feeds one projection store from the log.
 pub struct Projector<F: CommitFeed> {
     store: Arc<dyn ProjectionStore>,
@@ -48,17 +56,16 @@ impl<F: CommitFeed> Projector<F> {
         }
     }
 
-    /// Runs until `shutdown` resolves; the batch in hand is applied and acknowledged first.
+    /// Runs until `shutdown` resolves. A batch already fetched is applied and acknowledged
+    /// before it returns; only the wait for the next batch is cut short.
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                outcome = self.lead() => {
-                    if let Err(e) = outcome {
-                        error!(projection = self.store.name(), error = %e, "projector stopped; resuming from the checkpoint");
-                    }
+            match self.lead(shutdown.as_mut()).await {
+                Ok(Lead::ShutDown) => return,
+                Ok(Lead::Standby) => {}
+                Err(e) => {
+                    error!(projection = self.store.name(), error = %e, "projector stopped; resuming from the checkpoint");
                 }
             }
             tokio::select! {
@@ -68,15 +75,21 @@ impl<F: CommitFeed> Projector<F> {
         }
     }
 
-    /// Takes the lock, then projects until an error. Returns `Ok` when the lock is held
-    /// elsewhere (standby).
-    async fn lead(&mut self) -> Result<(), AppError> {
-        let Some(_lock) = self.store.try_lock().await? else {
+    /// Takes the lock, then projects until shutdown or an error.
+    async fn lead(
+        &mut self,
+        mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<Lead, AppError> {
+        let lock = tokio::select! {
+            () = shutdown.as_mut() => return Ok(Lead::ShutDown),
+            lock = self.store.try_lock() => lock?,
+        };
+        let Some(_lock) = lock else {
             info!(
                 projection = self.store.name(),
                 "another instance holds the projection; standing by"
             );
-            return Ok(());
+            return Ok(Lead::Standby);
         };
         let checkpoint = self.store.checkpoint().await?;
         info!(
@@ -85,7 +98,12 @@ impl<F: CommitFeed> Projector<F> {
         );
         self.feed.open(checkpoint).await?;
         loop {
-            self.step().await?;
+            let batch = tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return Ok(Lead::ShutDown),
+                batch = self.feed.next_batch(self.config.batch_size, self.config.idle_wait) => batch?,
+            };
+            self.apply(batch).await?;
         }
     }
 
@@ -95,6 +113,11 @@ impl<F: CommitFeed> Projector<F> {
             .feed
             .next_batch(self.config.batch_size, self.config.idle_wait)
             .await?;
+        self.apply(batch).await
+    }
+
+    /// Applies a batch with its checkpoint, then acknowledges it.
+    async fn apply(&mut self, batch: Vec<FedCommit>) -> Result<usize, AppError> {
         let Some(last) = batch.last().map(|c| c.commit.position) else {
             return Ok(0);
         };

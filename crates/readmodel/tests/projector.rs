@@ -240,3 +240,28 @@ async fn only_one_projector_instance_writes() {
         "and takes over when the first goes"
     );
 }
+
+#[tokio::test]
+async fn a_gap_in_delivered_commits_is_refused_and_applies_nothing() {
+    let w = world().await;
+    activity(&w, 0).await;
+    let s = store(&w, "sems").await;
+    let commits: Vec<ProjectedCommit> = w
+        .log
+        .read_from(1, 20)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| ProjectedCommit::decode(c).unwrap())
+        .collect();
+    let mut with_gap = commits.clone();
+    with_gap.remove(7);
+    let err = s.apply_batch(&with_gap).await.unwrap_err();
+    assert!(err.to_string().contains("expected position 8"), "{err}");
+    assert_eq!(s.checkpoint().await.unwrap(), 0);
+    assert!(s.dump().await.unwrap().is_empty(), "nothing applied");
+    // Delivered in the wrong order, the same commits are applied in stream order.
+    let mut shuffled = commits.clone();
+    shuffled.reverse();
+    assert_eq!(s.apply_batch(&shuffled).await.unwrap().checkpoint, 20);
+}

@@ -324,6 +324,22 @@ async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Dur
         args.schema
     );
     let name = format!("incident_tracking_{}", args.schema);
+    // Start from a caught-up read model, so the figure is the lag, not an earlier backlog.
+    let client = async_nats::connect(&args.nats_url).await?;
+    let (_, last) = JetStreamLog::open(client, JetStreamConfig::default())
+        .await?
+        .state()
+        .await?;
+    loop {
+        let checkpoint: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(&name)
+            .fetch_one(&pool)
+            .await?;
+        if checkpoint as u64 >= last {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let acks: Acks = Arc::default();
     let count = (rate * 10.0) as usize; // ten seconds of traffic
     let load = {

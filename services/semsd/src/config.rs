@@ -41,8 +41,13 @@ pub struct Config {
 /// NATS JetStream.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS server URL.
-    #[arg(long, env = "SEMS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server URL (may carry credentials: never printed).
+    #[arg(
+        long,
+        env = "SEMS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        hide_env_values = true
+    )]
     pub nats_url: String,
     /// Event stream name.
     #[arg(long, env = "SEMS_STREAM", default_value = "SEMS")]

@@ -31,7 +31,7 @@ pub async fn run(
         .connection_timeout(Duration::from_secs(5))
         .connect(&config.nats.nats_url)
         .await
-        .with_context(|| format!("connect to NATS at {}", config.nats.nats_url))?;
+        .with_context(|| format!("connect to NATS at {}", redact(&config.nats.nats_url)))?;
     let log = JetStreamLog::open(
         client,
         JetStreamConfig {
@@ -94,7 +94,7 @@ pub async fn run(
 
     info!(
         role = ?config.role,
-        nats = %config.nats.nats_url,
+        nats = %redact(&config.nats.nats_url),
         stream = %config.nats.stream,
         read_model_schema = %config.database.read_model_schema,
         "semsd started"
@@ -112,6 +112,16 @@ pub async fn run(
     }
     info!("semsd stopped");
     Ok(())
+}
+
+/// A URL without its credentials, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -133,5 +143,19 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_reach_the_logs() {
+        assert_eq!(
+            redact("nats://semsd:s3cret@10.0.0.1:4222"),
+            "nats://***@10.0.0.1:4222"
+        );
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
     }
 }

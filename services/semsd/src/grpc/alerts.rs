@@ -66,14 +66,13 @@ impl AlertService for Api {
                 .into_inner()
                 .enumerate()
                 .map(|(i, item)| async move {
-                    let item =
-                        item.map_err(|s| AppError::Unavailable(format!("request stream: {s}")))?;
-                    Ok::<_, AppError>((i, self.ingest_one(item, "alert.").await))
+                    // A broken request stream fails the call with the client's own status.
+                    let item = item?;
+                    Ok::<_, Status>((i, self.ingest_one(item, "alert.").await))
                 })
                 .buffered(BULK_CONCURRENCY)
                 .try_collect()
-                .await
-                .map_err(status)?;
+                .await?;
             let mut response = IngestAlertsResponse::default();
             for (index, result) in results {
                 match result {
