@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -25,7 +26,7 @@ pub struct TraceContext {
 }
 
 /// One commit: every event one command produced, for one aggregate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Envelope {
     /// Idempotency key; also the `Nats-Msg-Id`.
     pub commit_id: Uuid,
@@ -52,7 +53,7 @@ pub struct Envelope {
 }
 
 /// One event inside a commit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EnvelopeEvent {
     /// UUIDv7.
     pub event_id: Uuid,
@@ -66,8 +67,8 @@ pub struct EnvelopeEvent {
     /// Why it was recorded long after it happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_reason: Option<String>,
-    /// The event's fields.
-    pub payload: serde_json::Value,
+    /// The event's fields, as stored.
+    pub payload: Box<RawValue>,
 }
 
 impl Envelope {
@@ -89,7 +90,7 @@ pub fn decode_events<E: DomainEvent>(envelope: &Envelope) -> Result<Vec<E>, LogE
         .events
         .iter()
         .map(|e| {
-            E::from_payload(&e.event_type, e.schema_version, e.payload.clone())
+            E::from_payload(&e.event_type, e.schema_version, &e.payload)
                 .map_err(|err| LogError::Corrupt(err.to_string()))
         })
         .collect()

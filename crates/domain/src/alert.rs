@@ -551,11 +551,19 @@ mod tests {
             incident_id: incident(),
         };
         let payload = e.to_payload().unwrap();
-        assert_eq!(payload, serde_json::json!({"incident_id": incident()}));
+        let tree: serde_json::Value = serde_json::from_str(payload.get()).unwrap();
+        assert_eq!(tree, serde_json::json!({"incident_id": incident()}));
         assert_eq!(
-            AlertEvent::from_payload("AlertPromoted", 1, payload).unwrap(),
+            AlertEvent::from_payload("AlertPromoted", 1, &payload).unwrap(),
             e
         );
-        assert!(AlertEvent::from_payload("AlertPromoted", 2, serde_json::json!({})).is_err());
+        assert!(AlertEvent::from_payload("AlertPromoted", 2, &payload).is_err());
+        assert!(AlertEvent::from_payload("Alert\"Promoted", 1, &payload).is_err());
+        // Every variant survives the round trip, the report with its raw payload included.
+        let r = AlertEvent::AlertReceived(report(Severity::High));
+        assert_eq!(
+            AlertEvent::from_payload("AlertReceived", 1, &r.to_payload().unwrap()).unwrap(),
+            r
+        );
     }
 }

@@ -17,6 +17,7 @@ pub use values::{
 };
 
 use serde::{Serialize, de::DeserializeOwned};
+use serde_json::value::RawValue;
 
 /// An event-sourced aggregate: a state built by folding its events, and the rules that
 /// decide which events a command produces.
@@ -55,14 +56,19 @@ pub trait DomainEvent:
         1
     }
 
-    /// Splits the event into its type name and payload.
-    fn to_payload(&self) -> Result<serde_json::Value, DomainError> {
-        let mut tagged = serde_json::to_value(self)
+    /// The event's payload as JSON (its fields, without the type name), serialized once.
+    fn to_payload(&self) -> Result<Box<RawValue>, DomainError> {
+        // Adjacently tagged events serialize as {"type":"<name>","payload":<fields>}: keep
+        // the fields' bytes as they are rather than building a JSON tree and writing it again.
+        let tagged = serde_json::to_string(self)
             .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
-        Ok(tagged
-            .get_mut("payload")
-            .map(serde_json::Value::take)
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default())))
+        let prefix = format!("{{\"type\":\"{}\",\"payload\":", self.event_type());
+        let payload = tagged
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix('}'))
+            .unwrap_or("{}");
+        RawValue::from_string(payload.to_owned())
+            .map_err(|e| DomainError::Internal(format!("encode event payload: {e}")))
     }
 
     /// Rebuilds an event from its stored type, schema version and payload, upcasting old
@@ -70,14 +76,23 @@ pub trait DomainEvent:
     fn from_payload(
         event_type: &str,
         schema_version: u32,
-        payload: serde_json::Value,
+        payload: &RawValue,
     ) -> Result<Self, DomainError> {
         if schema_version != 1 {
             return Err(DomainError::Internal(format!(
                 "unknown schema version {schema_version} of {event_type}"
             )));
         }
-        serde_json::from_value(serde_json::json!({ "type": event_type, "payload": payload }))
+        if !event_type.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(DomainError::Internal(format!(
+                "malformed event type {event_type:?}"
+            )));
+        }
+        let tagged = format!(
+            "{{\"type\":\"{event_type}\",\"payload\":{}}}",
+            payload.get()
+        );
+        serde_json::from_str(&tagged)
             .map_err(|e| DomainError::Internal(format!("decode {event_type}: {e}")))
     }
 }

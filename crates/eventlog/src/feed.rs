@@ -13,6 +13,9 @@ use tracing::{info, warn};
 
 use crate::JetStreamLog;
 
+/// How long a batch waits for one more commit once it has one.
+const LINGER: Duration = Duration::from_millis(2);
+
 type Messages = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
 
 /// A durable consumer named after the projection, with one wildcard filter (nats-server 2.9
@@ -154,7 +157,15 @@ impl CommitFeed for JetStreamFeed {
             if batch.len() >= max {
                 break;
             }
-            next = messages.next().now_or_never().flatten();
+            // Take what is ready; while commits keep arriving (catching up, bursts), linger a
+            // little so one transaction carries many of them.
+            next = match messages.next().now_or_never() {
+                Some(item) => item,
+                None => tokio::time::timeout(LINGER, messages.next())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
         }
         Ok(batch)
     }

@@ -366,7 +366,15 @@ impl ProjectionStore for PgReadModel {
     async fn try_lock(&self) -> Result<Option<Box<dyn Send + Sync>>, AppError> {
         let options = PgConnectOptions::from_str(&self.url)
             .map_err(|e| AppError::Internal(format!("database url: {e}")))?
-            .options([("search_path", self.schema.as_str())]);
+            // The read model is rebuilt from the stream, and a batch's rows and checkpoint
+            // commit together: a crash that loses the last unflushed batches loses their
+            // checkpoint with them, and the projector (which recreates its consumer when the
+            // consumer's ack floor is past the checkpoint) applies them again. So the leader
+            // does not wait for each batch's WAL flush.
+            .options([
+                ("search_path", self.schema.as_str()),
+                ("synchronous_commit", "off"),
+            ]);
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(unavailable("connect for lock"))?;

@@ -8,7 +8,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use sems_app::{AppError, CommitFeed, FedCommit};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::{ProjectedCommit, ProjectionStore};
+use crate::{Applied, ProjectedCommit, ProjectionStore};
 
 /// Tuning of a projector.
 #[derive(Debug, Clone)]
@@ -97,62 +97,98 @@ impl<F: CommitFeed> Projector<F> {
             checkpoint, "projector leading"
         );
         self.feed.open(checkpoint).await?;
-        loop {
+        // Two stages: while one batch is written (in PostgreSQL), the next is fetched and
+        // decoded (here). Batches are still written one after the other, in stream order, and
+        // each is acknowledged only after its transaction has committed.
+        let mut in_flight: Option<Writing> = None;
+        let outcome = loop {
             let batch = tokio::select! {
                 biased;
-                () = shutdown.as_mut() => return Ok(Lead::ShutDown),
-                batch = self.feed.next_batch(self.config.batch_size, self.config.idle_wait) => batch?,
+                () = shutdown.as_mut() => break Ok(Lead::ShutDown),
+                batch = self.feed.next_batch(self.config.batch_size, self.config.idle_wait) => batch,
             };
-            self.apply(batch).await?;
-        }
-    }
-
-    /// One batch: wait for commits, apply them with the checkpoint, acknowledge.
-    pub async fn step(&mut self) -> Result<usize, AppError> {
-        let batch = self
-            .feed
-            .next_batch(self.config.batch_size, self.config.idle_wait)
-            .await?;
-        self.apply(batch).await
-    }
-
-    /// Applies a batch with its checkpoint, then acknowledges it.
-    async fn apply(&mut self, batch: Vec<FedCommit>) -> Result<usize, AppError> {
-        let Some(last) = batch.last().map(|c| c.commit.position) else {
-            return Ok(0);
-        };
-        let span = info_span!(
-            "projector.batch",
-            projection = self.store.name(),
-            commits = batch.len(),
-            last
-        );
-        for c in &batch {
-            sems_telemetry::link_remote(&span, c.traceparent.as_deref(), c.tracestate.as_deref());
-        }
-        async {
-            let decoded = batch
-                .iter()
-                .map(|c| ProjectedCommit::decode(&c.commit))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| AppError::Internal(format!("undecodable commit: {e}")))?;
-            let applied = self.store.apply_batch(&decoded).await?;
-            if applied.skipped > 0 {
-                warn!(
-                    skipped = applied.skipped,
-                    "redelivered commits at or below the checkpoint skipped"
-                );
+            let prepared = match batch
+                .map_err(AppError::from)
+                .and_then(|b| prepare(self.store.name(), &b))
+            {
+                Ok(Some(p)) => p,
+                Ok(None) => continue,
+                Err(e) => break Err(e),
+            };
+            if let Some(previous) = in_flight.take()
+                && let Err(e) = self.finish(previous).await
+            {
+                break Err(e);
             }
-            self.feed.ack_through(last).await?;
-            Ok(applied.applied)
+            let store = self.store.clone();
+            let Prepared {
+                commits,
+                last,
+                span,
+            } = prepared;
+            let write =
+                tokio::spawn(async move { store.apply_batch(&commits).await }.instrument(span));
+            in_flight = Some(Writing { write, last });
+        };
+        // The batch in hand is committed and acknowledged before leaving, whatever happened.
+        if let Some(previous) = in_flight.take() {
+            self.finish(previous).await?;
         }
-        .instrument(span)
-        .await
+        outcome
     }
 
-    /// Opens the feed at the store's checkpoint without taking the lock (tests, tools).
-    pub async fn open(&mut self) -> Result<(), AppError> {
-        let checkpoint = self.store.checkpoint().await?;
-        self.feed.open(checkpoint).await.map_err(Into::into)
+    /// Waits for a batch's transaction, then acknowledges its commits.
+    async fn finish(&mut self, writing: Writing) -> Result<(), AppError> {
+        let applied = writing
+            .write
+            .await
+            .map_err(|e| AppError::Internal(format!("projector batch task: {e}")))??;
+        if applied.skipped > 0 {
+            warn!(
+                skipped = applied.skipped,
+                "redelivered commits at or below the checkpoint skipped"
+            );
+        }
+        self.feed
+            .ack_through(writing.last)
+            .await
+            .map_err(Into::into)
     }
+}
+
+/// A batch decoded and ready to write.
+struct Prepared {
+    commits: Vec<ProjectedCommit>,
+    last: u64,
+    span: tracing::Span,
+}
+
+/// A batch being written.
+struct Writing {
+    write: tokio::task::JoinHandle<Result<Applied, AppError>>,
+    last: u64,
+}
+
+/// Most trace links recorded on one batch span.
+const MAX_LINKS: usize = 32;
+
+/// Decodes a fetched batch; `None` when it is empty.
+fn prepare(projection: &str, batch: &[FedCommit]) -> Result<Option<Prepared>, AppError> {
+    let Some(last) = batch.last().map(|c| c.commit.position) else {
+        return Ok(None);
+    };
+    let span = info_span!("projector.batch", projection, commits = batch.len(), last);
+    for c in batch.iter().take(MAX_LINKS) {
+        sems_telemetry::link_remote(&span, c.traceparent.as_deref(), c.tracestate.as_deref());
+    }
+    let commits = batch
+        .iter()
+        .map(|c| ProjectedCommit::decode(&c.commit))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AppError::Internal(format!("undecodable commit: {e}")))?;
+    Ok(Some(Prepared {
+        commits,
+        last,
+        span,
+    }))
 }

@@ -35,6 +35,9 @@ use sems_readmodel::{PgReadModel, PgReadModelConfig, ProjectionStore, Projector,
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sems-loadgen", about = "SeMS Response ingest benchmark")]
 struct Args {
@@ -140,7 +143,7 @@ fn envelope_bytes(run: &str, n: usize, aggregate_id: Uuid) -> anyhow::Result<Vec
             schema_version: 1,
             occurred_at: now,
             late_reason: None,
-            payload,
+            payload: serde_json::value::to_raw_value(&payload)?,
         }],
     };
     Ok(envelope.encode()?)

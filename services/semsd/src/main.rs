@@ -4,6 +4,11 @@ use clap::Parser;
 use semsd::{Config, Role, run, shutdown_signal};
 use tokio::net::TcpListener;
 
+// glibc's allocator spent a third of the server's CPU time under load (arena locks and
+// consolidation across tokio's worker threads); mimalloc does not. See docs/BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -56,8 +56,7 @@ CREATE TABLE alerts (
     raw                 JSONB,
     dismissal_rationale TEXT,
     version             BIGINT NOT NULL,
-    position            BIGINT NOT NULL,
-    UNIQUE (source, source_ref)
+    position            BIGINT NOT NULL
 );
 
 CREATE INDEX alerts_incident ON alerts (incident_id, received_at DESC, alert_id DESC);
