@@ -234,6 +234,54 @@ impl PgReadModel {
         Ok(rows)
     }
 
+    /// Alerts are the most numerous rows: one `INSERT … SELECT FROM UNNEST` of typed arrays,
+    /// cheaper for PostgreSQL than populating records from one JSON document.
+    async fn write_alerts<'a>(
+        tx: &mut PgConnection,
+        alerts: impl ExactSizeIterator<Item = &'a AlertRow>,
+    ) -> Result<(), AppError> {
+        let n = alerts.len();
+        let mut c = AlertColumns::with_capacity(n);
+        for a in alerts {
+            c.push(a);
+        }
+        let set = ALERT_COLUMNS
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO alerts (alert_id, {}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
+             $4::text[], $5::text[], $6::int2[], $7::text[], $8::uuid[], $9::int8[], $10::timestamptz[], \
+             $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::text[], \
+             $17::int8[], $18::int8[]) ON CONFLICT (alert_id) DO UPDATE SET {set}",
+            ALERT_COLUMNS.join(", ")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(c.alert_id)
+            .bind(c.source)
+            .bind(c.source_ref)
+            .bind(c.title)
+            .bind(c.description)
+            .bind(c.severity)
+            .bind(c.status)
+            .bind(c.incident_id)
+            .bind(c.repeat_count)
+            .bind(c.first_seen_at)
+            .bind(c.last_seen_at)
+            .bind(c.received_at)
+            .bind(c.observables)
+            .bind(c.labels)
+            .bind(c.raw)
+            .bind(c.dismissal_rationale)
+            .bind(c.version)
+            .bind(c.position)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write alerts"))?;
+        Ok(())
+    }
+
     async fn write_rows(tx: &mut PgConnection, rows: &Rows) -> Result<(), AppError> {
         if !rows.incidents.is_empty() {
             let values: Vec<&IncidentRow> = rows.incidents.values().collect();
@@ -248,16 +296,7 @@ impl PgReadModel {
             .map_err(unavailable("write incidents"))?;
         }
         if !rows.alerts.is_empty() {
-            let values: Vec<&AlertRow> = rows.alerts.values().collect();
-            sqlx::query(sqlx::AssertSqlSafe(upsert_sql(
-                "alerts",
-                "alert_id",
-                ALERT_COLUMNS,
-            )))
-            .bind(Json(values))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("write alerts"))?;
+            Self::write_alerts(tx, rows.alerts.values()).await?;
         }
         if !rows.notes.is_empty() {
             sqlx::query(
@@ -281,6 +320,77 @@ impl PgReadModel {
                 .map_err(unavailable("read checkpoint"))?
                 .unwrap_or(0);
         Ok(u64::try_from(p).unwrap_or(0))
+    }
+}
+
+/// The columns of a batch of alert rows, as arrays for `UNNEST`.
+#[derive(Default)]
+struct AlertColumns<'a> {
+    alert_id: Vec<Uuid>,
+    source: Vec<&'a str>,
+    source_ref: Vec<&'a str>,
+    title: Vec<&'a str>,
+    description: Vec<&'a str>,
+    severity: Vec<i16>,
+    status: Vec<&'a str>,
+    incident_id: Vec<Option<Uuid>>,
+    repeat_count: Vec<i64>,
+    first_seen_at: Vec<chrono::DateTime<chrono::Utc>>,
+    last_seen_at: Vec<chrono::DateTime<chrono::Utc>>,
+    received_at: Vec<chrono::DateTime<chrono::Utc>>,
+    observables: Vec<Json<&'a serde_json::Value>>,
+    labels: Vec<Json<&'a std::collections::BTreeMap<String, String>>>,
+    raw: Vec<Option<Json<&'a serde_json::Value>>>,
+    dismissal_rationale: Vec<Option<&'a str>>,
+    version: Vec<i64>,
+    position: Vec<i64>,
+}
+
+impl<'a> AlertColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            alert_id: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            source_ref: Vec::with_capacity(n),
+            title: Vec::with_capacity(n),
+            description: Vec::with_capacity(n),
+            severity: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            incident_id: Vec::with_capacity(n),
+            repeat_count: Vec::with_capacity(n),
+            first_seen_at: Vec::with_capacity(n),
+            last_seen_at: Vec::with_capacity(n),
+            received_at: Vec::with_capacity(n),
+            observables: Vec::with_capacity(n),
+            labels: Vec::with_capacity(n),
+            raw: Vec::with_capacity(n),
+            dismissal_rationale: Vec::with_capacity(n),
+            version: Vec::with_capacity(n),
+            position: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, a: &'a AlertRow) {
+        self.alert_id.push(a.alert_id);
+        self.source.push(&a.source);
+        self.source_ref.push(&a.source_ref);
+        self.title.push(&a.title);
+        self.description.push(&a.description);
+        self.severity.push(a.severity);
+        self.status.push(&a.status);
+        self.incident_id.push(a.incident_id);
+        self.repeat_count.push(a.repeat_count);
+        self.first_seen_at.push(a.first_seen_at);
+        self.last_seen_at.push(a.last_seen_at);
+        self.received_at.push(a.received_at);
+        self.observables.push(Json(&a.observables));
+        self.labels.push(Json(&a.labels));
+        // JSON null is stored as SQL NULL, as the JSON path did.
+        self.raw.push((!a.raw.is_null()).then_some(Json(&a.raw)));
+        self.dismissal_rationale
+            .push(a.dismissal_rationale.as_deref());
+        self.version.push(a.version);
+        self.position.push(a.position);
     }
 }
 
