@@ -151,7 +151,13 @@ impl PgReadModel {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.options([("search_path", schema.as_str())]))
+            // Plan every statement for its parameters: sqlx prepares statements, and a generic
+            // plan made while a table was empty (a seq scan) stays chosen once it holds
+            // millions of rows — seen here as one-second row loads during a rebuild.
+            .connect_with(options.options([
+                ("search_path", schema.as_str()),
+                ("plan_cache_mode", "force_custom_plan"),
+            ]))
             .await
             .map_err(unavailable("connect to PostgreSQL"))?;
         MIGRATOR
@@ -483,6 +489,7 @@ impl ProjectionStore for PgReadModel {
             // does not wait for each batch's WAL flush.
             .options([
                 ("search_path", self.schema.as_str()),
+                ("plan_cache_mode", "force_custom_plan"),
                 ("synchronous_commit", "off"),
             ]);
         let mut conn = PgConnection::connect_with(&options)
