@@ -42,16 +42,22 @@ impl Server {
         let done = tokio::spawn(semsd::run(config, Some(listener), async move {
             let _ = stopped.await;
         }));
-        let channel = loop {
-            match Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-            {
-                Ok(c) => break c,
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        // The listener accepts connections before semsd serves (it opens the stream and
+        // migrates the read model first): wait until health checks answer SERVING.
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        loop {
+            let check = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
+            match health.check(check).await {
+                Ok(r) if r.get_ref().status == serving => break,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
             }
-        };
+        }
         Self {
             nats,
             _db: db,

@@ -546,7 +546,15 @@ impl IncidentReadModel for PgReadModel {
         loop {
             // Copy the value out: a watch borrow must not be held across an await.
             let local = *applied.borrow_and_update();
-            if local >= position || self.current_checkpoint().await? >= position {
+            if local >= position {
+                return Ok(());
+            }
+            // The deadline bounds the database too: a slow checkpoint read must not make the
+            // answer late.
+            let checkpoint = tokio::time::timeout_at(deadline, self.current_checkpoint())
+                .await
+                .map_err(|_| AppError::NotCaughtUp(position))??;
+            if checkpoint >= position {
                 return Ok(());
             }
             // Woken at once by a projector in this process; otherwise poll every 5 ms.

@@ -162,7 +162,7 @@ fn command_meta(request_id: Option<String>) -> CommandMeta {
 }
 
 /// When a call must be answered by, from its `grpc-timeout` (which tonic keeps out of the
-/// metadata): a tenth of the timeout (at least 20 ms) before the caller gives up, leaving
+/// metadata): a tenth of the timeout (at least 50 ms) before the caller gives up, leaving
 /// room for the answer to travel back.
 #[derive(Debug, Clone, Copy)]
 struct CallDeadline {
@@ -177,7 +177,7 @@ fn record_timeout<B>(mut request: http::Request<B>) -> http::Request<B> {
         .and_then(|v| v.to_str().ok())
         .and_then(grpc_timeout);
     if let Some(t) = timeout {
-        let margin = (t / 10).max(Duration::from_millis(20));
+        let margin = (t / 10).max(Duration::from_millis(50));
         request.extensions_mut().insert(CallDeadline {
             answer_by: Instant::now() + t.saturating_sub(margin),
         });
