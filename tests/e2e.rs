@@ -29,6 +29,10 @@ struct Server {
 
 impl Server {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         sems_telemetry::init_for_tests();
         let nats = NatsServer::start().unwrap();
         let db = TestDatabase::create().await.unwrap();
@@ -36,6 +40,7 @@ impl Server {
         config.nats.nats_url = nats.url();
         config.database.database_url = db.url().to_owned();
         config.domain.actor = "e2e-operator".into();
+        configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -571,6 +576,83 @@ async fn health_reflection_and_trace_context_work() {
             .unwrap()
             .traceparent
             .contains(trace_id)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep() {
+    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock, alert_id_for};
+    use sems_domain::{
+        Severity,
+        alert::{Alert, AlertCommand, AlertReport},
+    };
+    let s = Server::start_with(|c| c.domain.repair_after_ms = 300).await;
+
+    // The first of an ingestion's two commits, and no second: the alert is promoted into an
+    // incident that was never opened.
+    let log = s.log().await;
+    let handler = CommandHandler::new(
+        std::sync::Arc::new(log.clone()),
+        std::sync::Arc::new(SystemClock),
+        HandlerConfig {
+            actor: "e2e-operator".into(),
+            ..HandlerConfig::default()
+        },
+    );
+    let incident_id = Uuid::now_v7();
+    let report = AlertReport {
+        source: "edr".into(),
+        source_ref: "half-done".into(),
+        title: "Credential dumping on DC-02".into(),
+        description: "lsass memory read by unsigned binary".into(),
+        severity: Severity::Critical,
+        occurred_at: chrono::Utc::now(),
+        observables: vec![],
+        labels: Default::default(),
+        raw: serde_json::Value::Null,
+    };
+    let ingest = AlertCommand::Ingest {
+        report,
+        incident_threshold: Severity::High,
+        new_incident_id: incident_id,
+    };
+    let alert_id = alert_id_for("edr", "half-done");
+    handler
+        .execute::<Alert>(alert_id, &ingest, &CommandMeta::default())
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let detail = loop {
+        let found = s
+            .queries()
+            .get_incident(pb::GetIncidentRequest {
+                incident_id: incident_id.to_string(),
+                consistency: None,
+            })
+            .await;
+        match found {
+            Ok(d) => break d.into_inner(),
+            Err(e) if e.code() == Code::NotFound && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the sweep did not open the incident: {e}"),
+        }
+    };
+    let incident = detail.incident.unwrap();
+    assert_eq!(incident.title, "Credential dumping on DC-02");
+    assert_eq!(incident.severity, pb::Severity::Critical as i32);
+    assert_eq!(detail.alerts.len(), 1);
+    assert_eq!(detail.alerts[0].alert_id, alert_id.to_string());
+    // Opened once, however often the sweep ran.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        log.read_aggregate("incident", incident_id)
+            .await
+            .unwrap()
+            .len(),
+        1
     );
     s.stop().await;
 }

@@ -20,4 +20,4 @@ pub use ports::{
     AppendOutcome, Clock, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
     SystemClock,
 };
-pub use service::{IngestOutcome, Sems, alert_id_for};
+pub use service::{IncidentOpening, IngestOutcome, Sems, alert_id_for};

@@ -28,6 +28,21 @@ pub fn alert_id_for(source: &str, source_ref: &str) -> Uuid {
     Uuid::new_v5(&ALERT_NS, format!("{source}\n{source_ref}").as_bytes())
 }
 
+/// The incident an alert was promoted to, to open when it is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentOpening {
+    /// The promoted alert.
+    pub alert_id: Uuid,
+    /// The incident it was promoted to.
+    pub incident_id: Uuid,
+    /// The alert's title.
+    pub title: String,
+    /// The alert's description.
+    pub description: String,
+    /// The alert's severity.
+    pub severity: Severity,
+}
+
 /// What ingesting one alert did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestOutcome {
@@ -90,10 +105,19 @@ impl Sems {
         let incident_id = committed.state.incident_id();
         let mut position = committed.position;
         if let (Some(incident_id), AlertCommand::Ingest { report, .. }) = (incident_id, &command) {
-            position = position.max(
-                self.ensure_incident_for(alert_id, incident_id, report, &committed, &meta)
-                    .await?,
-            );
+            let opening = IncidentOpening {
+                alert_id,
+                incident_id,
+                title: report.title.clone(),
+                description: report.description.clone(),
+                severity: report.severity,
+            };
+            let meta = CommandMeta {
+                correlation_id: meta.correlation_id.or(Some(committed.commit_id)),
+                causation_id: Some(committed.commit_id),
+                ..meta
+            };
+            position = position.max(self.ensure_incident_for(&opening, &meta).await?);
         }
         Ok(IngestOutcome {
             alert_id,
@@ -106,16 +130,15 @@ impl Sems {
     }
 
     /// Opens the incident an alert was promoted to, unless it exists. Returns the position
-    /// of the incident's opening commit (0 when it is too old to be remembered).
-    async fn ensure_incident_for(
+    /// of the incident's opening commit (0 when it is too old to be remembered). Idempotent:
+    /// the opening commit id is derived from the incident id, so a retry, a repeat of the
+    /// alert and the repair sweep all open the same incident exactly once.
+    pub async fn ensure_incident_for(
         &self,
-        alert_id: Uuid,
-        incident_id: Uuid,
-        report: &AlertReport,
-        alert_commit: &Committed<Alert>,
+        opening: &IncidentOpening,
         meta: &CommandMeta,
     ) -> Result<u64, AppError> {
-        // Derived from the alert: a retry opens the same incident exactly once.
+        let incident_id = opening.incident_id;
         let commit_id = Uuid::new_v5(&INCIDENT_NS, incident_id.as_bytes());
         let (incident, _) = self.handler.load::<Incident>(incident_id).await?;
         if incident.exists() {
@@ -126,19 +149,19 @@ impl Sems {
                 .unwrap_or(0));
         }
         let open = IncidentCommand::Open {
-            title: report.title.clone(),
-            description: report.description.clone(),
-            severity: report.severity,
+            title: opening.title.clone(),
+            description: opening.description.clone(),
+            severity: opening.severity,
             priority: None,
-            alert_ids: vec![alert_id],
+            alert_ids: vec![opening.alert_id],
         };
         let meta = CommandMeta {
             request_id: None,
             commit_id: Some(commit_id),
             occurred_at: None,
             late_reason: None,
-            correlation_id: meta.correlation_id.or(Some(alert_commit.commit_id)),
-            causation_id: Some(alert_commit.commit_id),
+            correlation_id: meta.correlation_id,
+            causation_id: meta.causation_id,
             trace_context: meta.trace_context.clone(),
             assume_new: true,
         };

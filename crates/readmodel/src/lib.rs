@@ -69,4 +69,12 @@ pub trait IncidentReadModel: Send + Sync + 'static {
 
     /// A page of alerts.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Page<AlertRow>, AppError>;
+
+    /// Alerts promoted at least `older_than` ago into an incident the read model does not
+    /// have (the call that promoted them stopped before opening it), oldest first.
+    async fn alerts_awaiting_incident(
+        &self,
+        older_than: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<AlertRow>, AppError>;
 }

@@ -198,6 +198,7 @@ impl PgReadModel {
             ("incidents", "incident_id"),
             ("alerts", "alert_id"),
             ("incident_notes", "position, seq"),
+            ("incident_openings_pending", "incident_id"),
         ] {
             let sql = format!("SELECT to_jsonb(t)::text FROM {table} t ORDER BY {key}");
             let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
@@ -303,6 +304,26 @@ impl PgReadModel {
         }
         if !rows.alerts.is_empty() {
             Self::write_alerts(tx, rows.alerts.values()).await?;
+        }
+        if !rows.pending.is_empty() {
+            sqlx::query(
+                "INSERT INTO incident_openings_pending \
+                 SELECT * FROM jsonb_populate_recordset(NULL::incident_openings_pending, $1) \
+                 ON CONFLICT (incident_id) DO NOTHING",
+            )
+            .bind(Json(&rows.pending))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write pending openings"))?;
+        }
+        if !rows.pending.is_empty() || rows.opened_incidents {
+            sqlx::query(
+                "DELETE FROM incident_openings_pending p \
+                 WHERE EXISTS (SELECT 1 FROM incidents i WHERE i.incident_id = p.incident_id)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("settle pending openings"))?;
         }
         if !rows.notes.is_empty() {
             sqlx::query(
@@ -715,6 +736,20 @@ impl IncidentReadModel for PgReadModel {
         Ok(Page { items, next })
     }
 
+    async fn alerts_awaiting_incident(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<AlertRow>, AppError> {
+        let rows: Vec<Json<AlertRow>> = sqlx::query_scalar(AWAITING_INCIDENT)
+            .bind(older_than.as_secs_f64())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable("alerts awaiting an incident"))?;
+        Ok(rows.into_iter().map(|Json(a)| a).collect())
+    }
+
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRow>, AppError> {
         let mut b: QueryBuilder<Postgres> =
             QueryBuilder::new("SELECT to_jsonb(a) FROM alerts a WHERE TRUE");
@@ -753,6 +788,12 @@ impl IncidentReadModel for PgReadModel {
         Ok(Page { items, next })
     }
 }
+
+/// `alerts_awaiting_incident` as SQL.
+const AWAITING_INCIDENT: &str = "SELECT to_jsonb(a) FROM incident_openings_pending p \
+     JOIN alerts a ON a.alert_id = p.alert_id \
+     WHERE p.promoted_at < now() - make_interval(secs => $1) \
+     ORDER BY p.promoted_at LIMIT $2";
 
 fn summary(row: &sqlx::postgres::PgRow) -> Result<IncidentSummary, AppError> {
     let Json(incident): Json<IncidentRow> = row

@@ -131,6 +131,14 @@ pub struct NoteRow {
     pub late_reason: Option<String>,
 }
 
+/// An alert promoted into an incident the batch has not seen opened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingOpening {
+    pub incident_id: Uuid,
+    pub alert_id: Uuid,
+    pub promoted_at: DateTime<Utc>,
+}
+
 /// The rows one batch reads and writes.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Rows {
@@ -140,6 +148,11 @@ pub struct Rows {
     pub alerts: HashMap<Uuid, AlertRow>,
     /// Notes added by the batch.
     pub notes: Vec<NoteRow>,
+    /// Promotions into incidents not opened within the batch; the writer drops those whose
+    /// incident exists.
+    pub pending: Vec<PendingOpening>,
+    /// The batch opened incidents (pending openings may be settled).
+    pub opened_incidents: bool,
 }
 
 /// The incident and alert ids a batch touches (to load before applying).
@@ -237,6 +250,13 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     AlertEvent::AlertPromoted { incident_id } => {
                         row.status = "promoted".into();
                         row.incident_id = Some(*incident_id);
+                        if !rows.incidents.contains_key(incident_id) {
+                            rows.pending.push(PendingOpening {
+                                incident_id: *incident_id,
+                                alert_id: id,
+                                promoted_at: e.recorded_at,
+                            });
+                        }
                     }
                 }
             }
@@ -259,6 +279,7 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     ..
                 } = event
                 {
+                    rows.opened_incidents = true;
                     rows.incidents.insert(
                         id,
                         IncidentRow {
@@ -607,6 +628,10 @@ mod tests {
         assert_eq!(a.status, "promoted");
         assert_eq!(a.incident_id, Some(Uuid::from_u128(1)));
         assert_eq!((a.version, a.position), (3, 3));
+        // The incident is not opened in this batch: the promotion waits for it.
+        assert_eq!(rows.pending.len(), 1);
+        assert_eq!(rows.pending[0].incident_id, Uuid::from_u128(1));
+        assert!(!rows.opened_incidents);
     }
 
     #[test]

@@ -108,6 +108,17 @@ pub struct DomainArgs {
         default_value = "high"
     )]
     pub incident_threshold: Threshold,
+    /// An alert promoted this long ago (ms) whose incident was never opened (the ingesting
+    /// call stopped half way) gets its incident opened by the repair sweep.
+    #[arg(long, env = "SEMS_REPAIR_AFTER_MS", default_value_t = 30_000)]
+    pub repair_after_ms: u64,
+}
+
+impl DomainArgs {
+    /// The repair delay as a duration.
+    pub fn repair_after(&self) -> Duration {
+        Duration::from_millis(self.repair_after_ms)
+    }
 }
 
 /// Severity threshold names.

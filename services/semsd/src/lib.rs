@@ -5,6 +5,7 @@
 
 mod config;
 mod grpc;
+mod repair;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -85,6 +86,16 @@ pub async fn run(
             Arc::new(handler),
             config.domain.incident_threshold.severity(),
         ));
+        let sweep = repair::run(
+            sems.clone(),
+            read_model.clone(),
+            config.domain.repair_after(),
+            until_stopped(),
+        );
+        tasks.spawn(async move {
+            sweep.await;
+            Ok(())
+        });
         let api = grpc::Api::new(sems, read_model.clone(), config.grpc.read_wait());
         let addr = listener.local_addr()?;
         let done = until_stopped();
