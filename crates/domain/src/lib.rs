@@ -66,7 +66,13 @@ pub trait DomainEvent:
         let payload = tagged
             .strip_prefix(&prefix)
             .and_then(|rest| rest.strip_suffix('}'))
-            .unwrap_or("{}");
+            .ok_or_else(|| {
+                // A serde tag that disagrees with event_type() must never reach the log.
+                DomainError::Internal(format!(
+                    "event {} does not serialize under its type name",
+                    self.event_type()
+                ))
+            })?;
         RawValue::from_string(payload.to_owned())
             .map_err(|e| DomainError::Internal(format!("encode event payload: {e}")))
     }

@@ -171,20 +171,21 @@ impl CommitFeed for JetStreamFeed {
     }
 
     async fn ack_through(&mut self, position: u64) -> Result<(), LogError> {
-        // AckPolicy::All: acknowledging the last message at or below `position` acknowledges
-        // every message delivered before it.
-        let idx = self.unacked.iter().rposition(|m| {
-            m.info()
-                .map(|i| i.stream_sequence <= position)
-                .unwrap_or(false)
-        });
-        if let Some(idx) = idx {
-            let last = &self.unacked[idx];
-            if let Err(e) = last.ack_with(AckKind::Ack).await {
+        // AckPolicy::All: acknowledging the highest message at or below `position`
+        // acknowledges every message delivered before it. (Redelivered copies can sit out of
+        // order in `unacked`, so pick by sequence, not by place.)
+        let seq = |m: &jetstream::Message| m.info().map(|i| i.stream_sequence).ok();
+        let highest = self
+            .unacked
+            .iter()
+            .filter_map(|m| seq(m).filter(|s| *s <= position).map(|s| (s, m)))
+            .max_by_key(|(s, _)| *s);
+        if let Some((through, message)) = highest {
+            if let Err(e) = message.ack_with(AckKind::Ack).await {
                 warn!(error = %e, position, "ack failed; the commits will be redelivered and skipped");
                 return Err(LogError::Unavailable(format!("ack: {e}")));
             }
-            self.unacked.drain(..=idx);
+            self.unacked.retain(|m| seq(m).is_some_and(|s| s > through));
         }
         Ok(())
     }

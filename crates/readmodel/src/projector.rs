@@ -112,7 +112,16 @@ impl<F: CommitFeed> Projector<F> {
                 .and_then(|b| prepare(self.store.name(), &b))
             {
                 Ok(Some(p)) => p,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // Idle: settle the batch in flight now rather than when traffic resumes,
+                    // so it is acknowledged within ack_wait and a failure is seen at once.
+                    if let Some(previous) = in_flight.take()
+                        && let Err(e) = self.finish(previous).await
+                    {
+                        break Err(e);
+                    }
+                    continue;
+                }
                 Err(e) => break Err(e),
             };
             if let Some(previous) = in_flight.take()
@@ -131,8 +140,16 @@ impl<F: CommitFeed> Projector<F> {
             in_flight = Some(Writing { write, last });
         };
         // The batch in hand is committed and acknowledged before leaving, whatever happened.
-        if let Some(previous) = in_flight.take() {
-            self.finish(previous).await?;
+        if let Some(previous) = in_flight.take()
+            && let Err(e) = self.finish(previous).await
+        {
+            if matches!(outcome, Ok(Lead::ShutDown)) {
+                // Shutting down all the same (the shutdown future has completed and must not
+                // be awaited again); the batch is re-applied from the checkpoint next start.
+                error!(projection = self.store.name(), error = %e, "last batch not settled at shutdown");
+                return Ok(Lead::ShutDown);
+            }
+            return Err(e);
         }
         outcome
     }

@@ -6,3 +6,11 @@ CREATE TABLE incident_openings_pending (
     alert_id     UUID NOT NULL,
     promoted_at  TIMESTAMPTZ NOT NULL
 );
+
+-- Promotions already projected whose incident is missing.
+INSERT INTO incident_openings_pending (incident_id, alert_id, promoted_at)
+SELECT DISTINCT ON (a.incident_id) a.incident_id, a.alert_id, a.received_at
+FROM alerts a
+WHERE a.status = 'promoted'
+  AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.incident_id = a.incident_id)
+ORDER BY a.incident_id, a.received_at;
