@@ -656,3 +656,55 @@ async fn an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_s
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_appends_rejections_and_projector_progress() {
+    let s = Server::start().await;
+    let answer = s
+        .alerts()
+        .ingest_alert(alert("det-m", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = s
+        .incidents()
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: "nope".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    s.queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            consistency: consistency(answer.position),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Other tests of this process record into the same instruments: check lower bounds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let m = sems_telemetry::test_metrics();
+        let projected = m.get("sems.projector.commits").copied().unwrap_or(0.0);
+        if projected >= 2.0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let get = |name: &str| {
+        metrics
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {metrics:?}"))
+    };
+    assert!(get("sems.appends") >= 2.0, "the alert and its incident");
+    assert!(get("sems.append.duration") > 0.0);
+    assert!(get("sems.commands.rejected") >= 1.0);
+    assert!(get("sems.projector.commits") >= 2.0);
+    assert!(get("sems.projector.batch.duration") > 0.0);
+    get("sems.projector.position");
+    get("sems.projector.lag");
+    s.stop().await;
+}

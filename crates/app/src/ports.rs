@@ -109,6 +109,8 @@ pub struct FedCommit {
     pub traceparent: Option<String>,
     /// `tracestate` of the producing call.
     pub tracestate: Option<String>,
+    /// Commits after this one not yet delivered to the reader (its lag), when known.
+    pub pending: u64,
 }
 
 /// The log as a projector reads it: every commit in position order, from a checkpoint on,

@@ -152,6 +152,7 @@ impl CommitFeed for JetStreamFeed {
                 },
                 traceparent: header("traceparent"),
                 tracestate: header("tracestate"),
+                pending: info.pending,
             });
             self.unacked.push(message);
             if batch.len() >= max {

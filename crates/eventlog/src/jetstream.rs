@@ -13,6 +13,7 @@ use async_nats::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 use sems_app::{AppendOutcome, EventLog, LogError, PendingCommit, StoredCommit};
 use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
@@ -273,7 +274,9 @@ impl EventLog for JetStreamLog {
             messaging.destination.name = %subject,
             sems.commit_id = %commit.commit_id,
         );
-        async {
+        let aggregate = commit.aggregate_type;
+        let started = std::time::Instant::now();
+        let result = async {
             let mut headers = HeaderMap::new();
             headers.insert(EVENT_TYPE_HEADER, commit.event_types.join(",").as_str());
             headers.insert(AGGREGATE_TYPE_HEADER, commit.aggregate_type);
@@ -318,6 +321,19 @@ impl EventLog for JetStreamLog {
             }
         }
         .instrument(span)
-        .await
+        .await;
+        let outcome = match &result {
+            Ok(o) if o.duplicate => "duplicate",
+            Ok(_) => "appended",
+            Err(LogError::Conflict) => "conflict",
+            Err(_) => "failed",
+        };
+        let m = sems_telemetry::metrics();
+        let attrs = [KeyValue::new("aggregate", aggregate)];
+        m.append_duration
+            .record(started.elapsed().as_secs_f64(), &attrs);
+        m.appends
+            .add(1, &[attrs[0].clone(), KeyValue::new("outcome", outcome)]);
+        result
     }
 }

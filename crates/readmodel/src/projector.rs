@@ -5,6 +5,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use opentelemetry::KeyValue;
 use sems_app::{AppError, CommitFeed, FedCommit};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -133,11 +134,18 @@ impl<F: CommitFeed> Projector<F> {
             let Prepared {
                 commits,
                 last,
+                pending,
                 span,
             } = prepared;
+            let started = std::time::Instant::now();
             let write =
                 tokio::spawn(async move { store.apply_batch(&commits).await }.instrument(span));
-            in_flight = Some(Writing { write, last });
+            in_flight = Some(Writing {
+                write,
+                last,
+                pending,
+                started,
+            });
         };
         // The batch in hand is committed and acknowledged before leaving, whatever happened.
         if let Some(previous) = in_flight.take()
@@ -166,6 +174,13 @@ impl<F: CommitFeed> Projector<F> {
                 "redelivered commits at or below the checkpoint skipped"
             );
         }
+        let m = sems_telemetry::metrics();
+        let attrs = [KeyValue::new("projection", self.store.name().to_owned())];
+        m.projector_batch_duration
+            .record(writing.started.elapsed().as_secs_f64(), &attrs);
+        m.projector_commits.add(applied.applied as u64, &attrs);
+        m.projector_position.record(applied.checkpoint, &attrs);
+        m.projector_lag.record(writing.pending, &attrs);
         self.feed
             .ack_through(writing.last)
             .await
@@ -177,6 +192,7 @@ impl<F: CommitFeed> Projector<F> {
 struct Prepared {
     commits: Vec<ProjectedCommit>,
     last: u64,
+    pending: u64,
     span: tracing::Span,
 }
 
@@ -184,6 +200,8 @@ struct Prepared {
 struct Writing {
     write: tokio::task::JoinHandle<Result<Applied, AppError>>,
     last: u64,
+    pending: u64,
+    started: std::time::Instant,
 }
 
 /// Most trace links recorded on one batch span.
@@ -191,7 +209,7 @@ const MAX_LINKS: usize = 32;
 
 /// Decodes a fetched batch; `None` when it is empty.
 fn prepare(projection: &str, batch: &[FedCommit]) -> Result<Option<Prepared>, AppError> {
-    let Some(last) = batch.last().map(|c| c.commit.position) else {
+    let Some((last, pending)) = batch.last().map(|c| (c.commit.position, c.pending)) else {
         return Ok(None);
     };
     let span = info_span!("projector.batch", projection, commits = batch.len(), last);
@@ -206,6 +224,7 @@ fn prepare(projection: &str, batch: &[FedCommit]) -> Result<Option<Prepared>, Ap
     Ok(Some(Prepared {
         commits,
         last,
+        pending,
         span,
     }))
 }

@@ -105,6 +105,18 @@ pub async fn serve(
 /// The one mapping of application errors to gRPC statuses. Invalid input names the field
 /// (also as a `BadRequest` field violation); internal details are logged, never returned.
 pub fn status(e: AppError) -> Status {
+    let status = to_status(e);
+    sems_telemetry::metrics().rejected.add(
+        1,
+        &[opentelemetry::KeyValue::new(
+            "code",
+            format!("{:?}", status.code()),
+        )],
+    );
+    status
+}
+
+fn to_status(e: AppError) -> Status {
     match e {
         AppError::Invalid { field, message } => Status::with_error_details(
             Code::InvalidArgument,
