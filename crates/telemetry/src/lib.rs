@@ -111,7 +111,13 @@ fn resource(config: &TelemetryConfig) -> Resource {
 
 fn provider(config: &TelemetryConfig) -> anyhow::Result<SdkTracerProvider> {
     let mut builder = SdkTracerProvider::builder().with_resource(resource(config));
-    if let Some(endpoint) = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+    let endpoint = config.otlp_endpoint.as_deref().filter(|e| !e.is_empty());
+    if endpoint.is_none() {
+        // Nothing exports spans: do not record them. Spans still get ids (non-recording), so
+        // every commit still carries the trace context of the call that made it.
+        builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOff);
+    }
+    if let Some(endpoint) = endpoint {
         use opentelemetry_otlp::WithExportConfig;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
