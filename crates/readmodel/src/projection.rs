@@ -155,23 +155,29 @@ pub struct Rows {
     pub opened_incidents: bool,
 }
 
-/// The incident and alert ids a batch touches (to load before applying).
+/// The incident and alert ids whose rows a batch must load before applying: every aggregate
+/// it touches, but those it creates (their first commit in the batch is their first commit
+/// ever, so no row exists yet).
 pub fn touched<'a>(
     commits: impl IntoIterator<Item = &'a ProjectedCommit>,
 ) -> (Vec<Uuid>, Vec<Uuid>) {
+    let mut seen = std::collections::HashSet::new();
     let mut incidents = Vec::new();
     let mut alerts = Vec::new();
     for c in commits {
+        let id = c.envelope.aggregate_id;
+        if !seen.insert(id) {
+            continue;
+        }
+        let creates = c.envelope.aggregate_version == c.envelope.events.len() as u64;
         match c.events {
-            Events::Alert(_) => alerts.push(c.envelope.aggregate_id),
-            Events::Incident(_) => incidents.push(c.envelope.aggregate_id),
-            Events::Other => {}
+            Events::Alert(_) if !creates => alerts.push(id),
+            Events::Incident(_) if !creates => incidents.push(id),
+            _ => {}
         }
     }
     incidents.sort();
-    incidents.dedup();
     alerts.sort();
-    alerts.dedup();
     (incidents, alerts)
 }
 
@@ -652,14 +658,35 @@ mod tests {
     }
 
     #[test]
-    fn touched_lists_each_row_once() {
+    fn touched_lists_rows_to_load_once_and_not_those_the_batch_creates() {
         let commits = [
             incident(1, 1, vec![opened()]),
-            incident(2, 2, vec![]),
-            alert(3, 1, vec![AlertEvent::AlertReceived(report())]),
+            incident(
+                2,
+                2,
+                vec![IncidentEvent::IncidentAcknowledged {
+                    acknowledged_by: "x".into(),
+                }],
+            ),
+            alert(
+                3,
+                2,
+                vec![AlertEvent::AlertDismissed {
+                    rationale: "r".into(),
+                    dismissed_by: "x".into(),
+                }],
+            ),
+            alert(
+                4,
+                3,
+                vec![AlertEvent::AlertPromoted {
+                    incident_id: Uuid::from_u128(1),
+                }],
+            ),
         ];
+        assert_eq!(touched(&commits), (vec![], vec![Uuid::from_u128(2)]));
         assert_eq!(
-            touched(&commits),
+            touched(&commits[1..]),
             (vec![Uuid::from_u128(1)], vec![Uuid::from_u128(2)])
         );
     }
