@@ -1,5 +1,5 @@
-//! `kill -9` of `semsd` while alerts stream in: every alert whose call was acknowledged is in
-//! the stream and, after a restart, in the read model; none twice.
+//! `kill -9` of `semsd` while alerts stream in, on both stores: every alert whose call was
+//! acknowledged is in the log and, after a restart, in the read model; none twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,20 +10,23 @@ use std::{
     time::Duration,
 };
 
-use sems_app::{Envelope, EventLog};
-use sems_eventlog::{JetStreamConfig, JetStreamLog};
+use sems_app::Envelope;
 use sems_proto::v1::{
     self as pb, alert_service_client::AlertServiceClient,
     incident_query_service_client::IncidentQueryServiceClient,
 };
-use sems_testkit::{NatsServer, TestDatabase, free_port, wait_for_port};
+use sems_testkit::{Backend, TestStores, free_port, on_both_stores, wait_for_port};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-fn semsd(nats: &NatsServer, db: &TestDatabase, port: u16) -> Child {
+on_both_stores!(kill_9_loses_no_acknowledged_alert_and_duplicates_none);
+
+fn semsd(stores: &TestStores, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_semsd"))
-        .env("SEMS_NATS_URL", nats.url())
-        .env("SEMS_DATABASE_URL", db.url())
+        .env_remove("SEMS_NATS_URL")
+        .env_remove("SEMS_DATABASE_URL")
+        .env_remove("SEMS_DATA_DIR")
+        .envs(stores.env())
         .env("SEMS_LISTEN", format!("127.0.0.1:{port}"))
         .env("SEMS_LOG", "warn")
         .stdout(Stdio::null())
@@ -58,12 +61,10 @@ fn alert(n: usize) -> pb::IngestAlertRequest {
     }
 }
 
-#[tokio::test]
-async fn kill_9_loses_no_acknowledged_alert_and_duplicates_none() {
-    let nats = NatsServer::start().unwrap();
-    let db = TestDatabase::create().await.unwrap();
+async fn kill_9_loses_no_acknowledged_alert_and_duplicates_none(backend: Backend) {
+    let stores = TestStores::start(backend).await.unwrap();
     let port = free_port();
-    let mut child = semsd(&nats, &db, port);
+    let mut child = semsd(&stores, port);
     let ch = channel(port).await;
 
     // Eight clients send alerts one call at a time; each acknowledged alert is recorded.
@@ -97,11 +98,9 @@ async fn kill_9_loses_no_acknowledged_alert_and_duplicates_none() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 300);
 
-    // Every acknowledged alert is in the stream, exactly once.
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let log = JetStreamLog::open(client, JetStreamConfig::default())
-        .await
-        .unwrap();
+    // Every acknowledged alert is in the log, exactly once.
+    let test_log = stores.log().await.unwrap();
+    let log = test_log.port();
     for (_, alert_id, position) in &acked {
         let commits = log
             .read_aggregate("alert", Uuid::parse_str(alert_id).unwrap())
@@ -120,9 +119,9 @@ async fn kill_9_loses_no_acknowledged_alert_and_duplicates_none() {
 
     // After a restart, the read model catches up and holds each of them once.
     let port = free_port();
-    let mut child = semsd(&nats, &db, port);
+    let mut child = semsd(&stores, port);
     let ch = channel(port).await;
-    let (_, last) = log.state().await.unwrap();
+    let (_, last) = test_log.state().await.unwrap();
     let mut queries = IncidentQueryServiceClient::new(ch);
     let mut seen = HashSet::new();
     let mut token = String::new();

@@ -1,44 +1,56 @@
-//! End to end over gRPC: every role of `semsd` in-process on port 0 against a real
-//! nats-server and a real PostgreSQL database.
+//! End to end over gRPC: every role of `semsd` in-process on port 0, on both stores: a real
+//! nats-server with a real PostgreSQL database, and the embedded SQLite store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use sems_app::{Envelope, EventLog};
-use sems_eventlog::{JetStreamConfig, JetStreamLog};
 use sems_proto::v1::{
     self as pb, alert_service_client::AlertServiceClient,
     incident_query_service_client::IncidentQueryServiceClient,
     incident_service_client::IncidentServiceClient,
 };
-use sems_testkit::{NatsServer, TestDatabase};
+use sems_testkit::{Backend, TestStores, on_both_stores};
 use semsd::Config;
 use tokio::sync::oneshot;
 use tonic::{Code, Request, transport::Channel};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+on_both_stores!(
+    alert_to_incident_to_tactical_to_escalation_read_at_once,
+    malformed_requests_name_the_field_and_append_nothing,
+    bulk_ingest_streams_alerts_and_rejects_only_the_bad_one,
+    a_retried_request_id_is_answered_from_the_log,
+    lists_filter_sort_and_page,
+    a_query_ahead_of_the_read_model_times_out_with_deadline_exceeded,
+    health_reflection_and_trace_context_work,
+    an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep,
+    metrics_count_appends_rejections_and_projector_progress,
+);
+
 struct Server {
-    nats: NatsServer,
-    _db: TestDatabase,
+    stores: TestStores,
     channel: Channel,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Server {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
+    async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
     }
 
-    async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
+    async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
         sems_telemetry::init_for_tests();
-        let nats = NatsServer::start().unwrap();
-        let db = TestDatabase::create().await.unwrap();
+        let stores = TestStores::start(backend).await.unwrap();
         let mut config = Config::defaults();
-        config.nats.nats_url = nats.url();
-        config.database.database_url = db.url().to_owned();
+        config.nats.nats_url = stores.nats_url();
+        config.database.database_url = stores.database_url();
+        config.data_dir = stores.data_dir();
         config.domain.actor = "e2e-operator".into();
         configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -64,8 +76,7 @@ impl Server {
             }
         }
         Self {
-            nats,
-            _db: db,
+            stores,
             channel,
             stop: Some(stop),
             done: Some(done),
@@ -84,15 +95,12 @@ impl Server {
         IncidentQueryServiceClient::new(self.channel.clone())
     }
 
-    async fn log(&self) -> JetStreamLog {
-        let client = async_nats::connect(self.nats.url()).await.unwrap();
-        JetStreamLog::open(client, JetStreamConfig::default())
-            .await
-            .unwrap()
+    async fn log(&self) -> Arc<dyn EventLog> {
+        self.stores.log().await.unwrap().port()
     }
 
     async fn message_count(&self) -> u64 {
-        self.log().await.state().await.unwrap().0
+        self.stores.log().await.unwrap().state().await.unwrap().0
     }
 
     async fn stop(mut self) {
@@ -125,9 +133,8 @@ fn consistency(min_position: u64) -> Option<pb::Consistency> {
     Some(pb::Consistency { min_position })
 }
 
-#[tokio::test]
-async fn alert_to_incident_to_tactical_to_escalation_read_at_once() {
-    let s = Server::start().await;
+async fn alert_to_incident_to_tactical_to_escalation_read_at_once(backend: Backend) {
+    let s = Server::start(backend).await;
     let ingested = s
         .alerts()
         .ingest_alert(alert("det-1", pb::Severity::Critical))
@@ -237,9 +244,8 @@ async fn alert_to_incident_to_tactical_to_escalation_read_at_once() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_requests_name_the_field_and_append_nothing() {
-    let s = Server::start().await;
+async fn malformed_requests_name_the_field_and_append_nothing(backend: Backend) {
+    let s = Server::start(backend).await;
     let opened = s
         .alerts()
         .ingest_alert(alert("det-9", pb::Severity::High))
@@ -348,9 +354,8 @@ async fn malformed_requests_name_the_field_and_append_nothing() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn bulk_ingest_streams_alerts_and_rejects_only_the_bad_one() {
-    let s = Server::start().await;
+async fn bulk_ingest_streams_alerts_and_rejects_only_the_bad_one(backend: Backend) {
+    let s = Server::start(backend).await;
     let mut requests: Vec<pb::IngestAlertRequest> = (0..200)
         .map(|i| alert(&format!("bulk-{}", i % 150), pb::Severity::Low))
         .collect();
@@ -393,9 +398,8 @@ async fn bulk_ingest_streams_alerts_and_rejects_only_the_bad_one() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_retried_request_id_is_answered_from_the_log() {
-    let s = Server::start().await;
+async fn a_retried_request_id_is_answered_from_the_log(backend: Backend) {
+    let s = Server::start(backend).await;
     let mut a = alert("det-r", pb::Severity::Critical);
     a.request_id = "soc-batch-7-item-3".into();
     let first = s
@@ -416,9 +420,8 @@ async fn a_retried_request_id_is_answered_from_the_log() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn lists_filter_sort_and_page() {
-    let s = Server::start().await;
+async fn lists_filter_sort_and_page(backend: Backend) {
+    let s = Server::start(backend).await;
     let mut incidents = s.incidents();
     let mut last = 0;
     for (i, severity) in [
@@ -506,9 +509,8 @@ async fn lists_filter_sort_and_page() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_query_ahead_of_the_read_model_times_out_with_deadline_exceeded() {
-    let s = Server::start().await;
+async fn a_query_ahead_of_the_read_model_times_out_with_deadline_exceeded(backend: Backend) {
+    let s = Server::start(backend).await;
     let mut request = Request::new(pb::ListIncidentsRequest {
         consistency: consistency(1_000_000),
         ..Default::default()
@@ -519,8 +521,7 @@ async fn a_query_ahead_of_the_read_model_times_out_with_deadline_exceeded() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn health_reflection_and_trace_context_work() {
+async fn health_reflection_and_trace_context_work(backend: Backend) {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -528,7 +529,7 @@ async fn health_reflection_and_trace_context_work() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let s = Server::start().await;
+    let s = Server::start(backend).await;
     let health = HealthClient::new(s.channel.clone())
         .check(HealthCheckRequest {
             service: "sems.v1.AlertService".into(),
@@ -580,20 +581,21 @@ async fn health_reflection_and_trace_context_work() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep() {
+async fn an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep(
+    backend: Backend,
+) {
     use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock, alert_id_for};
     use sems_domain::{
         Severity,
         alert::{Alert, AlertCommand, AlertReport},
     };
-    let s = Server::start_with(|c| c.domain.repair_after_ms = 300).await;
+    let s = Server::start_with(backend, |c| c.domain.repair_after_ms = 300).await;
 
     // The first of an ingestion's two commits, and no second: the alert is promoted into an
     // incident that was never opened.
     let log = s.log().await;
     let handler = CommandHandler::new(
-        std::sync::Arc::new(log.clone()),
+        log.clone(),
         std::sync::Arc::new(SystemClock),
         HandlerConfig {
             actor: "e2e-operator".into(),
@@ -657,9 +659,8 @@ async fn an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_s
     s.stop().await;
 }
 
-#[tokio::test]
-async fn metrics_count_appends_rejections_and_projector_progress() {
-    let s = Server::start().await;
+async fn metrics_count_appends_rejections_and_projector_progress(backend: Backend) {
+    let s = Server::start(backend).await;
     let answer = s
         .alerts()
         .ingest_alert(alert("det-m", pb::Severity::Critical))

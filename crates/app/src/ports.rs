@@ -1,4 +1,4 @@
-//! The ports command handling needs. Adapters: `sems-eventlog` (JetStream; SQLite to come).
+//! The ports command handling needs. Adapters: `sems-eventlog` (JetStream and SQLite).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -131,4 +131,23 @@ pub trait CommitFeed: Send {
 
     /// Acknowledges every commit delivered so far, up to and including `position`.
     async fn ack_through(&mut self, position: u64) -> Result<(), LogError>;
+}
+
+#[async_trait]
+impl<F: CommitFeed + ?Sized> CommitFeed for Box<F> {
+    async fn open(&mut self, checkpoint: u64) -> Result<(), LogError> {
+        (**self).open(checkpoint).await
+    }
+
+    async fn next_batch(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<FedCommit>, LogError> {
+        (**self).next_batch(max, wait).await
+    }
+
+    async fn ack_through(&mut self, position: u64) -> Result<(), LogError> {
+        (**self).ack_through(position).await
+    }
 }

@@ -3,12 +3,16 @@
 //! created or checked at start-up, one subject per aggregate, one message per commit,
 //! `Nats-Expected-Last-Subject-Sequence` concurrency, `Nats-Msg-Id` idempotency, the envelope
 //! stored byte for byte. [`JetStreamFeed`] implements the [`CommitFeed`] port projectors read.
+//! [`SqliteLog`] and [`SqliteFeed`] are the same two ports on one embedded SQLite file, for a
+//! single box with nothing installed.
 //!
-//! Depends on `sems-app` (ports, envelope) and async-nats; never on the domain's rules.
+//! Depends on `sems-app` (ports, envelope), async-nats and sqlx; never on the domain's rules.
 
 mod feed;
 mod jetstream;
+mod sqlite;
 
 pub use feed::JetStreamFeed;
 pub use jetstream::{JetStreamConfig, JetStreamLog};
 pub use sems_app::{CommitFeed, EventLog, FedCommit};
+pub use sqlite::{CommitRecord, SqliteFeed, SqliteLog, SqliteLogConfig};

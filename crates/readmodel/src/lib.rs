@@ -1,8 +1,8 @@
-//! Read models: the pure incident-tracking projection, its PostgreSQL store (writer and
-//! reader, migrations, checkpoint), and the projector that feeds it from the event log.
+//! Read models: the pure incident-tracking projection, its two stores — PostgreSQL and the
+//! embedded SQLite file — (writer and reader, migrations, checkpoint), and the projector that
+//! feeds them from the event log.
 //!
-//! Two ports live here, so that a second (SQLite) store slots in without touching the domain
-//! or the services: [`ProjectionStore`] (what a projector writes through) and
+//! Two ports live here, so that either store serves the same projector and the same queries: [`ProjectionStore`] (what a projector writes through) and
 //! [`IncidentReadModel`] (what queries read through). Depends on `sems-domain` and
 //! `sems-app`; never on NATS.
 
@@ -10,11 +10,13 @@ mod pg;
 pub mod projection;
 mod projector;
 mod query;
+mod sqlite;
 
-use std::time::Instant;
+use std::{future::Future, time::Instant};
 
 use async_trait::async_trait;
 use sems_app::AppError;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use pg::{PgReadModel, PgReadModelConfig};
@@ -23,6 +25,7 @@ pub use projector::{Projector, ProjectorConfig};
 pub use query::{
     AlertQuery, Cursor, IncidentDetail, IncidentQuery, IncidentSort, IncidentSummary, Page,
 };
+pub use sqlite::{SqliteReadModel, SqliteReadModelConfig};
 
 /// What applying a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,4 +80,67 @@ pub trait IncidentReadModel: Send + Sync + 'static {
         older_than: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<AlertRow>, AppError>;
+}
+
+/// Read-your-writes for a store: waits until `applied` (moved by a projector in this
+/// process) or the stored checkpoint (moved by one elsewhere, polled every 5 ms) reaches
+/// `position`, or the deadline passes. The deadline bounds the database reads too.
+pub(crate) async fn wait_until_applied<F, Fut>(
+    applied: &watch::Sender<u64>,
+    position: u64,
+    deadline: Instant,
+    checkpoint: F,
+) -> Result<(), AppError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<u64, AppError>>,
+{
+    if position == 0 {
+        return Ok(());
+    }
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut changes = applied.subscribe();
+    loop {
+        // Copy the value out: a watch borrow must not be held across an await.
+        let local = *changes.borrow_and_update();
+        if local >= position {
+            return Ok(());
+        }
+        let stored = tokio::time::timeout_at(deadline, checkpoint())
+            .await
+            .map_err(|_| AppError::NotCaughtUp(position))??;
+        if stored >= position {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(AppError::NotCaughtUp(position));
+        }
+        let wake = (now + std::time::Duration::from_millis(5)).min(deadline);
+        let _ = tokio::time::timeout_at(wake, changes.changed()).await;
+    }
+}
+
+/// The commits of a batch above `checkpoint`, in position order and once each, and how many
+/// were skipped (redeliveries). The log has no gaps (one wildcard over all its subjects,
+/// deletes denied): a missing position means commits were lost on the way, and applying past
+/// them would lose them for good, so the batch is refused.
+pub(crate) fn fresh_above(
+    commits: &[ProjectedCommit],
+    checkpoint: u64,
+) -> Result<(Vec<&ProjectedCommit>, usize), AppError> {
+    let mut fresh: Vec<&ProjectedCommit> =
+        commits.iter().filter(|c| c.position > checkpoint).collect();
+    fresh.sort_by_key(|c| c.position);
+    fresh.dedup_by_key(|c| c.position);
+    for (expected, c) in (checkpoint + 1..).zip(&fresh) {
+        if c.position != expected {
+            return Err(AppError::Unavailable(format!(
+                "commits out of order or missing: expected position {expected}, got {}",
+                c.position
+            )));
+        }
+    }
+    let skipped = commits.len() - fresh.len();
+    Ok((fresh, skipped))
 }

@@ -10,7 +10,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     types::Json,
 };
-use tokio::{sync::watch, time::Instant};
+use tokio::sync::watch;
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
@@ -18,9 +18,9 @@ use sems_app::AppError;
 
 use crate::{
     AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
-    IncidentSort, IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, fresh_above,
     projection::{self, Rows},
-    query::Cursor,
+    wait_until_applied,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -461,21 +461,7 @@ impl ProjectionStore for PgReadModel {
                     .await
                     .map_err(unavailable("lock checkpoint"))?;
             let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
-            let mut fresh: Vec<&ProjectedCommit> = commits.iter().filter(|c| c.position > checkpoint).collect();
-            fresh.sort_by_key(|c| c.position);
-            fresh.dedup_by_key(|c| c.position);
-            let skipped = commits.len() - fresh.len();
-            // The stream has no gaps (one wildcard over all its subjects, deletes denied): a
-            // missing position means commits were lost on the way, and applying past them
-            // would lose them for good.
-            for (expected, c) in (checkpoint + 1..).zip(&fresh) {
-                if c.position != expected {
-                    return Err(AppError::Unavailable(format!(
-                        "commits out of order or missing: expected position {expected}, got {}",
-                        c.position
-                    )));
-                }
-            }
+            let (fresh, skipped) = fresh_above(commits, checkpoint)?;
             let Some(last) = fresh.iter().map(|c| c.position).max() else {
                 tx.commit().await.map_err(unavailable("commit"))?;
                 return Ok(Applied { applied: 0, skipped, checkpoint });
@@ -559,32 +545,10 @@ fn lock_key(name: &str) -> i64 {
 #[async_trait]
 impl IncidentReadModel for PgReadModel {
     async fn wait_for(&self, position: u64, deadline: std::time::Instant) -> Result<(), AppError> {
-        if position == 0 {
-            return Ok(());
-        }
-        let deadline = Instant::from_std(deadline);
-        let mut applied = self.applied.subscribe();
-        loop {
-            // Copy the value out: a watch borrow must not be held across an await.
-            let local = *applied.borrow_and_update();
-            if local >= position {
-                return Ok(());
-            }
-            // The deadline bounds the database too: a slow checkpoint read must not make the
-            // answer late.
-            let checkpoint = tokio::time::timeout_at(deadline, self.current_checkpoint())
-                .await
-                .map_err(|_| AppError::NotCaughtUp(position))??;
-            if checkpoint >= position {
-                return Ok(());
-            }
-            // Woken at once by a projector in this process; otherwise poll every 5 ms.
-            let wake = (Instant::now() + Duration::from_millis(5)).min(deadline);
-            if Instant::now() >= deadline {
-                return Err(AppError::NotCaughtUp(position));
-            }
-            let _ = tokio::time::timeout_at(wake, applied.changed()).await;
-        }
+        wait_until_applied(&self.applied, position, deadline, || {
+            self.current_checkpoint()
+        })
+        .await
     }
 
     async fn get_incident(&self, id: Uuid) -> Result<Option<IncidentDetail>, AppError> {
@@ -650,58 +614,17 @@ impl IncidentReadModel for PgReadModel {
         if let Some(to) = q.opened_to {
             b.push(" AND i.opened_at < ").push_bind(to);
         }
-        if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
-            let pattern = format!(
-                "%{}%",
-                text.replace('\\', "\\\\")
-                    .replace('%', "\\%")
-                    .replace('_', "\\_")
-            );
+        if let Some(pattern) = q.like_pattern() {
             b.push(" AND (i.title ILIKE ")
                 .push_bind(pattern.clone())
                 .push(" OR i.description ILIKE ")
                 .push_bind(pattern)
                 .push(")");
         }
-        let (keys, op, order) = match q.sort {
-            IncidentSort::OpenedDesc => (
-                "(i.opened_at, i.incident_id)",
-                "<",
-                "i.opened_at DESC, i.incident_id DESC",
-            ),
-            IncidentSort::OpenedAsc => (
-                "(i.opened_at, i.incident_id)",
-                ">",
-                "i.opened_at, i.incident_id",
-            ),
-            IncidentSort::UpdatedDesc => (
-                "(i.updated_at, i.incident_id)",
-                "<",
-                "i.updated_at DESC, i.incident_id DESC",
-            ),
-            IncidentSort::SeverityDesc => (
-                "(i.severity, i.opened_at, i.incident_id)",
-                "<",
-                "i.severity DESC, i.opened_at DESC, i.incident_id DESC",
-            ),
-            IncidentSort::PriorityAsc => (
-                "(i.priority, i.opened_at, i.incident_id)",
-                ">",
-                "i.priority, i.opened_at, i.incident_id",
-            ),
-        };
-        if let Some(c) = &q.after {
-            if c.sort != q.sort {
-                return Err(AppError::Invalid {
-                    field: "page_token".into(),
-                    message: "belongs to another sort order".into(),
-                });
-            }
+        let (keys, op, order) = q.sort.keyset();
+        if let Some(c) = q.cursor()? {
             b.push(format!(" AND {keys} {op} ("));
-            if matches!(
-                q.sort,
-                IncidentSort::SeverityDesc | IncidentSort::PriorityAsc
-            ) {
+            if q.sort.has_num() {
                 b.push_bind(c.num).push(", ");
             }
             b.push_bind(c.at).push(", ").push_bind(c.id).push(")");
@@ -713,27 +636,8 @@ impl IncidentReadModel for PgReadModel {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable("list incidents"))?;
-        let mut items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > q.page_size as usize {
-            items.truncate(q.page_size as usize);
-            items.last().map(|s| Cursor {
-                sort: q.sort,
-                at: if q.sort == IncidentSort::UpdatedDesc {
-                    s.row.updated_at
-                } else {
-                    s.row.opened_at
-                },
-                num: match q.sort {
-                    IncidentSort::SeverityDesc => s.row.severity,
-                    IncidentSort::PriorityAsc => s.row.priority,
-                    _ => 0,
-                },
-                id: s.row.incident_id,
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(items, q.page_size, |s| s.cursor(q.sort)))
     }
 
     async fn alerts_awaiting_incident(
@@ -773,19 +677,8 @@ impl IncidentReadModel for PgReadModel {
             .fetch_all(&self.pool)
             .await
             .map_err(unavailable("list alerts"))?;
-        let mut items: Vec<AlertRow> = rows.into_iter().map(|Json(a)| a).collect();
-        let next = if items.len() > q.page_size as usize {
-            items.truncate(q.page_size as usize);
-            items.last().map(|a| Cursor {
-                sort: IncidentSort::default(),
-                at: a.received_at,
-                num: 0,
-                id: a.alert_id,
-            })
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items: Vec<AlertRow> = rows.into_iter().map(|Json(a)| a).collect();
+        Ok(Page::from_rows(items, q.page_size, AlertRow::cursor))
     }
 }
 

@@ -121,3 +121,115 @@ impl Cursor {
         serde_json::from_slice(&bytes).map_err(|_| invalid())
     }
 }
+
+impl IncidentSort {
+    /// The keyset of the sort over columns of alias `i`: the key tuple, the comparison that
+    /// selects rows after a cursor, and the `ORDER BY`.
+    pub(crate) fn keyset(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::OpenedDesc => (
+                "(i.opened_at, i.incident_id)",
+                "<",
+                "i.opened_at DESC, i.incident_id DESC",
+            ),
+            Self::OpenedAsc => (
+                "(i.opened_at, i.incident_id)",
+                ">",
+                "i.opened_at, i.incident_id",
+            ),
+            Self::UpdatedDesc => (
+                "(i.updated_at, i.incident_id)",
+                "<",
+                "i.updated_at DESC, i.incident_id DESC",
+            ),
+            Self::SeverityDesc => (
+                "(i.severity, i.opened_at, i.incident_id)",
+                "<",
+                "i.severity DESC, i.opened_at DESC, i.incident_id DESC",
+            ),
+            Self::PriorityAsc => (
+                "(i.priority, i.opened_at, i.incident_id)",
+                ">",
+                "i.priority, i.opened_at, i.incident_id",
+            ),
+        }
+    }
+
+    /// Whether the key tuple starts with a number (severity or priority).
+    pub(crate) fn has_num(self) -> bool {
+        matches!(self, Self::SeverityDesc | Self::PriorityAsc)
+    }
+}
+
+impl IncidentQuery {
+    /// The cursor, refused when it belongs to another sort order.
+    pub(crate) fn cursor(&self) -> Result<Option<&Cursor>, AppError> {
+        match &self.after {
+            Some(c) if c.sort != self.sort => Err(AppError::Invalid {
+                field: "page_token".into(),
+                message: "belongs to another sort order".into(),
+            }),
+            other => Ok(other.as_ref()),
+        }
+    }
+
+    /// `LIKE` pattern of the text filter, with `\` escaping `%`, `_` and itself.
+    pub(crate) fn like_pattern(&self) -> Option<String> {
+        let text = self.text.as_deref().filter(|t| !t.is_empty())?;
+        Some(format!(
+            "%{}%",
+            text.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        ))
+    }
+}
+
+impl IncidentSummary {
+    /// The cursor that continues a list sorted by `sort` after this item.
+    pub(crate) fn cursor(&self, sort: IncidentSort) -> Cursor {
+        Cursor {
+            sort,
+            at: if sort == IncidentSort::UpdatedDesc {
+                self.row.updated_at
+            } else {
+                self.row.opened_at
+            },
+            num: match sort {
+                IncidentSort::SeverityDesc => self.row.severity,
+                IncidentSort::PriorityAsc => self.row.priority,
+                _ => 0,
+            },
+            id: self.row.incident_id,
+        }
+    }
+}
+
+impl AlertRow {
+    /// The cursor that continues the alert list after this row.
+    pub(crate) fn cursor(&self) -> Cursor {
+        Cursor {
+            sort: IncidentSort::default(),
+            at: self.received_at,
+            num: 0,
+            id: self.alert_id,
+        }
+    }
+}
+
+impl<T> Page<T> {
+    /// A page from up to `page_size + 1` rows: the extra row only says there is a next page.
+    pub(crate) fn from_rows(
+        mut items: Vec<T>,
+        page_size: u32,
+        cursor: impl Fn(&T) -> Cursor,
+    ) -> Self {
+        let next = if items.len() > page_size as usize {
+            items.truncate(page_size as usize);
+            items.last().map(cursor)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}

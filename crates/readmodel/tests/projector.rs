@@ -1,4 +1,5 @@
-//! The projector against a real nats-server and a real PostgreSQL database.
+//! The projector on both stores: a real nats-server and a real PostgreSQL database, and the
+//! embedded SQLite log and read model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,40 +8,29 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::Utc;
 use sems_app::{CommandHandler, CommandMeta, CommitFeed, HandlerConfig, Sems, SystemClock};
 use sems_domain::{Severity, alert::AlertReport, incident::IncidentCommand};
-use sems_eventlog::{JetStreamConfig, JetStreamFeed, JetStreamLog};
-use sems_readmodel::{
-    IncidentReadModel, PgReadModel, PgReadModelConfig, ProjectedCommit, ProjectionStore, Projector,
-    ProjectorConfig,
-};
-use sems_testkit::{NatsServer, TestDatabase};
+use sems_readmodel::{IncidentReadModel, ProjectedCommit, Projector, ProjectorConfig};
+use sems_testkit::{Backend, TestLog, TestReadModel, TestStores, on_both_stores};
 use tokio::sync::oneshot;
 
+on_both_stores!(
+    a_crash_between_commit_and_ack_applies_nothing_twice,
+    a_rebuild_from_sequence_1_produces_identical_rows,
+    only_one_projector_instance_writes,
+    a_gap_in_delivered_commits_is_refused_and_applies_nothing,
+);
+
 struct World {
-    _server: NatsServer,
-    db: TestDatabase,
-    log: JetStreamLog,
+    stores: TestStores,
+    log: TestLog,
     sems: Sems,
 }
 
-async fn world() -> World {
-    let server = NatsServer::start().unwrap();
-    let db = TestDatabase::create().await.unwrap();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let log = JetStreamLog::open(client, JetStreamConfig::default())
-        .await
-        .unwrap();
-    let handler = CommandHandler::new(
-        Arc::new(log.clone()),
-        Arc::new(SystemClock),
-        HandlerConfig::default(),
-    );
+async fn world(backend: Backend) -> World {
+    let stores = TestStores::start(backend).await.unwrap();
+    let log = stores.log().await.unwrap();
+    let handler = CommandHandler::new(log.port(), Arc::new(SystemClock), HandlerConfig::default());
     let sems = Sems::new(Arc::new(handler), Severity::High);
-    World {
-        _server: server,
-        db,
-        log,
-        sems,
-    }
+    World { stores, log, sems }
 }
 
 fn report(i: usize) -> AlertReport {
@@ -91,14 +81,12 @@ async fn activity(w: &World, round: usize) {
     }
 }
 
-async fn store(w: &World, schema: &str) -> Arc<PgReadModel> {
-    let mut config = PgReadModelConfig::new(w.db.url());
-    config.schema = schema.into();
-    Arc::new(PgReadModel::connect(&config).await.unwrap())
+async fn store(w: &World, generation: &str) -> TestReadModel {
+    w.stores.read_model(generation).await.unwrap()
 }
 
-fn feed(w: &World, durable: &str) -> JetStreamFeed {
-    JetStreamFeed::new(w.log.clone(), durable, Duration::from_secs(1))
+fn feed(w: &World, durable: &str) -> Box<dyn CommitFeed> {
+    w.log.feed(durable)
 }
 
 fn config() -> ProjectorConfig {
@@ -110,15 +98,17 @@ fn config() -> ProjectorConfig {
 }
 
 /// Starts a projector; dropping the returned sender stops it.
-fn spawn(store: Arc<PgReadModel>, feed: JetStreamFeed) -> oneshot::Sender<()> {
+fn spawn(store: TestReadModel, feed: Box<dyn CommitFeed>) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(Projector::new(store, feed, config()).run(async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(
+        Projector::new(store.store(), feed, config()).run(async move {
+            let _ = stopped.await;
+        }),
+    );
     stop
 }
 
-async fn caught_up(w: &World, store: &PgReadModel) {
+async fn caught_up(w: &World, store: &TestReadModel) {
     let (_, last) = w.log.state().await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     store
@@ -135,9 +125,17 @@ fn same_rows(a: &[String], b: &[String]) {
     assert_eq!(a.len(), b.len(), "row counts differ");
 }
 
-#[tokio::test]
-async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
-    let w = world().await;
+/// Rows of one table in a dump.
+fn rows<'a>(dump: &'a [String], table: &str) -> Vec<serde_json::Value> {
+    let prefix = format!("{table} ");
+    dump.iter()
+        .filter_map(|line: &'a String| line.strip_prefix(&prefix))
+        .map(|json| serde_json::from_str(json).unwrap())
+        .collect()
+}
+
+async fn a_crash_between_commit_and_ack_applies_nothing_twice(backend: Backend) {
+    let w = world(backend).await;
     activity(&w, 0).await;
     let live = store(&w, "sems").await;
 
@@ -161,13 +159,13 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
         .iter()
         .map(|c| ProjectedCommit::decode(&c.commit).unwrap())
         .collect();
-    let first = live.apply_batch(&decoded).await.unwrap();
+    let first = live.store().apply_batch(&decoded).await.unwrap();
     assert_eq!(first.applied, decoded.len());
     drop(crashed);
     let after_crash = live.dump().await.unwrap();
 
     // The same commits again (a redelivery) change nothing.
-    let again = live.apply_batch(&decoded).await.unwrap();
+    let again = live.store().apply_batch(&decoded).await.unwrap();
     assert_eq!((again.applied, again.skipped), (0, decoded.len()));
     same_rows(&live.dump().await.unwrap(), &after_crash);
 
@@ -180,29 +178,23 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice() {
     caught_up(&w, &live).await;
     drop(stop);
 
-    let notes: i64 = sqlx::query_scalar("SELECT count(*) FROM incident_notes")
-        .fetch_one(live.pool())
-        .await
-        .unwrap();
-    let incidents: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
-        .fetch_one(live.pool())
-        .await
-        .unwrap();
+    let dump = live.dump().await.unwrap();
+    let notes = rows(&dump, "incident_notes").len();
+    let incidents = rows(&dump, "incidents").len();
     assert_eq!(
         notes,
         2 * incidents,
         "one note per incident per round, none twice"
     );
-    let alerts: i64 = sqlx::query_scalar("SELECT sum(repeat_count + 1)::bigint FROM alerts")
-        .fetch_one(live.pool())
-        .await
-        .unwrap();
+    let alerts: i64 = rows(&dump, "alerts")
+        .iter()
+        .map(|a| a["repeat_count"].as_i64().unwrap() + 1)
+        .sum();
     assert_eq!(alerts, 120, "every report counted once");
 }
 
-#[tokio::test]
-async fn a_rebuild_from_sequence_1_produces_identical_rows() {
-    let w = world().await;
+async fn a_rebuild_from_sequence_1_produces_identical_rows(backend: Backend) {
+    let w = world(backend).await;
     let live = store(&w, "sems").await;
     // The live projection follows the activity as it happens, batch by batch.
     let stop = spawn(live.clone(), feed(&w, "projector_sems"));
@@ -212,7 +204,7 @@ async fn a_rebuild_from_sequence_1_produces_identical_rows() {
     caught_up(&w, &live).await;
     drop(stop);
 
-    // A rebuild: a fresh schema and consumer from sequence 1.
+    // A rebuild: a fresh generation (schema or file) and consumer from sequence 1.
     let rebuilt = store(&w, "sems_v2").await;
     let stop = spawn(rebuilt.clone(), feed(&w, "projector_sems_v2"));
     caught_up(&w, &rebuilt).await;
@@ -223,10 +215,9 @@ async fn a_rebuild_from_sequence_1_produces_identical_rows() {
     same_rows(&a, &b);
 }
 
-#[tokio::test]
-async fn only_one_projector_instance_writes() {
-    let w = world().await;
-    let s = store(&w, "sems").await;
+async fn only_one_projector_instance_writes(backend: Backend) {
+    let w = world(backend).await;
+    let s = store(&w, "sems").await.store();
     let first = s.try_lock().await.unwrap();
     assert!(first.is_some());
     assert!(
@@ -241,25 +232,23 @@ async fn only_one_projector_instance_writes() {
     );
 }
 
-#[tokio::test]
-async fn a_gap_in_delivered_commits_is_refused_and_applies_nothing() {
-    let w = world().await;
+async fn a_gap_in_delivered_commits_is_refused_and_applies_nothing(backend: Backend) {
+    let w = world(backend).await;
     activity(&w, 0).await;
-    let s = store(&w, "sems").await;
-    let commits: Vec<ProjectedCommit> = w
-        .log
-        .read_from(1, 20)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| ProjectedCommit::decode(c).unwrap())
-        .collect();
+    let model = store(&w, "sems").await;
+    let s = model.store();
+    let log = w.log.port();
+    let mut commits = Vec::new();
+    for position in 1..=20 {
+        let c = log.read_at(position).await.unwrap();
+        commits.push(ProjectedCommit::decode(&c).unwrap());
+    }
     let mut with_gap = commits.clone();
     with_gap.remove(7);
     let err = s.apply_batch(&with_gap).await.unwrap_err();
     assert!(err.to_string().contains("expected position 8"), "{err}");
     assert_eq!(s.checkpoint().await.unwrap(), 0);
-    assert!(s.dump().await.unwrap().is_empty(), "nothing applied");
+    assert!(model.dump().await.unwrap().is_empty(), "nothing applied");
     // Delivered in the wrong order, the same commits are applied in stream order.
     let mut shuffled = commits.clone();
     shuffled.reverse();

@@ -1,6 +1,7 @@
 //! Test-only helpers, never a dependency of production code: a real `nats-server` with
 //! JetStream on a free port and a temporary store, killed on drop; a fresh PostgreSQL
-//! database per test, dropped afterwards.
+//! database per test, dropped afterwards; and [`TestStores`], either store behind the same
+//! ports, for the conformance suite ([`on_both_stores!`]).
 //!
 //! `SEMS_NATS_SERVER` names the nats-server binary (default `nats-server` on `PATH`, then
 //! `/usr/sbin/nats-server`); `SEMS_TEST_DATABASE_URL` names an administrative PostgreSQL
@@ -14,6 +15,10 @@ use std::{
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
+
+mod stores;
+
+pub use stores::{Backend, TestLog, TestReadModel, TestStores};
 
 use anyhow::{Context as _, bail};
 use sqlx::{Connection, PgConnection};

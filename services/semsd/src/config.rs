@@ -1,6 +1,6 @@
 //! Command-line and environment configuration: every flag has a `SEMS_…` variable.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, ValueEnum};
 
@@ -26,6 +26,10 @@ pub struct Config {
     /// What this process runs.
     #[arg(long, env = "SEMS_ROLE", value_enum, default_value = "all")]
     pub role: Role,
+    /// Where the embedded store keeps its files (used when no NATS and PostgreSQL URLs are
+    /// given).
+    #[arg(long, env = "SEMS_DATA_DIR", default_value = "./sems-data")]
+    pub data_dir: PathBuf,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -41,14 +45,10 @@ pub struct Config {
 /// NATS JetStream.
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS server URL (may carry credentials: never printed).
-    #[arg(
-        long,
-        env = "SEMS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        hide_env_values = true
-    )]
-    pub nats_url: String,
+    /// NATS server URL (may carry credentials: never printed). With the database URL, runs
+    /// on NATS JetStream and PostgreSQL instead of the embedded store.
+    #[arg(long, env = "SEMS_NATS_URL", hide_env_values = true)]
+    pub nats_url: Option<String>,
     /// Event stream name.
     #[arg(long, env = "SEMS_STREAM", default_value = "SEMS")]
     pub stream: String,
@@ -60,14 +60,10 @@ pub struct NatsArgs {
 /// PostgreSQL read models.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL of the read models (never printed).
-    #[arg(
-        long,
-        env = "SEMS_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
-        hide_default_value = false
-    )]
-    pub database_url: String,
+    /// PostgreSQL URL of the read models (may carry credentials: never printed). With the
+    /// NATS URL, runs on NATS JetStream and PostgreSQL instead of the embedded store.
+    #[arg(long, env = "SEMS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Schema of the read-model generation to read and write (a rebuild uses a new one).
     #[arg(long, env = "SEMS_READ_MODEL_SCHEMA", default_value = "sems")]
     pub read_model_schema: String,
@@ -161,9 +157,88 @@ pub struct TelemetryArgs {
     pub log: String,
 }
 
+/// Which store a configuration runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// SQLite files in a data directory: nothing to install.
+    Embedded {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// NATS JetStream for the event log, PostgreSQL for the read models.
+    Scaled {
+        /// NATS URL.
+        nats_url: String,
+        /// PostgreSQL URL.
+        database_url: String,
+    },
+}
+
 impl Config {
-    /// A configuration with every default, for tests.
+    /// A configuration with every default (the embedded store in `./sems-data`), for tests.
     pub fn defaults() -> Self {
         Self::parse_from(["semsd"])
+    }
+
+    /// The store: embedded unless both the NATS and the PostgreSQL URL are given.
+    pub fn store(&self) -> Result<Store, String> {
+        match (&self.nats.nats_url, &self.database.database_url) {
+            (None, None) => Ok(Store::Embedded {
+                data_dir: self.data_dir.clone(),
+            }),
+            (Some(nats_url), Some(database_url)) => Ok(Store::Scaled {
+                nats_url: nats_url.clone(),
+                database_url: database_url.clone(),
+            }),
+            (Some(_), None) => Err("--nats-url (SEMS_NATS_URL) is set but --database-url \
+                 (SEMS_DATABASE_URL) is not: give both to run on NATS and PostgreSQL, or \
+                 neither to run on the embedded store in --data-dir"
+                .into()),
+            (None, Some(_)) => Err("--database-url (SEMS_DATABASE_URL) is set but --nats-url \
+                 (SEMS_NATS_URL) is not: give both to run on NATS and PostgreSQL, or neither \
+                 to run on the embedded store in --data-dir"
+                .into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Config, Store};
+
+    #[test]
+    fn no_flags_runs_embedded_both_urls_run_scaled_one_url_is_an_error() {
+        // Flags only: the variables of the environment running the tests are set aside.
+        let parse = |args: &[&str]| {
+            let mut c = Config::try_parse_from(args).unwrap_or_else(|e| panic!("{e}"));
+            if !args.contains(&"--nats-url") {
+                c.nats.nats_url = None;
+            }
+            if !args.contains(&"--database-url") {
+                c.database.database_url = None;
+            }
+            c
+        };
+        let embedded = parse(&["semsd"]);
+        assert!(matches!(embedded.store(), Ok(Store::Embedded { .. })));
+        let scaled = parse(&[
+            "semsd",
+            "--nats-url",
+            "nats://10.0.0.1:4222",
+            "--database-url",
+            "postgres://db/sems",
+        ]);
+        assert_eq!(
+            scaled.store(),
+            Ok(Store::Scaled {
+                nats_url: "nats://10.0.0.1:4222".into(),
+                database_url: "postgres://db/sems".into()
+            })
+        );
+        let half = parse(&["semsd", "--nats-url", "nats://10.0.0.1:4222"]);
+        let err = half.store().err().unwrap_or_default();
+        assert!(err.contains("SEMS_DATABASE_URL"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
 //! The SeMS Response server: the gRPC API (commands and queries), the projector, or both,
-//! over NATS JetStream and PostgreSQL. `main.rs` parses configuration and starts telemetry;
+//! on the embedded SQLite store (the default) or on NATS JetStream and PostgreSQL. `main.rs` parses configuration and starts telemetry;
 //! [`run`] takes an already-bound listener and a shutdown future, so tests run every role
 //! in-process on port 0.
 
@@ -10,13 +10,18 @@ mod repair;
 use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use sems_app::{CommandHandler, HandlerConfig, Sems, SystemClock};
-use sems_eventlog::{JetStreamConfig, JetStreamFeed, JetStreamLog};
-use sems_readmodel::{PgReadModel, PgReadModelConfig, Projector, ProjectorConfig};
+use sems_app::{CommandHandler, CommitFeed, EventLog, HandlerConfig, Sems, SystemClock};
+use sems_eventlog::{
+    JetStreamConfig, JetStreamFeed, JetStreamLog, SqliteFeed, SqliteLog, SqliteLogConfig,
+};
+use sems_readmodel::{
+    IncidentReadModel, PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig,
+    SqliteReadModel, SqliteReadModelConfig,
+};
 use tokio::{net::TcpListener, sync::watch};
 use tracing::info;
 
-pub use config::{Config, Role, Threshold};
+pub use config::{Config, Role, Store, Threshold};
 
 /// Runs the roles `config` asks for until `shutdown` resolves: the API stops accepting
 /// calls and finishes those in flight, the projector applies and acknowledges the batch
@@ -26,32 +31,12 @@ pub async fn run(
     listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let client = async_nats::ConnectOptions::new()
-        .name("semsd")
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&config.nats.nats_url)
-        .await
-        .with_context(|| format!("connect to NATS at {}", redact(&config.nats.nats_url)))?;
-    let log = JetStreamLog::open(
-        client,
-        JetStreamConfig {
-            stream: config.nats.stream.clone(),
-            replicas: config.nats.stream_replicas,
-            ..JetStreamConfig::default()
-        },
-    )
-    .await
-    .context("open the event stream")?;
-    let read_model = Arc::new(
-        PgReadModel::connect(&PgReadModelConfig {
-            url: config.database.database_url.clone(),
-            schema: config.database.read_model_schema.clone(),
-            max_connections: config.database.database_connections,
-        })
-        .await
-        .context("open the read model")?,
-    );
+    let Stores {
+        log,
+        feed,
+        projection,
+        reads,
+    } = open_stores(&config).await?;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();
@@ -62,9 +47,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
 
     if matches!(config.role, Role::All | Role::Projector) {
-        let durable = format!("sems_projector_{}", config.database.read_model_schema);
-        let feed = JetStreamFeed::new(log.clone(), durable, Duration::from_secs(30));
-        let projector = Projector::new(read_model.clone(), feed, ProjectorConfig::default());
+        let projector = Projector::new(projection, feed, ProjectorConfig::default());
         let done = until_stopped();
         tasks.spawn(async move {
             projector.run(done).await;
@@ -75,7 +58,7 @@ pub async fn run(
     if matches!(config.role, Role::All | Role::Api) {
         let listener = listener.context("the api role needs a listener")?;
         let handler = CommandHandler::new(
-            Arc::new(log.clone()),
+            log,
             Arc::new(SystemClock),
             HandlerConfig {
                 actor: config.domain.actor.clone(),
@@ -88,7 +71,7 @@ pub async fn run(
         ));
         let sweep = repair::run(
             sems.clone(),
-            read_model.clone(),
+            reads.clone(),
             config.domain.repair_after(),
             until_stopped(),
         );
@@ -96,20 +79,14 @@ pub async fn run(
             sweep.await;
             Ok(())
         });
-        let api = grpc::Api::new(sems, read_model.clone(), config.grpc.read_wait());
+        let api = grpc::Api::new(sems, reads, config.grpc.read_wait());
         let addr = listener.local_addr()?;
         let done = until_stopped();
         tasks.spawn(async move { grpc::serve(api, listener, done).await });
         info!(%addr, "grpc api listening");
     }
 
-    info!(
-        role = ?config.role,
-        nats = %redact(&config.nats.nats_url),
-        stream = %config.nats.stream,
-        read_model_schema = %config.database.read_model_schema,
-        "semsd started"
-    );
+    info!(role = ?config.role, "semsd started");
     tokio::select! {
         () = shutdown => info!("shutting down"),
         Some(ended) = tasks.join_next() => {
@@ -123,6 +100,89 @@ pub async fn run(
     }
     info!("semsd stopped");
     Ok(())
+}
+
+/// The event log, the projector's feed and the read model of the configured store.
+struct Stores {
+    log: Arc<dyn EventLog>,
+    feed: Box<dyn CommitFeed>,
+    projection: Arc<dyn ProjectionStore>,
+    reads: Arc<dyn IncidentReadModel>,
+}
+
+/// Opens the embedded store, or NATS JetStream and PostgreSQL, and says which and where.
+async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
+    let schema = &config.database.read_model_schema;
+    let store = config.store().map_err(anyhow::Error::msg)?;
+    Ok(match &store {
+        Store::Embedded { data_dir } => {
+            let events = data_dir.join("events.db");
+            let read_model = data_dir.join(format!("readmodel-{schema}.db"));
+            info!(
+                "store: embedded SQLite; event log {}, read model {}",
+                events.display(),
+                read_model.display()
+            );
+            let log = SqliteLog::open(SqliteLogConfig::new(&events))
+                .await
+                .with_context(|| format!("open the event log {}", events.display()))?;
+            let read_model = Arc::new(
+                SqliteReadModel::connect(&SqliteReadModelConfig::new(&read_model))
+                    .await
+                    .with_context(|| format!("open the read model {}", read_model.display()))?,
+            );
+            Stores {
+                log: Arc::new(log.clone()),
+                feed: Box::new(SqliteFeed::new(log)),
+                projection: read_model.clone(),
+                reads: read_model,
+            }
+        }
+        Store::Scaled {
+            nats_url,
+            database_url,
+        } => {
+            info!(
+                "store: NATS JetStream {} (stream {}), PostgreSQL {} (schema {schema})",
+                redact(nats_url),
+                config.nats.stream,
+                redact(database_url)
+            );
+            let client = async_nats::ConnectOptions::new()
+                .name("semsd")
+                .retry_on_initial_connect()
+                .connection_timeout(Duration::from_secs(5))
+                .connect(nats_url)
+                .await
+                .with_context(|| format!("connect to NATS at {}", redact(nats_url)))?;
+            let log = JetStreamLog::open(
+                client,
+                JetStreamConfig {
+                    stream: config.nats.stream.clone(),
+                    replicas: config.nats.stream_replicas,
+                    ..JetStreamConfig::default()
+                },
+            )
+            .await
+            .context("open the event stream")?;
+            let read_model = Arc::new(
+                PgReadModel::connect(&PgReadModelConfig {
+                    url: database_url.clone(),
+                    schema: schema.clone(),
+                    max_connections: config.database.database_connections,
+                })
+                .await
+                .context("open the read model")?,
+            );
+            let durable = format!("sems_projector_{schema}");
+            Stores {
+                log: Arc::new(log.clone()),
+                feed: Box::new(JetStreamFeed::new(log, durable, Duration::from_secs(30))),
+                projection: read_model.clone(),
+                reads: read_model,
+            }
+        }
+    })
 }
 
 /// A URL without its credentials, for logs.

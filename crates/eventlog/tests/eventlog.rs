@@ -1,4 +1,5 @@
-//! The event-log contract against a real nats-server started on a free port.
+//! The event-log contract, on both stores: a real nats-server started on a free port, and
+//! the embedded SQLite log in a temporary directory.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,9 +15,17 @@ use sems_domain::{
     alert::AlertReport,
     incident::{Incident, IncidentCommand},
 };
-use sems_eventlog::{JetStreamConfig, JetStreamLog};
-use sems_testkit::NatsServer;
+use sems_eventlog::{JetStreamConfig, JetStreamLog, SqliteLog, SqliteLogConfig};
+use sems_testkit::{Backend, NatsServer, TestLog, TestStores, on_both_stores};
 use uuid::Uuid;
+
+on_both_stores!(
+    two_concurrent_commands_on_one_incident_both_take_effect_in_order,
+    a_repeated_request_id_returns_the_original_position_and_appends_nothing,
+    a_restart_of_the_store_loses_no_acknowledged_commit,
+    the_hash_chain_links_every_commit_and_detects_tampering,
+    alerts_are_deduplicated_and_promoted_alerts_open_one_incident,
+);
 
 async fn connect(server: &NatsServer) -> JetStreamLog {
     let client = async_nats::connect(server.url()).await.unwrap();
@@ -25,9 +34,15 @@ async fn connect(server: &NatsServer) -> JetStreamLog {
         .unwrap()
 }
 
-fn handler(log: &JetStreamLog, actor: &str) -> Arc<CommandHandler> {
+async fn start(backend: Backend) -> (TestStores, TestLog) {
+    let stores = TestStores::start(backend).await.unwrap();
+    let log = stores.log().await.unwrap();
+    (stores, log)
+}
+
+fn handler(log: &TestLog, actor: &str) -> Arc<CommandHandler> {
     Arc::new(CommandHandler::new(
-        Arc::new(log.clone()),
+        log.port(),
         Arc::new(SystemClock),
         HandlerConfig {
             actor: actor.into(),
@@ -112,10 +127,8 @@ async fn the_stream_is_created_as_the_contract_says_and_a_wrong_one_is_refused()
     assert!(err.to_string().contains("max_age"), "{err}");
 }
 
-#[tokio::test]
-async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order() {
-    let server = NatsServer::start().unwrap();
-    let log = connect(&server).await;
+async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order(backend: Backend) {
+    let (_stores, log) = start(backend).await;
     // Two handlers with their own caches: two API replicas racing on one incident.
     let (a, b) = (handler(&log, "ana"), handler(&log, "bo"));
     let (id, _) = opened_incident(&a).await;
@@ -138,7 +151,7 @@ async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order() {
             Err(e) => panic!("unexpected {e}"),
         }
     }
-    let commits = log.read_aggregate("incident", id).await.unwrap();
+    let commits = log.port().read_aggregate("incident", id).await.unwrap();
     assert_eq!(
         commits.len(),
         1 + positions.len(),
@@ -162,10 +175,8 @@ async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order() {
     verify_chain(&commits).unwrap();
 }
 
-#[tokio::test]
-async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing() {
-    let server = NatsServer::start().unwrap();
-    let log = connect(&server).await;
+async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing(backend: Backend) {
+    let (_stores, log) = start(backend).await;
     let h = handler(&log, "ana");
     let (id, _) = opened_incident(&h).await;
     let meta = CommandMeta {
@@ -188,7 +199,7 @@ async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing
         (first.position, first.version)
     );
 
-    // A fresh process (no cache) retrying the same request: JetStream's dedup answers.
+    // A fresh process (no cache) retrying the same request: the log's dedup answers.
     let other = handler(&log, "ana");
     let third = other
         .execute::<Incident>(id, &note("isolated host"), &meta)
@@ -208,10 +219,10 @@ async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing
     assert_eq!(log.state().await.unwrap().0, count + 1);
 }
 
-#[tokio::test]
-async fn a_nats_server_restart_loses_no_acknowledged_commit() {
-    let mut server = NatsServer::start().unwrap();
-    let log = connect(&server).await;
+/// JetStream: nats-server killed with SIGKILL and started again. Embedded: every handle on
+/// the file closed and the file opened again (a killed process: `tests/crash.rs`).
+async fn a_restart_of_the_store_loses_no_acknowledged_commit(backend: Backend) {
+    let (mut stores, log) = start(backend).await;
     let sems = Arc::new(Sems::new(handler(&log, "soc"), Severity::High));
     let mut tasks = Vec::new();
     for i in 0..300u32 {
@@ -233,13 +244,22 @@ async fn a_nats_server_restart_loses_no_acknowledged_commit() {
     }
     let mut before = Vec::new();
     for o in &acked {
-        before.push(log.read_aggregate("alert", o.alert_id).await.unwrap());
+        before.push(
+            log.port()
+                .read_aggregate("alert", o.alert_id)
+                .await
+                .unwrap(),
+        );
     }
 
-    server.kill(); // SIGKILL: no clean shutdown
-    server.restart().unwrap();
-    let log = connect(&server).await;
-    let (count, last) = log.state().await.unwrap();
+    drop((sems, log));
+    if let Some(server) = stores.nats() {
+        server.kill(); // SIGKILL: no clean shutdown
+        server.restart().unwrap();
+    }
+    let reopened = stores.log().await.unwrap();
+    let (count, last) = reopened.state().await.unwrap();
+    let log = reopened.port();
     assert_eq!(count, 300 + 30, "300 alerts and 30 incidents opened");
     assert_eq!(last, count);
     for (o, b) in acked.iter().zip(before) {
@@ -257,11 +277,10 @@ async fn a_nats_server_restart_loses_no_acknowledged_commit() {
     }
 }
 
-#[tokio::test]
-async fn the_hash_chain_links_every_commit_and_detects_tampering() {
-    let server = NatsServer::start().unwrap();
-    let log = connect(&server).await;
-    let h = handler(&log, "ana");
+async fn the_hash_chain_links_every_commit_and_detects_tampering(backend: Backend) {
+    let (_stores, test_log) = start(backend).await;
+    let h = handler(&test_log, "ana");
+    let log = test_log.port();
     let (id, _) = opened_incident(&h).await;
     h.execute::<Incident>(id, &IncidentCommand::Acknowledge, &CommandMeta::default())
         .await
@@ -301,11 +320,10 @@ async fn the_hash_chain_links_every_commit_and_detects_tampering() {
     );
 }
 
-#[tokio::test]
-async fn alerts_are_deduplicated_and_promoted_alerts_open_one_incident() {
-    let server = NatsServer::start().unwrap();
-    let log = connect(&server).await;
-    let sems = Sems::new(handler(&log, "soc"), Severity::High);
+async fn alerts_are_deduplicated_and_promoted_alerts_open_one_incident(backend: Backend) {
+    let (_stores, test_log) = start(backend).await;
+    let sems = Sems::new(handler(&test_log, "soc"), Severity::High);
+    let log = test_log.port();
     let low = sems
         .ingest_alert(report("a-1", Severity::Low), CommandMeta::default())
         .await
@@ -344,4 +362,47 @@ async fn alerts_are_deduplicated_and_promoted_alerts_open_one_incident() {
             .len(),
         4
     );
+}
+
+#[tokio::test]
+async fn the_embedded_log_refuses_changes_to_stored_commits_and_keeps_positions_gapless() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let log = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    let test_log = TestLog::Sqlite(log.clone());
+    let h = handler(&test_log, "ana");
+    let (id, _) = opened_incident(&h).await;
+    h.execute::<Incident>(id, &note("contained"), &CommandMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(log.state().await.unwrap(), (2, 2));
+
+    // Another connection to the file, as an intruder with file access would open it.
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE commits SET bytes = x'00' WHERE position = 1",
+        "DELETE FROM commits WHERE position = 2",
+    ] {
+        let err = sqlx::query(statement).execute(&mut conn).await.unwrap_err();
+        assert!(
+            err.to_string().contains("append-only"),
+            "{statement}: {err}"
+        );
+    }
+    let commits = log.read_aggregate("incident", id).await.unwrap();
+    assert_eq!(
+        commits.iter().map(|c| c.position).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    verify_chain(&commits).unwrap();
+
+    // Commits keep what an export to JetStream needs as subject and headers.
+    let records = log.read_records(1, 10).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].aggregate_id, id);
+    assert_eq!(records[1].event_types, "NoteAdded");
+    assert_eq!(records[1].commit, commits[1]);
 }

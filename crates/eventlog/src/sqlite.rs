@@ -1,0 +1,653 @@
+//! The embedded event log: one SQLite database file, written by one task that commits every
+//! append waiting at that moment in one transaction (group commit), fsynced before any of
+//! them is acknowledged (WAL, `synchronous = FULL`).
+//!
+//! The contract is the JetStream one, row for message: gapless positions from 1, one row per
+//! commit holding the envelope bytes exactly, the aggregate's last position checked before
+//! appending (optimistic concurrency), a commit id seen before answered with the original
+//! position (idempotency, with no window), and triggers refusing any update or delete.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use opentelemetry::KeyValue;
+use sems_app::{
+    AppendOutcome, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
+};
+use sqlx::{
+    Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{Instrument, error, info, info_span};
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement).
+const INSERT_CHUNK: usize = 500;
+
+/// How long a projector's batch waits for the next group commit once it has one.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// Where and how the embedded log lives.
+#[derive(Debug, Clone)]
+pub struct SqliteLogConfig {
+    /// The database file (`<data dir>/events.db`).
+    pub path: PathBuf,
+    /// Most appends committed in one transaction.
+    pub max_group: usize,
+    /// Connections serving reads (aggregate loads, projectors, audits).
+    pub readers: u32,
+}
+
+impl SqliteLogConfig {
+    /// Defaults for a database file.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_group: 1_000,
+            readers: 4,
+        }
+    }
+}
+
+/// A commit with what JetStream would keep beside it (subject and headers): what an export
+/// to JetStream needs to publish it unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitRecord {
+    /// The commit.
+    pub commit: StoredCommit,
+    /// Idempotency key (`Nats-Msg-Id`).
+    pub commit_id: Uuid,
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Aggregate id.
+    pub aggregate_id: Uuid,
+    /// Comma-separated event types.
+    pub event_types: String,
+    /// Correlation id.
+    pub correlation_id: Uuid,
+    /// `traceparent` of the producing call.
+    pub traceparent: Option<String>,
+    /// `tracestate` of the producing call.
+    pub tracestate: Option<String>,
+}
+
+struct Request {
+    commit: PendingCommit,
+    reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
+}
+
+struct Inner {
+    path: PathBuf,
+    readers: SqlitePool,
+    appends: mpsc::Sender<Request>,
+    last: watch::Sender<u64>,
+    groups: AtomicU64,
+}
+
+/// The event log in one SQLite file. Clones share the writer task.
+#[derive(Clone)]
+pub struct SqliteLog {
+    inner: Arc<Inner>,
+}
+
+fn sqlite_error(context: &str) -> impl FnOnce(sqlx::Error) -> LogError + '_ {
+    move |e| match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            LogError::Unavailable(format!("{context}: {e}"))
+        }
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN (primary codes).
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| {
+                let primary = c.parse::<i32>().unwrap_or(0) & 0xff;
+                matches!(primary, 5 | 6 | 10 | 13 | 14)
+            }) =>
+        {
+            LogError::Unavailable(format!("{context}: {e}"))
+        }
+        _ => LogError::Internal(format!("{context}: {e}")),
+    }
+}
+
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(5))
+}
+
+impl SqliteLog {
+    /// Opens (creating when missing) the log at `config.path`, migrates it, checks that
+    /// SQLite runs it as asked (WAL, `synchronous = FULL`), and starts the writer task.
+    pub async fn open(config: SqliteLogConfig) -> Result<Self, LogError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                LogError::Unavailable(format!("create data directory {}: {e}", dir.display()))
+            })?;
+        }
+        let options = connect_options(&config.path);
+        // Migrations run through the pool: `Migrator::run` on a `&mut SqliteConnection`
+        // makes the caller's future not `Send`.
+        let readers = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .connect_with(options.clone())
+            .await
+            .map_err(sqlite_error("open the event log"))?;
+        MIGRATOR
+            .run(&readers)
+            .await
+            .map_err(|e| LogError::Internal(format!("migrate the event log: {e}")))?;
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(sqlite_error("open the event log writer"))?;
+        check_pragmas(&mut writer).await?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
+            .fetch_one(&mut writer)
+            .await
+            .map_err(sqlite_error("read the last position"))?;
+        let (appends, requests) = mpsc::channel(config.max_group.max(1) * 4);
+        let (last, _) = watch::channel(u64::try_from(last).unwrap_or(0));
+        let inner = Arc::new(Inner {
+            path: config.path.clone(),
+            readers,
+            appends,
+            last,
+            groups: AtomicU64::new(0),
+        });
+        tokio::spawn(write_loop(
+            writer,
+            requests,
+            Arc::downgrade(&inner),
+            config.max_group.max(1),
+        ));
+        info!(path = %config.path.display(), "embedded event log open");
+        Ok(Self { inner })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Position of the last commit acknowledged by this process's writer.
+    pub fn last_position(&self) -> u64 {
+        *self.inner.last.borrow()
+    }
+
+    /// Transactions the writer has committed (each one fsync of the WAL).
+    pub fn group_commits(&self) -> u64 {
+        self.inner.groups.load(Ordering::Relaxed)
+    }
+
+    /// Commits stored and the last position.
+    pub async fn state(&self) -> Result<(u64, u64), LogError> {
+        let (count, last): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(MAX(position), 0) FROM commits")
+                .fetch_one(&self.inner.readers)
+                .await
+                .map_err(sqlite_error("read log state"))?;
+        Ok((
+            u64::try_from(count).unwrap_or(0),
+            u64::try_from(last).unwrap_or(0),
+        ))
+    }
+
+    /// Commits from position `from` on, in order, with their subject and header fields.
+    pub async fn read_records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<CommitRecord>, LogError> {
+        let rows = sqlx::query(
+            "SELECT position, bytes, commit_id, aggregate_type, aggregate_id, event_types, \
+             correlation_id, traceparent, tracestate FROM commits WHERE position >= ? \
+             ORDER BY position LIMIT ?",
+        )
+        .bind(i64::try_from(from).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(sqlite_error("read commits"))?;
+        rows.iter()
+            .map(|r| {
+                let uuid = |col: &str| -> Result<Uuid, LogError> {
+                    let text: String = r.try_get(col).map_err(corrupt)?;
+                    Uuid::parse_str(&text)
+                        .map_err(|e| LogError::Corrupt(format!("{col} {text:?}: {e}")))
+                };
+                Ok(CommitRecord {
+                    commit: stored(r)?,
+                    commit_id: uuid("commit_id")?,
+                    aggregate_type: r.try_get("aggregate_type").map_err(corrupt)?,
+                    aggregate_id: uuid("aggregate_id")?,
+                    event_types: r.try_get("event_types").map_err(corrupt)?,
+                    correlation_id: uuid("correlation_id")?,
+                    traceparent: r.try_get("traceparent").map_err(corrupt)?,
+                    tracestate: r.try_get("tracestate").map_err(corrupt)?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn corrupt(e: sqlx::Error) -> LogError {
+    LogError::Corrupt(format!("read commit row: {e}"))
+}
+
+fn stored(r: &sqlx::sqlite::SqliteRow) -> Result<StoredCommit, LogError> {
+    let position: i64 = r.try_get("position").map_err(corrupt)?;
+    Ok(StoredCommit {
+        position: u64::try_from(position)
+            .map_err(|_| LogError::Corrupt("negative position".into()))?,
+        bytes: r.try_get("bytes").map_err(corrupt)?,
+    })
+}
+
+/// SQLite ignores nothing silently, but a pragma can still fail to take (a read-only file
+/// system refuses WAL): read back what the connection runs with.
+async fn check_pragmas(conn: &mut SqliteConnection) -> Result<(), LogError> {
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sqlite_error("read journal_mode"))?;
+    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sqlite_error("read synchronous"))?;
+    if !mode.eq_ignore_ascii_case("wal") || sync != 2 {
+        return Err(LogError::Internal(format!(
+            "the embedded event log must run with journal_mode=wal and synchronous=FULL (2); \
+             SQLite reports journal_mode={mode}, synchronous={sync}"
+        )));
+    }
+    Ok(())
+}
+
+/// The single writer: takes every append waiting (up to `max_group`), decides each against
+/// the log in one `BEGIN IMMEDIATE` transaction, writes the accepted ones with one multi-row
+/// INSERT, commits (one fsync), then answers them all.
+async fn write_loop(
+    mut conn: SqliteConnection,
+    mut requests: mpsc::Receiver<Request>,
+    inner: std::sync::Weak<Inner>,
+    max_group: usize,
+) {
+    let mut group = Vec::with_capacity(max_group);
+    while requests.recv_many(&mut group, max_group).await > 0 {
+        let started = std::time::Instant::now();
+        let outcome = write_group(&mut conn, &group).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let m = sems_telemetry::metrics();
+        match outcome {
+            Ok((answers, last)) => {
+                if let Some(inner) = inner.upgrade() {
+                    inner.groups.fetch_add(1, Ordering::Relaxed);
+                    inner.last.send_if_modified(|l| {
+                        let moved = last > *l;
+                        *l = (*l).max(last);
+                        moved
+                    });
+                }
+                for (request, answer) in group.drain(..).zip(answers) {
+                    let outcome = match &answer {
+                        Ok(o) if o.duplicate => "duplicate",
+                        Ok(_) => "appended",
+                        Err(LogError::Conflict) => "conflict",
+                        Err(_) => "failed",
+                    };
+                    let aggregate = KeyValue::new("aggregate", request.commit.aggregate_type);
+                    m.append_duration
+                        .record(elapsed, std::slice::from_ref(&aggregate));
+                    m.appends
+                        .add(1, &[aggregate, KeyValue::new("outcome", outcome)]);
+                    let _ = request.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, appends = group.len(), "group commit failed; nothing of it was appended");
+                for request in group.drain(..) {
+                    m.appends.add(
+                        1,
+                        &[
+                            KeyValue::new("aggregate", request.commit.aggregate_type),
+                            KeyValue::new("outcome", "failed"),
+                        ],
+                    );
+                    let _ = request.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+}
+
+type Answers = Vec<Result<AppendOutcome, LogError>>;
+
+/// Runs `select` (ending in `IN (`) over `keys`, in chunks, and returns every row.
+async fn select_in(
+    conn: &mut SqliteConnection,
+    select: &str,
+    keys: HashSet<String>,
+    context: &str,
+) -> Result<Vec<sqlx::sqlite::SqliteRow>, LogError> {
+    let keys: Vec<String> = keys.into_iter().collect();
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(select);
+        let mut list = q.separated(", ");
+        for key in chunk {
+            list.push_bind(key.as_str());
+        }
+        q.push(")");
+        rows.extend(
+            q.build()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(sqlite_error(context))?,
+        );
+    }
+    Ok(rows)
+}
+
+async fn write_group(
+    conn: &mut SqliteConnection,
+    group: &[Request],
+) -> Result<(Answers, u64), LogError> {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(sqlite_error("begin"))?;
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(sqlite_error("read the last position"))?;
+    let mut last = u64::try_from(last).unwrap_or(0);
+
+    let commit_ids: HashSet<String> = group
+        .iter()
+        .map(|r| r.commit.commit_id.to_string())
+        .collect();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for row in select_in(
+        &mut tx,
+        "SELECT commit_id, position FROM commits WHERE commit_id IN (",
+        commit_ids,
+        "look up commit ids",
+    )
+    .await?
+    {
+        let position: i64 = row.try_get(1).map_err(corrupt)?;
+        seen.insert(
+            row.try_get(0).map_err(corrupt)?,
+            u64::try_from(position).unwrap_or(0),
+        );
+    }
+    let aggregate_ids: HashSet<String> = group
+        .iter()
+        .map(|r| r.commit.aggregate_id.to_string())
+        .collect();
+    let mut heads: HashMap<(String, String), u64> = HashMap::new();
+    for row in select_in(
+        &mut tx,
+        "SELECT aggregate_type, aggregate_id, last_position FROM aggregates WHERE aggregate_id IN (",
+        aggregate_ids,
+        "look up aggregates",
+    )
+    .await?
+    {
+        let key = (
+            row.try_get(0).map_err(corrupt)?,
+            row.try_get(1).map_err(corrupt)?,
+        );
+        let position: i64 = row.try_get(2).map_err(corrupt)?;
+        heads.insert(key, u64::try_from(position).unwrap_or(0));
+    }
+
+    // Decide every append in arrival order, as the stream would.
+    let mut answers = Vec::with_capacity(group.len());
+    let mut accepted: Vec<(u64, &PendingCommit, String, String)> = Vec::new();
+    for request in group {
+        let c = &request.commit;
+        let commit_id = c.commit_id.to_string();
+        if let Some(&position) = seen.get(&commit_id) {
+            answers.push(Ok(AppendOutcome {
+                position,
+                duplicate: true,
+            }));
+            continue;
+        }
+        let key = (c.aggregate_type.to_owned(), c.aggregate_id.to_string());
+        let head = heads.get(&key).copied().unwrap_or(0);
+        if head != c.expected_last_position {
+            answers.push(Err(LogError::Conflict));
+            continue;
+        }
+        last += 1;
+        seen.insert(commit_id.clone(), last);
+        heads.insert(key.clone(), last);
+        accepted.push((last, c, commit_id, key.1));
+        answers.push(Ok(AppendOutcome {
+            position: last,
+            duplicate: false,
+        }));
+    }
+    if accepted.is_empty() {
+        tx.rollback().await.map_err(sqlite_error("rollback"))?;
+        return Ok((answers, last));
+    }
+
+    for chunk in accepted.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO commits (position, commit_id, aggregate_type, aggregate_id, event_types, \
+             correlation_id, traceparent, tracestate, bytes) ",
+        );
+        q.push_values(chunk, |mut row, (position, c, commit_id, aggregate_id)| {
+            let trace = c.trace_context.as_ref();
+            row.push_bind(i64::try_from(*position).unwrap_or(i64::MAX))
+                .push_bind(commit_id.as_str())
+                .push_bind(c.aggregate_type)
+                .push_bind(aggregate_id.as_str())
+                .push_bind(c.event_types.join(","))
+                .push_bind(c.correlation_id.to_string())
+                .push_bind(trace.map(|t| t.traceparent.clone()))
+                .push_bind(trace.and_then(|t| t.tracestate.clone()))
+                .push_bind(c.bytes.as_slice());
+        });
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error("append commits"))?;
+    }
+    let moved: HashMap<(&str, &str), u64> = accepted
+        .iter()
+        .map(|(position, c, _, id)| ((c.aggregate_type, id.as_str()), *position))
+        .collect();
+    let moved: Vec<_> = moved.into_iter().collect();
+    for chunk in moved.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO aggregates (aggregate_type, aggregate_id, last_position) ",
+        );
+        q.push_values(chunk, |mut row, ((kind, id), position)| {
+            row.push_bind(*kind)
+                .push_bind(*id)
+                .push_bind(i64::try_from(*position).unwrap_or(i64::MAX));
+        });
+        q.push(
+            " ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_position = excluded.last_position",
+        );
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error("move aggregate heads"))?;
+    }
+    tx.commit().await.map_err(sqlite_error("commit"))?;
+    Ok((answers, last))
+}
+
+#[async_trait]
+impl EventLog for SqliteLog {
+    async fn read_aggregate(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Vec<StoredCommit>, LogError> {
+        let rows = sqlx::query(
+            "SELECT position, bytes FROM commits WHERE aggregate_type = ? AND aggregate_id = ? \
+             ORDER BY position",
+        )
+        .bind(aggregate_type)
+        .bind(aggregate_id.to_string())
+        .fetch_all(&self.inner.readers)
+        .await
+        .map_err(sqlite_error("read aggregate"))?;
+        rows.iter().map(stored).collect()
+    }
+
+    async fn read_at(&self, position: u64) -> Result<StoredCommit, LogError> {
+        let row = sqlx::query("SELECT position, bytes FROM commits WHERE position = ?")
+            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+            .fetch_optional(&self.inner.readers)
+            .await
+            .map_err(sqlite_error("read commit"))?;
+        match row {
+            Some(r) => stored(&r),
+            None => Err(LogError::NotFound(position)),
+        }
+    }
+
+    async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError> {
+        let span = info_span!(
+            "eventlog.append",
+            otel.kind = "producer",
+            db.system = "sqlite",
+            sems.aggregate = commit.aggregate_type,
+            sems.commit_id = %commit.commit_id,
+        );
+        async {
+            let (reply, answer) = oneshot::channel();
+            self.inner
+                .appends
+                .send(Request { commit, reply })
+                .await
+                .map_err(|_| LogError::Unavailable("the event log writer has stopped".into()))?;
+            answer.await.map_err(|_| {
+                LogError::Unavailable("the event log writer stopped before answering".into())
+            })?
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The log as a projector reads it: rows above the checkpoint, in position order. The
+/// checkpoint in the read model is the only cursor, so acknowledging is a no-op; a new
+/// group commit in this process wakes the reader at once, other writers are polled for.
+pub struct SqliteFeed {
+    log: SqliteLog,
+    after: u64,
+    commits: watch::Receiver<u64>,
+    poll: Duration,
+}
+
+impl SqliteFeed {
+    /// A feed over `log`.
+    pub fn new(log: SqliteLog) -> Self {
+        let commits = log.inner.last.subscribe();
+        Self {
+            log,
+            after: 0,
+            commits,
+            poll: Duration::from_millis(50),
+        }
+    }
+
+    async fn read(&self, max: usize) -> Result<Vec<FedCommit>, LogError> {
+        let rows = sqlx::query(
+            "SELECT position, bytes, traceparent, tracestate FROM commits WHERE position > ? \
+             ORDER BY position LIMIT ?",
+        )
+        .bind(i64::try_from(self.after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.log.inner.readers)
+        .await
+        .map_err(sqlite_error("read commits"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(FedCommit {
+                    commit: stored(r)?,
+                    traceparent: r.try_get("traceparent").map_err(corrupt)?,
+                    tracestate: r.try_get("tracestate").map_err(corrupt)?,
+                    pending: 0,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl CommitFeed for SqliteFeed {
+    async fn open(&mut self, checkpoint: u64) -> Result<(), LogError> {
+        self.after = checkpoint;
+        Ok(())
+    }
+
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<FedCommit>, LogError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut batch = Vec::new();
+        loop {
+            // Mark the current head seen before reading, so a commit landing after the read
+            // wakes the wait below.
+            self.commits.borrow_and_update();
+            let more = self.read(max - batch.len()).await?;
+            let got = more.len();
+            if let Some(last) = more.last() {
+                self.after = last.commit.position;
+            }
+            batch.extend(more);
+            if batch.len() >= max {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            let until = if batch.is_empty() {
+                if now >= deadline {
+                    break;
+                }
+                (now + self.poll).min(deadline)
+            } else if got == 0 {
+                break;
+            } else {
+                // Catching up or under load: linger for the next group commit so one
+                // transaction carries many of them.
+                now + LINGER
+            };
+            if tokio::time::timeout_at(until, self.commits.changed())
+                .await
+                .is_err()
+                && !batch.is_empty()
+            {
+                break;
+            }
+        }
+        let head = (*self.commits.borrow()).max(self.after);
+        for c in &mut batch {
+            c.pending = head.saturating_sub(c.commit.position);
+        }
+        Ok(batch)
+    }
+
+    async fn ack_through(&mut self, _position: u64) -> Result<(), LogError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,570 @@
+//! The embedded (SQLite) store of the incident-tracking read model: the same projection,
+//! checkpoint-in-the-same-transaction and queries as the PostgreSQL store, in one file. Each
+//! row keeps its whole record as JSON and copies out the columns that queries filter and
+//! sort on; key times are integer microseconds, so sorting and paging match PostgreSQL.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::{
+    Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use tokio::sync::{Mutex, watch};
+use tracing::{Instrument, info_span};
+use uuid::Uuid;
+
+use sems_app::AppError;
+
+use crate::{
+    AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, fresh_above,
+    projection::{self, Rows},
+    wait_until_applied,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Rows per multi-row statement: sqlx hands every SQLite statement to a worker thread, so
+/// one statement per row would cost ~60 µs each.
+const CHUNK: usize = 500;
+
+/// Where the embedded read model lives.
+#[derive(Debug, Clone)]
+pub struct SqliteReadModelConfig {
+    /// The database file (`<data dir>/readmodel.db`); a rebuild writes a new file.
+    pub path: PathBuf,
+    /// Connections serving queries.
+    pub readers: u32,
+}
+
+impl SqliteReadModelConfig {
+    /// Defaults for a database file.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            readers: 4,
+        }
+    }
+}
+
+/// The incident-tracking read model in SQLite.
+#[derive(Clone)]
+pub struct SqliteReadModel {
+    pool: SqlitePool,
+    writer: Arc<Mutex<SqliteConnection>>,
+    name: String,
+    path: PathBuf,
+    applied: Arc<watch::Sender<u64>>,
+}
+
+fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
+    move |e| match &e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            AppError::Unavailable(format!("{context}: {e}"))
+        }
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN.
+        sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| {
+                matches!(c.parse::<i32>().unwrap_or(0) & 0xff, 5 | 6 | 10 | 13 | 14)
+            }) =>
+        {
+            AppError::Unavailable(format!("{context}: {e}"))
+        }
+        _ => AppError::Internal(format!("{context}: {e}")),
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn to_doc(value: &impl Serialize) -> Result<String, AppError> {
+    serde_json::to_string(value).map_err(|e| AppError::Internal(format!("encode row: {e}")))
+}
+
+fn from_doc<T: DeserializeOwned>(doc: &str) -> Result<T, AppError> {
+    serde_json::from_str(doc).map_err(|e| AppError::Internal(format!("decode row: {e}")))
+}
+
+impl SqliteReadModel {
+    /// Opens (creating when missing) the read model at `config.path` and migrates it.
+    pub async fn connect(config: &SqliteReadModelConfig) -> Result<Self, AppError> {
+        if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                AppError::Unavailable(format!("create data directory {}: {e}", dir.display()))
+            })?;
+        }
+        // Rows and checkpoint commit together and the log is the source of truth, so a
+        // power loss that drops the last transactions only makes the projector apply them
+        // again: the read model does not fsync every batch (WAL, synchronous = NORMAL).
+        let options = SqliteConnectOptions::new()
+            .filename(&config.path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        // Migrations run through the pool: `Migrator::run` on a `&mut SqliteConnection`
+        // makes the caller's future not `Send`.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.readers.max(1))
+            .connect_with(options.clone())
+            .await
+            .map_err(unavailable("open the read model"))?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| AppError::Internal(format!("migrate the read model: {e}")))?;
+        let name = "incident_tracking".to_owned();
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES (?, 0, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&name)
+        .bind(Utc::now().to_rfc3339())
+        .execute(&pool)
+        .await
+        .map_err(unavailable("create checkpoint"))?;
+        let writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(unavailable("open the read-model writer"))?;
+        let model = Self {
+            pool,
+            writer: Arc::new(Mutex::new(writer)),
+            name,
+            path: config.path.clone(),
+            applied: Arc::new(watch::channel(0).0),
+        };
+        model
+            .applied
+            .send_replace(model.current_checkpoint().await?);
+        Ok(model)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every row of every table, as JSON text in key order, for comparing two generations.
+    pub async fn dump(&self) -> Result<Vec<String>, AppError> {
+        let mut out = Vec::new();
+        for (table, select) in [
+            (
+                "incidents",
+                "SELECT doc FROM incidents ORDER BY incident_id",
+            ),
+            ("alerts", "SELECT doc FROM alerts ORDER BY alert_id"),
+            (
+                "incident_notes",
+                "SELECT doc FROM incident_notes ORDER BY position, seq",
+            ),
+            (
+                "incident_openings_pending",
+                "SELECT json_array(incident_id, alert_id, promoted_at) FROM incident_openings_pending \
+                 ORDER BY incident_id",
+            ),
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(select)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable("dump"))?;
+            out.extend(rows.into_iter().map(|r| format!("{table} {r}")));
+        }
+        Ok(out)
+    }
+
+    async fn current_checkpoint(&self) -> Result<u64, AppError> {
+        let p: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?")
+                .bind(&self.name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable("read checkpoint"))?;
+        Ok(u64::try_from(p.unwrap_or(0)).unwrap_or(0))
+    }
+
+    async fn load_docs<T: DeserializeOwned>(
+        conn: &mut SqliteConnection,
+        table: &str,
+        key: &str,
+        ids: &[Uuid],
+    ) -> Result<Vec<T>, AppError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new(format!("SELECT doc FROM {table} WHERE {key} IN ("));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            q.push(")");
+            let docs: Vec<String> = q
+                .build_query_scalar()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(unavailable("load rows"))?;
+            for doc in docs {
+                out.push(from_doc(&doc)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_rows(conn: &mut SqliteConnection, rows: &Rows) -> Result<(), AppError> {
+        let incidents: Vec<&IncidentRow> = rows.incidents.values().collect();
+        for chunk in incidents.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO incidents (incident_id, status, level, severity, priority, opened_at, \
+                 updated_at, title, description, doc) ",
+            );
+            let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
+            q.push_values(chunk.iter().zip(docs), |mut row, (i, doc)| {
+                row.push_bind(i.incident_id.to_string())
+                    .push_bind(i.status.as_str())
+                    .push_bind(i.level.as_str())
+                    .push_bind(i.severity)
+                    .push_bind(i.priority)
+                    .push_bind(micros(i.opened_at))
+                    .push_bind(micros(i.updated_at))
+                    .push_bind(i.title.as_str())
+                    .push_bind(i.description.as_str())
+                    .push_bind(doc);
+            });
+            q.push(
+                " ON CONFLICT (incident_id) DO UPDATE SET status = excluded.status, \
+                 level = excluded.level, severity = excluded.severity, priority = excluded.priority, \
+                 opened_at = excluded.opened_at, updated_at = excluded.updated_at, \
+                 title = excluded.title, description = excluded.description, doc = excluded.doc",
+            );
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable("write incidents"))?;
+        }
+        let alerts: Vec<&AlertRow> = rows.alerts.values().collect();
+        for chunk in alerts.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO alerts (alert_id, incident_id, status, received_at, doc) ",
+            );
+            let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
+            q.push_values(chunk.iter().zip(docs), |mut row, (a, doc)| {
+                row.push_bind(a.alert_id.to_string())
+                    .push_bind(a.incident_id.map(|i| i.to_string()))
+                    .push_bind(a.status.as_str())
+                    .push_bind(micros(a.received_at))
+                    .push_bind(doc);
+            });
+            q.push(
+                " ON CONFLICT (alert_id) DO UPDATE SET incident_id = excluded.incident_id, \
+                 status = excluded.status, received_at = excluded.received_at, doc = excluded.doc",
+            );
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable("write alerts"))?;
+        }
+        for chunk in rows.pending.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO incident_openings_pending (incident_id, alert_id, promoted_at) ",
+            );
+            q.push_values(chunk, |mut row, p| {
+                row.push_bind(p.incident_id.to_string())
+                    .push_bind(p.alert_id.to_string())
+                    .push_bind(micros(p.promoted_at));
+            });
+            q.push(" ON CONFLICT (incident_id) DO NOTHING");
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable("write pending openings"))?;
+        }
+        if !rows.pending.is_empty() || rows.opened_incidents {
+            sqlx::query(
+                "DELETE FROM incident_openings_pending \
+                 WHERE incident_id IN (SELECT incident_id FROM incidents)",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable("settle pending openings"))?;
+        }
+        for chunk in rows.notes.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO incident_notes (position, seq, incident_id, doc) ");
+            let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
+            q.push_values(chunk.iter().zip(docs), |mut row, (n, doc)| {
+                row.push_bind(n.position)
+                    .push_bind(n.seq)
+                    .push_bind(n.incident_id.to_string())
+                    .push_bind(doc);
+            });
+            q.push(" ON CONFLICT (position, seq) DO NOTHING");
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable("write notes"))?;
+        }
+        Ok(())
+    }
+
+    async fn summaries(
+        &self,
+        mut q: QueryBuilder<Sqlite>,
+    ) -> Result<Vec<IncidentSummary>, AppError> {
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable("read incidents"))?;
+        rows.iter()
+            .map(|r| {
+                let doc: String = r
+                    .try_get(0)
+                    .map_err(|e| AppError::Internal(format!("decode incident row: {e}")))?;
+                let alert_count: i64 = r
+                    .try_get(1)
+                    .map_err(|e| AppError::Internal(format!("decode alert count: {e}")))?;
+                Ok(IncidentSummary {
+                    row: from_doc(&doc)?,
+                    alert_count,
+                })
+            })
+            .collect()
+    }
+
+    async fn docs<T: DeserializeOwned>(
+        &self,
+        mut q: QueryBuilder<Sqlite>,
+        context: &str,
+    ) -> Result<Vec<T>, AppError> {
+        let docs: Vec<String> = q
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable(context))?;
+        docs.iter().map(|d| from_doc(d)).collect()
+    }
+}
+
+#[async_trait]
+impl ProjectionStore for SqliteReadModel {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn checkpoint(&self) -> Result<u64, AppError> {
+        self.current_checkpoint().await
+    }
+
+    async fn apply_batch(&self, commits: &[ProjectedCommit]) -> Result<Applied, AppError> {
+        let span = info_span!("readmodel.apply_batch", projection = %self.name, store = "sqlite", commits = commits.len());
+        async {
+            let mut writer = self.writer.lock().await;
+            let mut tx = writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(unavailable("begin"))?;
+            let checkpoint: i64 =
+                sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?")
+                    .bind(&self.name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(unavailable("read checkpoint"))?;
+            let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+            let (fresh, skipped) = fresh_above(commits, checkpoint)?;
+            let Some(last) = fresh.iter().map(|c| c.position).max() else {
+                tx.rollback().await.map_err(unavailable("rollback"))?;
+                return Ok(Applied {
+                    applied: 0,
+                    skipped,
+                    checkpoint,
+                });
+            };
+            let (incidents, alerts) = projection::touched(fresh.iter().copied());
+            let mut rows = Rows::default();
+            for r in Self::load_docs::<IncidentRow>(&mut tx, "incidents", "incident_id", &incidents)
+                .await?
+            {
+                rows.incidents.insert(r.incident_id, r);
+            }
+            for r in Self::load_docs::<AlertRow>(&mut tx, "alerts", "alert_id", &alerts).await? {
+                rows.alerts.insert(r.alert_id, r);
+            }
+            for c in fresh.iter().copied() {
+                projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
+            }
+            Self::write_rows(&mut tx, &rows).await?;
+            sqlx::query(
+                "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
+            )
+            .bind(i64::try_from(last).unwrap_or(i64::MAX))
+            .bind(Utc::now().to_rfc3339())
+            .bind(&self.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write checkpoint"))?;
+            tx.commit().await.map_err(unavailable("commit"))?;
+            self.applied.send_replace(last);
+            Ok(Applied {
+                applied: fresh.len(),
+                skipped,
+                checkpoint: last,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn try_lock(&self) -> Result<Option<Box<dyn Send + Sync>>, AppError> {
+        // One active projector per read-model file, across processes: an exclusive lock on
+        // a file beside it, released when the guard (the open file) is dropped or the
+        // process dies.
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| AppError::Unavailable(format!("open projector lock: {e}")))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(AppError::Unavailable(format!("projector lock: {e}")))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl IncidentReadModel for SqliteReadModel {
+    async fn wait_for(&self, position: u64, deadline: std::time::Instant) -> Result<(), AppError> {
+        wait_until_applied(&self.applied, position, deadline, || {
+            self.current_checkpoint()
+        })
+        .await
+    }
+
+    async fn get_incident(&self, id: Uuid) -> Result<Option<IncidentDetail>, AppError> {
+        let mut q = QueryBuilder::new(
+            "SELECT doc, (SELECT count(*) FROM alerts a WHERE a.incident_id = i.incident_id) \
+             FROM incidents i WHERE incident_id = ",
+        );
+        q.push_bind(id.to_string());
+        let Some(incident) = self.summaries(q).await?.pop() else {
+            return Ok(None);
+        };
+        let mut q = QueryBuilder::new("SELECT doc FROM alerts WHERE incident_id = ");
+        q.push_bind(id.to_string())
+            .push(" ORDER BY received_at DESC, alert_id DESC LIMIT 1000");
+        let alerts = self.docs(q, "incident alerts").await?;
+        let mut q = QueryBuilder::new("SELECT doc FROM incident_notes WHERE incident_id = ");
+        q.push_bind(id.to_string()).push(" ORDER BY position, seq");
+        let notes: Vec<NoteRow> = self.docs(q, "incident notes").await?;
+        Ok(Some(IncidentDetail {
+            incident,
+            alerts,
+            notes,
+        }))
+    }
+
+    async fn list_incidents(&self, q: &IncidentQuery) -> Result<Page<IncidentSummary>, AppError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT i.doc, (SELECT count(*) FROM alerts a WHERE a.incident_id = i.incident_id) \
+             FROM incidents i WHERE 1",
+        );
+        fn any_of<T>(b: &mut QueryBuilder<Sqlite>, column: &str, values: &[T])
+        where
+            for<'t> &'t T: sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
+        {
+            if values.is_empty() {
+                return;
+            }
+            b.push(format!(" AND {column} IN ("));
+            let mut list = b.separated(", ");
+            for v in values {
+                list.push_bind(v);
+            }
+            b.push(")");
+        }
+        any_of(&mut b, "i.status", &q.statuses);
+        any_of(&mut b, "i.level", &q.levels);
+        any_of(&mut b, "i.severity", &q.severities);
+        any_of(&mut b, "i.priority", &q.priorities);
+        if let Some(from) = q.opened_from {
+            b.push(" AND i.opened_at >= ").push_bind(micros(from));
+        }
+        if let Some(to) = q.opened_to {
+            b.push(" AND i.opened_at < ").push_bind(micros(to));
+        }
+        if let Some(pattern) = q.like_pattern() {
+            // LIKE is case-insensitive for ASCII letters in SQLite (docs/DECISIONS.md).
+            b.push(" AND (i.title LIKE ")
+                .push_bind(pattern.clone())
+                .push(" ESCAPE '\\' OR i.description LIKE ")
+                .push_bind(pattern)
+                .push(" ESCAPE '\\')");
+        }
+        let (keys, op, order) = q.sort.keyset();
+        if let Some(c) = q.cursor()? {
+            b.push(format!(" AND {keys} {op} ("));
+            if q.sort.has_num() {
+                b.push_bind(c.num).push(", ");
+            }
+            b.push_bind(micros(c.at))
+                .push(", ")
+                .push_bind(c.id.to_string())
+                .push(")");
+        }
+        b.push(format!(" ORDER BY {order} LIMIT "))
+            .push_bind(i64::from(q.page_size) + 1);
+        let items = self.summaries(b).await?;
+        Ok(Page::from_rows(items, q.page_size, |s| s.cursor(q.sort)))
+    }
+
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRow>, AppError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT doc FROM alerts a WHERE 1");
+        if let Some(id) = q.incident_id {
+            b.push(" AND a.incident_id = ").push_bind(id.to_string());
+        }
+        if let Some(status) = &q.status {
+            b.push(" AND a.status = ").push_bind(status.clone());
+        }
+        if let Some(c) = &q.after {
+            b.push(" AND (a.received_at, a.alert_id) < (")
+                .push_bind(micros(c.at))
+                .push(", ")
+                .push_bind(c.id.to_string())
+                .push(")");
+        }
+        b.push(" ORDER BY a.received_at DESC, a.alert_id DESC LIMIT ")
+            .push_bind(i64::from(q.page_size) + 1);
+        let items: Vec<AlertRow> = self.docs(b, "list alerts").await?;
+        Ok(Page::from_rows(items, q.page_size, AlertRow::cursor))
+    }
+
+    async fn alerts_awaiting_incident(
+        &self,
+        older_than: Duration,
+        limit: u32,
+    ) -> Result<Vec<AlertRow>, AppError> {
+        let cutoff = micros(Utc::now())
+            .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT a.doc FROM incident_openings_pending p JOIN alerts a ON a.alert_id = p.alert_id \
+             WHERE p.promoted_at < ",
+        );
+        b.push_bind(cutoff)
+            .push(" ORDER BY p.promoted_at LIMIT ")
+            .push_bind(i64::from(limit));
+        self.docs(b, "alerts awaiting an incident").await
+    }
+}
