@@ -1,0 +1,171 @@
+//! One connection to semsd, and the position of this client's last write, kept between runs
+//! so that a read right after a write — in this run or an earlier one — waits for it.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use sems_proto::v1::{
+    alert_service_client::AlertServiceClient,
+    incident_query_service_client::IncidentQueryServiceClient,
+    incident_service_client::IncidentServiceClient,
+};
+use tonic::{Code, Request, transport::Channel};
+
+use crate::error::CtlError;
+
+/// A connected client.
+pub struct Session {
+    /// The server URL, as given.
+    pub server: String,
+    channel: Channel,
+    timeout: Duration,
+    state: Option<PathBuf>,
+    /// Highest position this client wrote (this run or, from the state file, earlier).
+    written: u64,
+}
+
+impl Session {
+    /// Connects to `server` (`http://host:port`, or `host:port`).
+    pub async fn connect(
+        server: &str,
+        timeout: Duration,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self, CtlError> {
+        let url = if server.contains("://") {
+            server.to_owned()
+        } else {
+            format!("http://{server}")
+        };
+        let endpoint = Channel::from_shared(url.clone())
+            .map_err(|e| CtlError::Usage(format!("--server {server:?} is not a URL: {e}")))?
+            .connect_timeout(timeout.min(Duration::from_secs(5)));
+        let channel = endpoint.connect().await.map_err(|e| CtlError::Connect {
+            server: url.clone(),
+            detail: source_chain(&e),
+        })?;
+        let state = state_dir.map(|d| d.join("positions.json"));
+        let written = state
+            .as_ref()
+            .and_then(|p| read_positions(p).get(&url).copied())
+            .unwrap_or(0);
+        Ok(Self {
+            server: url,
+            channel,
+            timeout,
+            state,
+            written,
+        })
+    }
+
+    /// The alert service.
+    pub fn alerts(&self) -> AlertServiceClient<Channel> {
+        AlertServiceClient::new(self.channel.clone())
+    }
+
+    /// The incident commands.
+    pub fn incidents(&self) -> IncidentServiceClient<Channel> {
+        IncidentServiceClient::new(self.channel.clone())
+    }
+
+    /// The queries.
+    pub fn queries(&self) -> IncidentQueryServiceClient<Channel> {
+        IncidentQueryServiceClient::new(self.channel.clone())
+    }
+
+    /// The deadline of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A request with this session's deadline.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut r = Request::new(message);
+        r.set_timeout(self.timeout);
+        r
+    }
+
+    /// Records a write at `position`: later reads wait for it.
+    pub fn wrote(&mut self, position: u64) {
+        if position <= self.written {
+            return;
+        }
+        self.written = position;
+        if let Some(path) = &self.state {
+            let mut all = read_positions(path);
+            let entry = all.entry(self.server.clone()).or_default();
+            *entry = (*entry).max(position);
+            // Best effort: a client that cannot keep state still reads its writes of this run.
+            let _ = write_positions(path, &all);
+        }
+    }
+
+    /// Runs a query at `min_position` = this client's last write. When that position comes
+    /// from an earlier run and the server never reaches it (its store was replaced), says so
+    /// and reads what the server has, forgetting the old position.
+    pub async fn read<T>(
+        &mut self,
+        call: impl AsyncFn(u64) -> Result<T, tonic::Status>,
+    ) -> Result<T, CtlError> {
+        match call(self.written).await {
+            Err(s) if s.code() == Code::DeadlineExceeded && self.written > 0 => {
+                eprintln!(
+                    "semsctl: warning: {} has not reached position {}, this client's last write; \
+                     it may run on a new store. Showing what it has.",
+                    self.server, self.written
+                );
+                self.forget();
+                Ok(call(0).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn forget(&mut self) {
+        self.written = 0;
+        if let Some(path) = &self.state {
+            let mut all = read_positions(path);
+            all.remove(&self.server);
+            let _ = write_positions(path, &all);
+        }
+    }
+}
+
+fn read_positions(path: &PathBuf) -> BTreeMap<String, u64> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_positions(path: &PathBuf, all: &BTreeMap<String, u64>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(all).unwrap_or_default())?;
+    std::fs::rename(tmp, path)
+}
+
+/// The default state directory: `$XDG_STATE_HOME/semsctl`, else `~/.local/state/semsctl`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("semsctl"));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".local/state/semsctl"))
+}
+
+/// An error with its causes ("transport error: connection refused").
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,317 @@
+//! `semsctl` through its real interface — the binary, its arguments, its output and exit
+//! codes — against `semsd` running in-process on both stores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{path::Path, time::Duration};
+
+use sems_testkit::{Backend, TestStores, on_both_stores};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+on_both_stores!(
+    the_demo_leaves_a_resolved_tactical_incident_and_an_untriaged_alert,
+    commands_print_json_that_reads_their_own_writes,
+    errors_say_what_to_fix_and_exit_with_documented_codes,
+    a_remembered_position_the_server_never_reached_is_reported_and_forgotten,
+);
+
+struct Server {
+    _stores: TestStores,
+    url: String,
+    state: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Server {
+    async fn start(backend: Backend) -> Self {
+        sems_telemetry::init_for_tests();
+        let stores = TestStores::start(backend).await.unwrap();
+        let mut config = semsd::Config::defaults();
+        config.nats.nats_url = stores.nats_url();
+        config.database.database_url = stores.database_url();
+        config.data_dir = stores.data_dir();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(semsd::run(config, Some(listener), async move {
+            let _ = stopped.await;
+        }));
+        let server = Self {
+            _stores: stores,
+            url: format!("http://{addr}"),
+            state: tempfile::tempdir().unwrap(),
+            stop: Some(stop),
+        };
+        // semsd answers once its stores are open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while server.ctl(&["incidents", "list"]).await.code != 0 {
+            assert!(std::time::Instant::now() < deadline, "semsd did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    async fn ctl(&self, args: &[&str]) -> Run {
+        run(&self.url, self.state.path(), args).await
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let r = self.ctl(&all).await;
+        assert_eq!(r.code, 0, "semsctl {args:?}: {}", r.stderr);
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("semsctl {args:?} printed no JSON ({e}): {}", r.stdout))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(server: &str, state: &Path, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_semsctl"))
+        .args(["--server", server])
+        .args(args)
+        .env("SEMSCTL_STATE_DIR", state)
+        .env_remove("SEMS_SERVER")
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+async fn the_demo_leaves_a_resolved_tactical_incident_and_an_untriaged_alert(backend: Backend) {
+    let s = Server::start(backend).await;
+    let demo = s.ctl(&["demo", "--pace-ms", "0"]).await;
+    assert_eq!(demo.code, 0, "{}", demo.stderr);
+    assert!(
+        demo.stdout.contains("repeat of a known alert"),
+        "{}",
+        demo.stdout
+    );
+    assert!(
+        demo.stdout.contains("RESOLVED at TACTICAL level"),
+        "{}",
+        demo.stdout
+    );
+
+    let list = s.json(&["incidents", "list", "--level", "tactical"]).await;
+    let incidents = list["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1);
+    let i = &incidents[0];
+    assert_eq!(i["status"], "RESOLVED");
+    assert_eq!(
+        (i["severity"].as_str(), i["priority"].as_str()),
+        (Some("CRITICAL"), Some("P1"))
+    );
+    assert_eq!(i["alert_count"], 1);
+    assert_eq!(i["phase"], "CONTAIN");
+
+    let id = i["incident_id"].as_str().unwrap();
+    let detail = s.json(&["incidents", "show", id]).await;
+    assert_eq!(
+        detail["alerts"][0]["repeat_count"], 1,
+        "the duplicate was counted"
+    );
+    assert_eq!(detail["roles"][0]["role"], "COMMANDER");
+    assert_eq!(detail["notes"].as_array().unwrap().len(), 1);
+
+    let waiting = s.json(&["alerts", "list", "--status", "received"]).await;
+    let alerts = waiting["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0]["source"], "crowdstrike");
+
+    // A second run plays again beside the first.
+    assert_eq!(s.ctl(&["demo", "--pace-ms", "0"]).await.code, 0);
+    let list = s.json(&["incidents", "list"]).await;
+    assert_eq!(list["incidents"].as_array().unwrap().len(), 2);
+}
+
+async fn commands_print_json_that_reads_their_own_writes(backend: Backend) {
+    let s = Server::start(backend).await;
+    let alert = s
+        .json(&[
+            "ingest",
+            "--source",
+            "wazuh",
+            "--ref",
+            "rule-5712-host-7",
+            "--title",
+            "SSH brute force against bastion-2",
+            "--severity",
+            "high",
+            "--observable",
+            "ip=198.51.100.23",
+            "--label",
+            "site=AMS",
+            "--raw",
+            r#"{"rule": {"id": 5712, "level": 10}}"#,
+        ])
+        .await;
+    assert_eq!(alert["repeat"], false);
+    let id = alert["incident_id"].as_str().unwrap().to_owned();
+
+    // Each write prints the incident as read at the write's own position.
+    let ack = s.json(&["ack", &id]).await;
+    assert_eq!(ack["incident"]["incident"]["status"], "ACKNOWLEDGED");
+    assert_eq!(ack["commit"]["version"], 2);
+    let assign = s
+        .json(&[
+            "assign",
+            &id,
+            "--role",
+            "commander",
+            "--person",
+            "sam@example.org",
+        ])
+        .await;
+    assert_eq!(assign["incident"]["roles"][0]["person"], "sam@example.org");
+    let level = s
+        .json(&["level", &id, "tactical", "--reason", "two sites affected"])
+        .await;
+    assert_eq!(level["incident"]["incident"]["level"], "TACTICAL");
+    let classify = s
+        .json(&[
+            "classify",
+            &id,
+            "--severity",
+            "critical",
+            "--priority",
+            "p1",
+            "--rationale",
+            "credential reuse confirmed",
+        ])
+        .await;
+    assert_eq!(classify["incident"]["incident"]["severity"], "CRITICAL");
+    let note = s
+        .json(&["note", &id, "blocked 198.51.100.0/24 at the edge"])
+        .await;
+    assert_eq!(
+        note["incident"]["notes"][0]["text"],
+        "blocked 198.51.100.0/24 at the edge"
+    );
+    let resolve = s
+        .json(&[
+            "resolve",
+            &id,
+            "--resolution",
+            "keys rotated, source blocked",
+        ])
+        .await;
+    assert_eq!(resolve["incident"]["incident"]["status"], "RESOLVED");
+    let close = s
+        .json(&["close", &id, "--note", "post-incident review held"])
+        .await;
+    assert_eq!(close["incident"]["incident"]["status"], "CLOSED");
+
+    // A read in a later run waits for this client's last write.
+    let shown = s.json(&["incidents", "show", &id]).await;
+    assert_eq!(shown["incident"]["position"], close["commit"]["position"]);
+
+    // A request id makes a command idempotent.
+    let first = s
+        .json(&["reopen", &id, "--reason", "new IOC", "--request-id", "r-1"])
+        .await;
+    let again = s
+        .json(&["reopen", &id, "--reason", "new IOC", "--request-id", "r-1"])
+        .await;
+    assert_eq!(again["commit"]["replayed"], true);
+    assert_eq!(again["commit"]["position"], first["commit"]["position"]);
+
+    let table = s.ctl(&["incidents", "list"]).await;
+    assert!(table.stdout.starts_with("INCIDENT"), "{}", table.stdout);
+    assert!(table.stdout.contains("SSH brute force against bastion-2"));
+}
+
+async fn errors_say_what_to_fix_and_exit_with_documented_codes(backend: Backend) {
+    let s = Server::start(backend).await;
+    // 2: wrong command line (clap).
+    let r = s.ctl(&["ack"]).await;
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    // 3: a value the server refuses, with the field named.
+    let r = s
+        .ctl(&[
+            "ingest",
+            "--source",
+            "x",
+            "--ref",
+            "y",
+            "--title",
+            "",
+            "--severity",
+            "low",
+        ])
+        .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("alert.title"), "{}", r.stderr);
+    let r = s.ctl(&["ack", "not-an-id"]).await;
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("incident_id"), "{}", r.stderr);
+    // 4: no such incident.
+    let r = s
+        .ctl(&["ack", "00000000-0000-4000-8000-000000000000"])
+        .await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    // 5: not allowed in the current state (closing an open incident).
+    let opened = s
+        .json(&[
+            "incidents",
+            "open",
+            "--title",
+            "Laptop stolen",
+            "--severity",
+            "medium",
+        ])
+        .await;
+    let id = opened["commit"]["aggregate_id"].as_str().unwrap();
+    let r = s.ctl(&["close", id]).await;
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("hint:"), "{}", r.stderr);
+    // 7: nothing listens there.
+    let port = sems_testkit::free_port();
+    let r = run(
+        &format!("http://127.0.0.1:{port}"),
+        s.state.path(),
+        &["incidents", "list"],
+    )
+    .await;
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(r.stderr.contains("is semsd running"), "{}", r.stderr);
+    // Nothing refused was appended: only the opening is in the log.
+    let list = s.json(&["alerts", "list"]).await;
+    assert!(list["alerts"].as_array().unwrap().is_empty());
+}
+
+async fn a_remembered_position_the_server_never_reached_is_reported_and_forgotten(
+    backend: Backend,
+) {
+    let s = Server::start(backend).await;
+    std::fs::write(
+        s.state.path().join("positions.json"),
+        format!(r#"{{"{}": 999999}}"#, s.url),
+    )
+    .unwrap();
+    let r = s.ctl(&["--timeout", "1", "incidents", "list"]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("has not reached position 999999"),
+        "{}",
+        r.stderr
+    );
+    let state = std::fs::read_to_string(s.state.path().join("positions.json")).unwrap();
+    assert!(!state.contains("999999"), "{state}");
+}
