@@ -28,6 +28,7 @@ fn semsd(stores: &TestStores, port: u16) -> Child {
         .env_remove("SEMS_DATA_DIR")
         .envs(stores.env())
         .env("SEMS_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SEMS_HTTP_LISTEN", "off")
         .env("SEMS_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -3,20 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use sems_app::{Envelope, EventLog};
-use sems_proto::v1::{
-    self as pb, alert_service_client::AlertServiceClient,
-    incident_query_service_client::IncidentQueryServiceClient,
-    incident_service_client::IncidentServiceClient,
-};
-use sems_testkit::{Backend, TestStores, on_both_stores};
-use semsd::Config;
-use tokio::sync::oneshot;
-use tonic::{Code, Request, transport::Channel};
+use sems_app::Envelope;
+use sems_proto::v1 as pb;
+use sems_testkit::{Backend, on_both_stores};
+use support::Server;
+use tonic::{Code, Request};
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
@@ -31,83 +26,6 @@ on_both_stores!(
     an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep,
     metrics_count_appends_rejections_and_projector_progress,
 );
-
-struct Server {
-    stores: TestStores,
-    channel: Channel,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl Server {
-    async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, |_| {}).await
-    }
-
-    async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
-        sems_telemetry::init_for_tests();
-        let stores = TestStores::start(backend).await.unwrap();
-        let mut config = Config::defaults();
-        config.nats.nats_url = stores.nats_url();
-        config.database.database_url = stores.database_url();
-        config.data_dir = stores.data_dir();
-        config.domain.actor = "e2e-operator".into();
-        configure(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(semsd::run(config, Some(listener), async move {
-            let _ = stopped.await;
-        }));
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
-        // The listener accepts connections before semsd serves (it opens the stream and
-        // migrates the read model first): wait until health checks answer SERVING.
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-        let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
-        loop {
-            let check = tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            };
-            match health.check(check).await {
-                Ok(r) if r.get_ref().status == serving => break,
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-        Self {
-            stores,
-            channel,
-            stop: Some(stop),
-            done: Some(done),
-        }
-    }
-
-    fn alerts(&self) -> AlertServiceClient<Channel> {
-        AlertServiceClient::new(self.channel.clone())
-    }
-
-    fn incidents(&self) -> IncidentServiceClient<Channel> {
-        IncidentServiceClient::new(self.channel.clone())
-    }
-
-    fn queries(&self) -> IncidentQueryServiceClient<Channel> {
-        IncidentQueryServiceClient::new(self.channel.clone())
-    }
-
-    async fn log(&self) -> Arc<dyn EventLog> {
-        self.stores.log().await.unwrap().port()
-    }
-
-    async fn message_count(&self) -> u64 {
-        self.stores.log().await.unwrap().state().await.unwrap().0
-    }
-
-    async fn stop(mut self) {
-        drop(self.stop.take());
-        self.done.take().unwrap().await.unwrap().unwrap();
-    }
-}
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
     pb::IngestAlertRequest {

@@ -81,7 +81,8 @@ pub struct Committed<A: Aggregate> {
     pub commit_id: Uuid,
     /// The request id had been seen: nothing new was appended.
     pub replayed: bool,
-    /// The events of the commit.
+    /// The events of the commit; none when the command changed nothing (then nothing was
+    /// appended and `position` is the aggregate's last commit).
     pub events: Vec<A::Event>,
 }
 
@@ -239,6 +240,23 @@ impl CommandHandler {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if events.is_empty() {
+                // Nothing to record (e.g. a source repeating a resolve). Decide it on what the
+                // log says, not on a cache, before answering that nothing changed.
+                if !fresh {
+                    fresh = true;
+                    continue;
+                }
+                return Ok(Committed {
+                    aggregate_id: id,
+                    state: loaded.state.clone(),
+                    version: loaded.version,
+                    position: loaded.last_position,
+                    commit_id,
+                    replayed: false,
+                    events,
+                });
+            }
             let envelope = Envelope {
                 commit_id,
                 aggregate_type: A::TYPE.to_owned(),

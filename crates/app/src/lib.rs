@@ -20,4 +20,6 @@ pub use ports::{
     AppendOutcome, Clock, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
     SystemClock,
 };
-pub use service::{IncidentOpening, IngestOutcome, Sems, alert_id_for};
+pub use service::{
+    IncidentOpening, IngestOutcome, Sems, SourceSignal, SourceUpdateOutcome, alert_id_for,
+};

@@ -60,6 +60,28 @@ pub struct IngestOutcome {
     pub replayed: bool,
 }
 
+/// What a source tool says of an alert it reported earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceSignal {
+    /// Acknowledged in the tool.
+    Acknowledged,
+    /// The condition cleared.
+    Resolved,
+}
+
+/// What a source update did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceUpdateOutcome {
+    /// The alert (derived from the dedup key).
+    pub alert_id: Uuid,
+    /// The alert was ever reported; when not, nothing was recorded.
+    pub known: bool,
+    /// Something was recorded (not a repeat of the source's current view).
+    pub changed: bool,
+    /// Position of the alert's last commit (0 when unknown).
+    pub position: u64,
+}
+
 /// The application: use cases over the command handler.
 pub struct Sems {
     handler: Arc<CommandHandler>,
@@ -127,6 +149,43 @@ impl Sems {
             version: committed.version,
             replayed: committed.replayed,
         })
+    }
+
+    /// Records what a source tool says of an alert it reported earlier (acknowledged or
+    /// resolved there). An alert never reported is not an error — tools send resolves for
+    /// alerts from before an integration existed — and records nothing.
+    pub async fn alert_source_update(
+        &self,
+        source: &str,
+        source_ref: &str,
+        signal: SourceSignal,
+        raw: serde_json::Value,
+        meta: CommandMeta,
+    ) -> Result<SourceUpdateOutcome, AppError> {
+        let alert_id = alert_id_for(source, source_ref);
+        let command = match signal {
+            SourceSignal::Acknowledged => AlertCommand::AcknowledgeAtSource { raw },
+            SourceSignal::Resolved => AlertCommand::ResolveAtSource { raw },
+        };
+        match self
+            .handler
+            .execute::<Alert>(alert_id, &command, &meta)
+            .await
+        {
+            Ok(c) => Ok(SourceUpdateOutcome {
+                alert_id,
+                known: true,
+                changed: !c.events.is_empty() || c.replayed,
+                position: c.position,
+            }),
+            Err(AppError::NotFound(_)) => Ok(SourceUpdateOutcome {
+                alert_id,
+                known: false,
+                changed: false,
+                position: 0,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the incident an alert was promoted to, unless it exists. Returns the position

@@ -1,6 +1,11 @@
 //! The Alert aggregate: received → (repeated…) → triaged (dismissed or promoted to an
 //! incident).
 //!
+//! Beside triage, an alert follows what its source says of it: firing, acknowledged at the
+//! source, resolved at the source (a monitoring tool's "resolved", a PagerDuty resolve). The
+//! source's view never changes triage: an alert that cleared by itself may still need an
+//! analyst's look. A report after a resolve is a repeat and makes it firing again.
+//!
 //! The aggregate id is derived from the dedup key (source, source_ref) by the application
 //! layer, so a repeat of a known alert lands on the same aggregate and becomes
 //! `AlertRepeated`, never a second alert. The dedup key holds for the alert's whole life: a
@@ -118,6 +123,18 @@ pub enum AlertStatus {
     Promoted(Uuid),
 }
 
+/// What the emitting tool says of an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SourceState {
+    /// Reported and not cleared.
+    #[default]
+    Firing,
+    /// Someone acknowledged it in the source tool.
+    Acknowledged,
+    /// The source reports the condition cleared.
+    Resolved,
+}
+
 /// A command on an alert.
 #[derive(Debug, Clone)]
 pub enum AlertCommand {
@@ -140,6 +157,16 @@ pub enum AlertCommand {
     Promote {
         /// The incident.
         incident_id: Uuid,
+    },
+    /// The source tool reports the alert acknowledged there (once; again is a no-op).
+    AcknowledgeAtSource {
+        /// The tool's message, verbatim.
+        raw: serde_json::Value,
+    },
+    /// The source tool reports the condition cleared (once; again is a no-op).
+    ResolveAtSource {
+        /// The tool's message, verbatim.
+        raw: serde_json::Value,
     },
 }
 
@@ -172,6 +199,16 @@ pub enum AlertEvent {
         /// The incident.
         incident_id: Uuid,
     },
+    /// The source tool reports it acknowledged there (the envelope's `occurred_at` says when).
+    AlertAcknowledgedAtSource {
+        /// The tool's message.
+        raw: serde_json::Value,
+    },
+    /// The source tool reports the condition cleared (the envelope's `occurred_at` says when).
+    AlertResolvedAtSource {
+        /// The tool's message.
+        raw: serde_json::Value,
+    },
 }
 
 impl DomainEvent for AlertEvent {
@@ -181,6 +218,8 @@ impl DomainEvent for AlertEvent {
             Self::AlertRepeated { .. } => "AlertRepeated",
             Self::AlertDismissed { .. } => "AlertDismissed",
             Self::AlertPromoted { .. } => "AlertPromoted",
+            Self::AlertAcknowledgedAtSource { .. } => "AlertAcknowledgedAtSource",
+            Self::AlertResolvedAtSource { .. } => "AlertResolvedAtSource",
         }
     }
 }
@@ -201,6 +240,8 @@ pub struct AlertState {
     pub status: AlertStatus,
     /// Reports so far.
     pub count: u64,
+    /// What the source says of it.
+    pub source_state: SourceState,
 }
 
 impl Alert {
@@ -275,6 +316,22 @@ impl Aggregate for Alert {
                     incident_id: *incident_id,
                 }])
             }
+            // Sources repeat themselves (Alertmanager re-sends resolved notifications): only
+            // a change of the source's view is recorded.
+            (AlertCommand::AcknowledgeAtSource { raw }, Some(s)) => {
+                Ok(if s.source_state == SourceState::Firing {
+                    vec![AlertEvent::AlertAcknowledgedAtSource { raw: raw.clone() }]
+                } else {
+                    vec![]
+                })
+            }
+            (AlertCommand::ResolveAtSource { raw }, Some(s)) => {
+                Ok(if s.source_state == SourceState::Resolved {
+                    vec![]
+                } else {
+                    vec![AlertEvent::AlertResolvedAtSource { raw: raw.clone() }]
+                })
+            }
         }
     }
 
@@ -285,11 +342,23 @@ impl Aggregate for Alert {
                     severity: report.severity,
                     status: AlertStatus::Received,
                     count: 1,
+                    source_state: SourceState::Firing,
                 });
             }
             AlertEvent::AlertRepeated { count, .. } => {
                 if let Some(s) = &mut self.state {
                     s.count = *count;
+                    s.source_state = SourceState::Firing;
+                }
+            }
+            AlertEvent::AlertAcknowledgedAtSource { .. } => {
+                if let Some(s) = &mut self.state {
+                    s.source_state = SourceState::Acknowledged;
+                }
+            }
+            AlertEvent::AlertResolvedAtSource { .. } => {
+                if let Some(s) = &mut self.state {
+                    s.source_state = SourceState::Resolved;
                 }
             }
             AlertEvent::AlertDismissed { .. } => {
@@ -430,6 +499,83 @@ mod tests {
             [AlertEvent::AlertRepeated { .. }]
         ));
         assert_eq!(alert.incident_id(), Some(other));
+    }
+
+    fn resolved() -> AlertEvent {
+        AlertEvent::AlertResolvedAtSource {
+            raw: serde_json::json!({"status": "resolved"}),
+        }
+    }
+
+    fn resolve() -> AlertCommand {
+        AlertCommand::ResolveAtSource {
+            raw: serde_json::json!({"status": "resolved"}),
+        }
+    }
+
+    fn acknowledge() -> AlertCommand {
+        AlertCommand::AcknowledgeAtSource {
+            raw: serde_json::json!({"event_action": "acknowledge"}),
+        }
+    }
+
+    #[test]
+    fn the_source_resolving_a_firing_alert_is_recorded_and_leaves_triage_alone() {
+        let alert = given(&[received(Severity::Low)]);
+        let events = alert.decide(&resolve(), &ctx()).unwrap();
+        assert_eq!(events, vec![resolved()]);
+        let after = given(&[received(Severity::Low), resolved()]);
+        let s = after.state().unwrap();
+        assert_eq!(s.source_state, SourceState::Resolved);
+        assert_eq!(s.status, AlertStatus::Received, "still waiting for triage");
+    }
+
+    #[test]
+    fn a_repeated_resolve_or_acknowledge_records_nothing() {
+        let alert = given(&[received(Severity::Low), resolved()]);
+        assert!(alert.decide(&resolve(), &ctx()).unwrap().is_empty());
+        assert!(alert.decide(&acknowledge(), &ctx()).unwrap().is_empty());
+        let acked = given(&[
+            received(Severity::Low),
+            AlertEvent::AlertAcknowledgedAtSource {
+                raw: serde_json::Value::Null,
+            },
+        ]);
+        assert!(acked.decide(&acknowledge(), &ctx()).unwrap().is_empty());
+        assert_eq!(acked.decide(&resolve(), &ctx()).unwrap(), vec![resolved()]);
+    }
+
+    #[test]
+    fn the_source_acknowledging_a_firing_alert_is_recorded() {
+        let alert = given(&[received(Severity::Low)]);
+        let events = alert.decide(&acknowledge(), &ctx()).unwrap();
+        assert!(matches!(
+            events.as_slice(),
+            [AlertEvent::AlertAcknowledgedAtSource { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_report_after_a_resolve_is_a_repeat_that_fires_again() {
+        let alert = given(&[received(Severity::Low), resolved()]);
+        let events = alert.decide(&ingest(Severity::Low), &ctx()).unwrap();
+        assert!(matches!(
+            events.as_slice(),
+            [AlertEvent::AlertRepeated { count: 2, .. }]
+        ));
+        let mut again = alert.clone();
+        again.evolve(&events[0]);
+        assert_eq!(again.state().unwrap().source_state, SourceState::Firing);
+    }
+
+    #[test]
+    fn the_source_cannot_resolve_or_acknowledge_an_alert_never_reported() {
+        for command in [resolve(), acknowledge()] {
+            assert!(matches!(
+                given(&[]).decide(&command, &ctx()),
+                Err(DomainError::NotFound(_))
+            ));
+        }
     }
 
     #[test]

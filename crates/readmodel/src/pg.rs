@@ -65,6 +65,8 @@ const ALERT_COLUMNS: &[&str] = &[
     "labels",
     "raw",
     "dismissal_rationale",
+    "source_state",
+    "source_resolved_at",
     "version",
     "position",
 ];
@@ -261,7 +263,7 @@ impl PgReadModel {
             "INSERT INTO alerts (alert_id, {}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
              $4::text[], $5::text[], $6::int2[], $7::text[], $8::uuid[], $9::int8[], $10::timestamptz[], \
              $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::text[], \
-             $17::int8[], $18::int8[]) ON CONFLICT (alert_id) DO UPDATE SET {set}",
+             $17::text[], $18::timestamptz[], $19::int8[], $20::int8[]) ON CONFLICT (alert_id) DO UPDATE SET {set}",
             ALERT_COLUMNS.join(", ")
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -281,6 +283,8 @@ impl PgReadModel {
             .bind(c.labels)
             .bind(c.raw)
             .bind(c.dismissal_rationale)
+            .bind(c.source_state)
+            .bind(c.source_resolved_at)
             .bind(c.version)
             .bind(c.position)
             .execute(&mut *tx)
@@ -369,6 +373,8 @@ struct AlertColumns<'a> {
     labels: Vec<Json<&'a std::collections::BTreeMap<String, String>>>,
     raw: Vec<Option<Json<&'a serde_json::Value>>>,
     dismissal_rationale: Vec<Option<&'a str>>,
+    source_state: Vec<&'a str>,
+    source_resolved_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
     version: Vec<i64>,
     position: Vec<i64>,
 }
@@ -392,6 +398,8 @@ impl<'a> AlertColumns<'a> {
             labels: Vec::with_capacity(n),
             raw: Vec::with_capacity(n),
             dismissal_rationale: Vec::with_capacity(n),
+            source_state: Vec::with_capacity(n),
+            source_resolved_at: Vec::with_capacity(n),
             version: Vec::with_capacity(n),
             position: Vec::with_capacity(n),
         }
@@ -416,6 +424,8 @@ impl<'a> AlertColumns<'a> {
         self.raw.push((!a.raw.is_null()).then_some(Json(&a.raw)));
         self.dismissal_rationale
             .push(a.dismissal_rationale.as_deref());
+        self.source_state.push(&a.source_state);
+        self.source_resolved_at.push(a.source_resolved_at);
         self.version.push(a.version);
         self.position.push(a.position);
     }

@@ -114,8 +114,18 @@ pub struct AlertRow {
     pub labels: BTreeMap<String, String>,
     pub raw: serde_json::Value,
     pub dismissal_rationale: Option<String>,
+    /// What the source says: `firing`, `acknowledged`, `resolved`.
+    #[serde(default = "firing")]
+    pub source_state: String,
+    /// When the source reported it resolved (cleared when it fires again).
+    #[serde(default)]
+    pub source_resolved_at: Option<DateTime<Utc>>,
     pub version: i64,
     pub position: i64,
+}
+
+fn firing() -> String {
+    "firing".into()
 }
 
 /// One row of `incident_notes`.
@@ -205,7 +215,7 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
     match &commit.events {
         Events::Other => {}
         Events::Alert(events) => {
-            for event in events {
+            for (event, meta) in events.iter().zip(&e.events) {
                 let id = e.aggregate_id;
                 if let AlertEvent::AlertReceived(r) = event {
                     rows.alerts.insert(
@@ -227,6 +237,8 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                             labels: r.labels.clone(),
                             raw: r.raw.clone(),
                             dismissal_rationale: None,
+                            source_state: firing(),
+                            source_resolved_at: None,
                             version,
                             position,
                         },
@@ -248,6 +260,15 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                         row.repeat_count = i64::try_from(*count).unwrap_or(i64::MAX) - 1;
                         row.last_seen_at = row.last_seen_at.max(*occurred_at);
                         row.severity = row.severity.max(severity.code() as i16);
+                        row.source_state = firing();
+                        row.source_resolved_at = None;
+                    }
+                    AlertEvent::AlertAcknowledgedAtSource { .. } => {
+                        row.source_state = "acknowledged".into();
+                    }
+                    AlertEvent::AlertResolvedAtSource { .. } => {
+                        row.source_state = "resolved".into();
+                        row.source_resolved_at = Some(meta.occurred_at);
                     }
                     AlertEvent::AlertDismissed { rationale, .. } => {
                         row.status = "dismissed".into();
@@ -638,6 +659,51 @@ mod tests {
         assert_eq!(rows.pending.len(), 1);
         assert_eq!(rows.pending[0].incident_id, Uuid::from_u128(1));
         assert!(!rows.opened_incidents);
+    }
+
+    #[test]
+    fn alert_rows_follow_the_source_resolving_and_firing_again() {
+        let raw = serde_json::json!({"status": "resolved"});
+        let rows = project(&[
+            alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
+            alert(
+                2,
+                2,
+                vec![AlertEvent::AlertAcknowledgedAtSource { raw: raw.clone() }],
+            ),
+        ]);
+        assert_eq!(
+            rows.alerts[&Uuid::from_u128(2)].source_state,
+            "acknowledged"
+        );
+        let rows = project(&[
+            alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
+            alert(2, 2, vec![AlertEvent::AlertResolvedAtSource { raw }]),
+        ]);
+        let a = &rows.alerts[&Uuid::from_u128(2)];
+        assert_eq!(a.source_state, "resolved");
+        assert!(a.source_resolved_at.is_some());
+        assert_eq!(a.status, "received", "triage is untouched");
+        let mut rows = rows;
+        apply(
+            &mut rows,
+            &alert(
+                3,
+                3,
+                vec![AlertEvent::AlertRepeated {
+                    severity: Severity::Low,
+                    occurred_at: t(3),
+                    count: 2,
+                    raw: serde_json::json!({}),
+                }],
+            ),
+        )
+        .unwrap();
+        let a = &rows.alerts[&Uuid::from_u128(2)];
+        assert_eq!(
+            (a.source_state.as_str(), a.source_resolved_at),
+            ("firing", None)
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub fn alert_json(a: &pb::AlertView) -> Value {
         "repeat_count": a.repeat_count,
         "first_seen_at": time_json(a.first_seen_at.as_ref()),
         "last_seen_at": time_json(a.last_seen_at.as_ref()),
+        "source_state": a.source_state,
+        "source_resolved_at": time_json(a.source_resolved_at.as_ref()),
     })
 }
 
@@ -225,6 +227,7 @@ pub fn alerts_table(alerts: &[pb::AlertView]) -> String {
                 a.source_ref.clone(),
                 severity(a.severity),
                 a.status.clone(),
+                a.source_state.clone(),
                 a.repeat_count.to_string(),
                 time(a.last_seen_at.as_ref()).unwrap_or_default(),
                 a.title.clone(),

@@ -34,9 +34,13 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(semsd::run(config, Some(listener), async move {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(semsd::run(
+            config,
+            semsd::Listeners::grpc(listener),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let server = Self {
             _stores: stores,
             url: format!("http://{addr}"),

@@ -78,9 +78,34 @@ pub struct GrpcArgs {
     /// Address the gRPC API listens on.
     #[arg(long, env = "SEMS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Address of the HTTP webhooks (Alertmanager, PagerDuty Events v2, generic JSON);
+    /// "off" to serve none.
+    #[arg(long, env = "SEMS_HTTP_LISTEN", default_value = "127.0.0.1:8088")]
+    pub http_listen: HttpListen,
+    /// Token the webhooks require: `Authorization: Bearer <token>` (Alertmanager, generic),
+    /// or the event's `routing_key` (PagerDuty). Never printed.
+    #[arg(long, env = "SEMS_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
     /// Longest a query waits for `min_position` when the call sets no deadline (ms).
     #[arg(long, env = "SEMS_READ_WAIT_MS", default_value_t = 5_000)]
     pub read_wait_ms: u64,
+}
+
+/// Where the HTTP webhooks listen, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") || s.is_empty() {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|a| Self(Some(a)))
+            .map_err(|e| format!("{s:?} is neither an address (127.0.0.1:8088) nor \"off\": {e}"))
+    }
 }
 
 impl GrpcArgs {

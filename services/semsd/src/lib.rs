@@ -5,6 +5,7 @@
 
 mod config;
 mod grpc;
+mod http;
 mod repair;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -21,14 +22,33 @@ use sems_readmodel::{
 use tokio::{net::TcpListener, sync::watch};
 use tracing::info;
 
-pub use config::{Config, Role, Store, Threshold};
+pub use config::{Config, HttpListen, Role, Store, Threshold};
+
+/// The sockets the API serves on, bound by the caller (tests bind port 0).
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The gRPC API.
+    pub grpc: Option<TcpListener>,
+    /// The HTTP webhooks; none serves no webhooks.
+    pub http: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// gRPC only.
+    pub fn grpc(listener: TcpListener) -> Self {
+        Self {
+            grpc: Some(listener),
+            http: None,
+        }
+    }
+}
 
 /// Runs the roles `config` asks for until `shutdown` resolves: the API stops accepting
 /// calls and finishes those in flight, the projector applies and acknowledges the batch
 /// in hand.
 pub async fn run(
     config: Config,
-    listener: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let Stores {
@@ -56,7 +76,9 @@ pub async fn run(
     }
 
     if matches!(config.role, Role::All | Role::Api) {
-        let listener = listener.context("the api role needs a listener")?;
+        let listener = listeners
+            .grpc
+            .context("the api role needs a gRPC listener")?;
         let handler = CommandHandler::new(
             log,
             Arc::new(SystemClock),
@@ -79,6 +101,13 @@ pub async fn run(
             sweep.await;
             Ok(())
         });
+        if let Some(http) = listeners.http {
+            let webhooks = http::Webhooks::new(sems.clone(), config.grpc.webhook_token.clone());
+            let addr = http.local_addr()?;
+            let done = until_stopped();
+            tasks.spawn(async move { http::serve(webhooks, http, done).await });
+            info!(%addr, "http webhooks listening");
+        }
         let api = grpc::Api::new(sems, reads, config.grpc.read_wait());
         let addr = listener.local_addr()?;
         let done = until_stopped();

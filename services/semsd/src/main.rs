@@ -1,7 +1,7 @@
-//! `semsd`: parses configuration, starts telemetry, binds the listener and runs.
+//! `semsd`: parses configuration, starts telemetry, binds the listeners and runs.
 
 use clap::Parser;
-use semsd::{Config, Role, run, shutdown_signal};
+use semsd::{Config, Listeners, Role, run, shutdown_signal};
 use tokio::net::TcpListener;
 
 // glibc's allocator spent a third of the server's CPU time under load (arena locks and
@@ -17,14 +17,27 @@ async fn main() -> anyhow::Result<()> {
         service_name: "semsd".into(),
         log_filter: config.telemetry.log.clone(),
     })?;
-    let listener = match config.role {
-        Role::Projector => None,
-        Role::All | Role::Api => Some(TcpListener::bind(config.grpc.listen).await?),
+    let listeners = match config.role {
+        Role::Projector => Listeners::default(),
+        Role::All | Role::Api => Listeners {
+            grpc: Some(bind(config.grpc.listen, "gRPC (--listen)").await?),
+            http: match config.grpc.http_listen.0 {
+                Some(addr) => Some(bind(addr, "webhooks (--http-listen)").await?),
+                None => None,
+            },
+        },
     };
-    let result = run(config, listener, shutdown_signal()).await;
+    let result = run(config, listeners, shutdown_signal()).await;
     telemetry.shutdown();
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "semsd stopped");
     }
     result
+}
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    use anyhow::Context as _;
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr} for {what}"))
 }

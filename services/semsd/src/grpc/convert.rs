@@ -215,6 +215,8 @@ pub fn alert(a: &AlertRow) -> pb::AlertView {
         first_seen_at: Some(ts(a.first_seen_at)),
         last_seen_at: Some(ts(a.last_seen_at)),
         description: a.description.clone(),
+        source_state: a.source_state.clone(),
+        source_resolved_at: a.source_resolved_at.map(ts),
     }
 }
 
