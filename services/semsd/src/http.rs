@@ -22,7 +22,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Duration, Utc};
-use sems_app::{AppError, CommandMeta, Sems, SourceSignal, TraceContext};
+use sems_app::{AppError, CommandMeta, Sems, SourceSignal};
 use sems_domain::{Limits, Observable, Severity, Text, alert::AlertReport};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -100,17 +100,7 @@ fn call_span(route: &str, headers: &HeaderMap) -> Span {
 }
 
 fn meta() -> CommandMeta {
-    let trace_context =
-        sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
-            TraceContext {
-                traceparent,
-                tracestate,
-            }
-        });
-    CommandMeta {
-        trace_context,
-        ..CommandMeta::default()
-    }
+    crate::grpc::command_meta(None)
 }
 
 /// A 4xx or 5xx with a JSON body `{"error": …, "field": …}`.
@@ -360,18 +350,36 @@ fn am_item(p: &AmPayload, i: usize, a: &AmAlert, now: DateTime<Utc>) -> Result<A
     }
 }
 
-async fn alertmanager(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
-    let span = call_span("/webhooks/alertmanager", &headers);
+/// A bearer-authenticated JSON call: the span, the token check, and `handle`'s answer with
+/// `ok` as its status.
+async fn bearer_call<'a, F>(
+    w: &'a Webhooks,
+    route: &str,
+    headers: &HeaderMap,
+    ok: StatusCode,
+    handle: impl FnOnce(&'a Webhooks) -> F,
+) -> Response
+where
+    F: Future<Output = Result<Value, Problem>> + 'a,
+{
     async move {
-        if !w.bearer_ok(&headers) {
+        if !w.bearer_ok(headers) {
             return Problem::unauthorized().into_response();
         }
-        match alertmanager_inner(&w, &body).await {
-            Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
+        match handle(w).await {
+            Ok(v) => (ok, axum::Json(v)).into_response(),
             Err(p) => p.into_response(),
         }
     }
-    .instrument(span)
+    .instrument(call_span(route, headers))
+    .await
+}
+
+async fn alertmanager(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    let route = "/webhooks/alertmanager";
+    bearer_call(&w, route, &headers, StatusCode::OK, |w| {
+        alertmanager_inner(w, &body)
+    })
     .await
 }
 
@@ -693,17 +701,10 @@ struct GenericObservable {
 }
 
 async fn generic(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
-    let span = call_span("/webhooks/generic", &headers);
-    async move {
-        if !w.bearer_ok(&headers) {
-            return Problem::unauthorized().into_response();
-        }
-        match generic_inner(&w, &body).await {
-            Ok(v) => (StatusCode::ACCEPTED, axum::Json(v)).into_response(),
-            Err(p) => p.into_response(),
-        }
-    }
-    .instrument(span)
+    let route = "/webhooks/generic";
+    bearer_call(&w, route, &headers, StatusCode::ACCEPTED, |w| {
+        generic_inner(w, &body)
+    })
     .await
 }
 

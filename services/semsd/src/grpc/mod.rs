@@ -157,8 +157,8 @@ fn rpc_span(service: &str, method: &str, metadata: &MetadataMap) -> Span {
     span
 }
 
-/// Command metadata for the current call: request id and trace context.
-fn command_meta(request_id: Option<String>) -> CommandMeta {
+/// Command metadata for the current call (gRPC or webhook): request id and trace context.
+pub(crate) fn command_meta(request_id: Option<String>) -> CommandMeta {
     let trace_context =
         sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
             TraceContext {
