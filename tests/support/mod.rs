@@ -32,8 +32,13 @@ impl Server {
     }
 
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
-        sems_telemetry::init_for_tests();
         let stores = TestStores::start(backend).await.unwrap();
+        Self::start_on(stores, configure).await
+    }
+
+    /// semsd on stores that already exist (e.g. after a migration).
+    pub async fn start_on(stores: TestStores, configure: impl FnOnce(&mut Config)) -> Self {
+        sems_telemetry::init_for_tests();
         let mut config = Config::defaults();
         config.nats.nats_url = stores.nats_url();
         config.database.database_url = stores.database_url();
@@ -97,9 +102,15 @@ impl Server {
         self.stores.log().await.unwrap().state().await.unwrap().0
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.into_stores().await;
+    }
+
+    /// Stops semsd and hands back its stores, as they are.
+    pub async fn into_stores(mut self) -> TestStores {
         drop(self.stop.take());
         self.done.take().unwrap().await.unwrap().unwrap();
+        self.stores
     }
 }
 

@@ -13,6 +13,9 @@ pub enum Role {
     Api,
     /// The projector only.
     Projector,
+    /// Copies the embedded event log in --data-dir into the JetStream stream at --nats-url,
+    /// byte for byte, then exits (resumable; see docs/DEPLOY.md, "Moving up").
+    Migrate,
 }
 
 /// SeMS Response server.

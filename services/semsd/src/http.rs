@@ -21,7 +21,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use sems_app::{AppError, CommandMeta, Sems, SourceSignal};
 use sems_domain::{Limits, Observable, Severity, Text, alert::AlertReport};
 use serde::Deserialize;
@@ -209,7 +209,7 @@ fn reported_at(meta: &mut CommandMeta, at: DateTime<Utc>, now: DateTime<Utc>, so
 fn iso8601(field: &str, text: &str) -> Result<DateTime<Utc>, Problem> {
     DateTime::parse_from_rfc3339(text)
         .or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f%z"))
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| t.with_timezone(&Utc).trunc_subsecs(6))
         .map_err(|e| {
             Problem::bad(
                 field,

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use sems_app::{CommandHandler, CommitFeed, EventLog, HandlerConfig, Sems, SystemClock};
 use sems_eventlog::{
     JetStreamConfig, JetStreamFeed, JetStreamLog, SqliteFeed, SqliteLog, SqliteLogConfig,
+    copy_to_jetstream,
 };
 use sems_readmodel::{
     IncidentReadModel, PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig,
@@ -51,6 +52,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if config.role == Role::Migrate {
+        return migrate(&config).await;
+    }
     let Stores {
         log,
         feed,
@@ -128,6 +132,58 @@ pub async fn run(
         ended.context("task panicked")??;
     }
     info!("semsd stopped");
+    Ok(())
+}
+
+/// Role `migrate`: copies the embedded event log into the JetStream stream.
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let nats_url =
+        config.nats.nats_url.as_deref().context(
+            "--role migrate needs --nats-url (SEMS_NATS_URL): the NATS server to copy into",
+        )?;
+    let events = config.data_dir.join("events.db");
+    if !events.is_file() {
+        anyhow::bail!(
+            "no embedded event log at {}: --data-dir (SEMS_DATA_DIR) must name the directory \
+             the embedded semsd ran in",
+            events.display()
+        );
+    }
+    info!(
+        "copying the embedded event log {} into stream {} at {}",
+        events.display(),
+        config.nats.stream,
+        redact(nats_url)
+    );
+    let source = SqliteLog::open(SqliteLogConfig::new(&events))
+        .await
+        .with_context(|| format!("open {}", events.display()))?;
+    let client = async_nats::ConnectOptions::new()
+        .name("semsd-migrate")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("connect to NATS at {}", redact(nats_url)))?;
+    let target = JetStreamLog::open(
+        client,
+        JetStreamConfig {
+            stream: config.nats.stream.clone(),
+            replicas: config.nats.stream_replicas,
+            ..JetStreamConfig::default()
+        },
+    )
+    .await
+    .context("open the event stream")?;
+    let report = copy_to_jetstream(&source, &target)
+        .await
+        .context("copy the event log")?;
+    info!(
+        copied = report.copied,
+        already_there = report.already,
+        last_position = report.last_position,
+        "event log copied and verified: start semsd with --nats-url and --database-url; its \
+         projector rebuilds the read models from position 1"
+    );
     Ok(())
 }
 

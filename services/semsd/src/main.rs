@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         log_filter: config.telemetry.log.clone(),
     })?;
     let listeners = match config.role {
-        Role::Projector => Listeners::default(),
+        Role::Projector | Role::Migrate => Listeners::default(),
         Role::All | Role::Api => Listeners {
             grpc: Some(bind(config.grpc.listen, "gRPC (--listen)").await?),
             http: match config.grpc.http_listen.0 {

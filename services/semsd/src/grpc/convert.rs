@@ -35,7 +35,8 @@ pub fn request_id(value: &str) -> Result<Option<String>, AppError> {
 pub fn time(field: &str, value: Option<&Timestamp>) -> Result<Option<DateTime<Utc>>, AppError> {
     let Some(t) = value else { return Ok(None) };
     let nanos = u32::try_from(t.nanos).map_err(|_| invalid(field, "nanos out of range"))?;
-    Utc.timestamp_opt(t.seconds, nanos)
+    // Microseconds, as every recorded time (see `SystemClock`).
+    Utc.timestamp_opt(t.seconds, nanos - nanos % 1_000)
         .single()
         .map(Some)
         .ok_or_else(|| invalid(field, "is out of range"))
