@@ -17,6 +17,7 @@ on_both_stores!(
     the_generic_shape_ingests_retries_idempotently_and_resolves,
     bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing,
     a_configured_token_is_required,
+    status_names_the_store_in_use,
 );
 
 /// An Alertmanager notification (Prometheus docs, "webhook_config": version 4).
@@ -419,5 +420,38 @@ async fn a_configured_token_is_required(backend: Backend) {
     event["routing_key"] = json!("s3cret");
     let r = s.post("/v2/enqueue", &event.to_string(), &[]).await;
     assert_eq!(r.status, 202, "{}", r.body);
+    s.stop().await;
+}
+
+async fn status_names_the_store_in_use(backend: Backend) {
+    let s = Server::start(backend).await;
+    let r = s.get("/healthz").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+    let status = s.get("/status").await.json();
+    match backend {
+        Backend::Embedded => {
+            assert_eq!(status["store"], "embedded");
+            let before = status["event_log"]["group_commits"].as_u64().unwrap();
+            s.post(
+                "/webhooks/generic",
+                &json!({"source": "s", "source_ref": "r", "title": "t", "severity": "low"})
+                    .to_string(),
+                &[],
+            )
+            .await;
+            let after = s.get("/status").await.json();
+            assert!(after["event_log"]["group_commits"].as_u64().unwrap() > before);
+            assert!(
+                after["event_log"]["path"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("events.db")
+            );
+        }
+        Backend::JetStream => {
+            assert_eq!(status["store"], "nats+postgresql");
+            assert_eq!(status["event_log"]["stream"], "SEMS");
+        }
+    }
     s.stop().await;
 }

@@ -132,11 +132,26 @@ impl Server {
     /// POSTs `body` to the webhooks at `path`, with extra headers (HTTP/1.1, one request per
     /// connection, as simple tools do).
     pub async fn post(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> HttpAnswer {
+        self.http_call("POST", path, body, headers).await
+    }
+
+    /// GETs `path` from the webhooks' listener.
+    pub async fn get(&self, path: &str) -> HttpAnswer {
+        self.http_call("GET", path, "", &[]).await
+    }
+
+    async fn http_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> HttpAnswer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let host = self.http.trim_start_matches("http://");
         let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
         let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n",
             body.len()
         );

@@ -8,7 +8,7 @@
 //! position (idempotency, with no window), and triggers refusing any update or delete.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::{
         Arc,
@@ -34,6 +34,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 /// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement).
 const INSERT_CHUNK: usize = 500;
+
+/// Appends looked up per statement (three bound values each).
+const LOOKUP_CHUNK: usize = 300;
 
 /// How long a projector's batch waits for the next group commit once it has one.
 const LINGER: Duration = Duration::from_millis(2);
@@ -149,9 +152,20 @@ impl SqliteLog {
             .run(&readers)
             .await
             .map_err(|e| LogError::Internal(format!("migrate the event log: {e}")))?;
-        let mut writer = SqliteConnection::connect_with(&options)
+        // The writer keeps a 16 MiB page cache (a group's index pages stay in memory instead
+        // of spilling mid-transaction), statement journals in memory, and leaves WAL
+        // checkpoints to a background task, so a group commit waits for its own WAL fsync.
+        let writer_options = options
+            .clone()
+            .pragma("cache_size", "-16384")
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", "0");
+        let mut writer = SqliteConnection::connect_with(&writer_options)
             .await
             .map_err(sqlite_error("open the event log writer"))?;
+        let checkpointer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(sqlite_error("open the event log checkpointer"))?;
         check_pragmas(&mut writer).await?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
             .fetch_one(&mut writer)
@@ -172,6 +186,7 @@ impl SqliteLog {
             Arc::downgrade(&inner),
             config.max_group.max(1),
         ));
+        tokio::spawn(checkpoint_loop(checkpointer, Arc::downgrade(&inner)));
         info!(path = %config.path.display(), "embedded event log open");
         Ok(Self { inner })
     }
@@ -333,33 +348,35 @@ async fn write_loop(
     let _ = conn.close().await;
 }
 
-type Answers = Vec<Result<AppendOutcome, LogError>>;
-
-/// Runs `select` (ending in `IN (`) over `keys`, in chunks, and returns every row.
-async fn select_in(
-    conn: &mut SqliteConnection,
-    select: &str,
-    keys: HashSet<String>,
-    context: &str,
-) -> Result<Vec<sqlx::sqlite::SqliteRow>, LogError> {
-    let keys: Vec<String> = keys.into_iter().collect();
-    let mut rows = Vec::new();
-    for chunk in keys.chunks(INSERT_CHUNK) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(select);
-        let mut list = q.separated(", ");
-        for key in chunk {
-            list.push_bind(key.as_str());
+/// Copies the WAL into the database file in the background (`PASSIVE`: never blocks the
+/// writer or readers), at most every 100 ms while commits arrive, until the log is dropped.
+async fn checkpoint_loop(mut conn: SqliteConnection, inner: std::sync::Weak<Inner>) {
+    let Some(mut commits) = inner.upgrade().map(|i| i.last.subscribe()) else {
+        return;
+    };
+    loop {
+        if commits.changed().await.is_err() {
+            break;
         }
-        q.push(")");
-        rows.extend(
-            q.build()
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(sqlite_error(context))?,
-        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if inner.strong_count() == 0 {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&mut conn)
+            .await
+        {
+            tracing::warn!(error = %e, "event log checkpoint failed; the next one retries");
+        }
     }
-    Ok(rows)
+    // A last full copy, so a cleanly stopped log leaves a small WAL behind.
+    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await;
+    let _ = conn.close().await;
 }
+
+type Answers = Vec<Result<AppendOutcome, LogError>>;
 
 async fn write_group(
     conn: &mut SqliteConnection,
@@ -369,50 +386,65 @@ async fn write_group(
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(sqlite_error("begin"))?;
-    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(sqlite_error("read the last position"))?;
-    let mut last = u64::try_from(last).unwrap_or(0);
-
-    let commit_ids: HashSet<String> = group
-        .iter()
-        .map(|r| r.commit.commit_id.to_string())
-        .collect();
+    // Everything the decisions need, in one statement per chunk (each statement costs a
+    // round trip to sqlx's SQLite worker): the log's last position, which commit ids it
+    // already holds, and the last position of each aggregate (one backward index seek each).
+    let mut last = 0;
     let mut seen: HashMap<String, u64> = HashMap::new();
-    for row in select_in(
-        &mut tx,
-        "SELECT commit_id, position FROM commits WHERE commit_id IN (",
-        commit_ids,
-        "look up commit ids",
-    )
-    .await?
-    {
-        let position: i64 = row.try_get(1).map_err(corrupt)?;
-        seen.insert(
-            row.try_get(0).map_err(corrupt)?,
-            u64::try_from(position).unwrap_or(0),
-        );
-    }
-    let aggregate_ids: HashSet<String> = group
-        .iter()
-        .map(|r| r.commit.aggregate_id.to_string())
-        .collect();
     let mut heads: HashMap<(String, String), u64> = HashMap::new();
-    for row in select_in(
-        &mut tx,
-        "SELECT aggregate_type, aggregate_id, last_position FROM aggregates WHERE aggregate_id IN (",
-        aggregate_ids,
-        "look up aggregates",
-    )
-    .await?
-    {
-        let key = (
-            row.try_get(0).map_err(corrupt)?,
-            row.try_get(1).map_err(corrupt)?,
+    let keys: Vec<(String, &str, String)> = group
+        .iter()
+        .map(|r| {
+            (
+                r.commit.commit_id.to_string(),
+                r.commit.aggregate_type,
+                r.commit.aggregate_id.to_string(),
+            )
+        })
+        .collect();
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT 0, NULL, NULL, COALESCE(MAX(position), 0) FROM commits \
+             UNION ALL SELECT 1, commit_id, NULL, position FROM commits WHERE commit_id IN (",
         );
-        let position: i64 = row.try_get(2).map_err(corrupt)?;
-        heads.insert(key, u64::try_from(position).unwrap_or(0));
+        let mut ids = q.separated(", ");
+        for (commit_id, _, _) in chunk {
+            ids.push_bind(commit_id.as_str());
+        }
+        q.push(
+            ") UNION ALL SELECT 2, v.column1, v.column2, (SELECT c.position FROM commits c \
+             WHERE c.aggregate_id = v.column2 AND c.aggregate_type = v.column1 \
+             ORDER BY c.position DESC LIMIT 1) FROM (",
+        );
+        q.push_values(chunk, |mut row, (_, kind, id)| {
+            row.push_bind(*kind).push_bind(id.as_str());
+        });
+        q.push(") v");
+        for row in q
+            .build()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(sqlite_error("look up commits and aggregates"))?
+        {
+            let arm: i64 = row.try_get(0).map_err(corrupt)?;
+            let position: Option<i64> = row.try_get(3).map_err(corrupt)?;
+            let Some(position) = position.and_then(|p| u64::try_from(p).ok()) else {
+                continue;
+            };
+            match arm {
+                0 => last = position,
+                1 => {
+                    seen.insert(row.try_get(1).map_err(corrupt)?, position);
+                }
+                _ => {
+                    let key = (
+                        row.try_get(1).map_err(corrupt)?,
+                        row.try_get(2).map_err(corrupt)?,
+                    );
+                    heads.insert(key, position);
+                }
+            }
+        }
     }
 
     // Decide every append in arrival order, as the stream would.
@@ -469,28 +501,6 @@ async fn write_group(
             .execute(&mut *tx)
             .await
             .map_err(sqlite_error("append commits"))?;
-    }
-    let moved: HashMap<(&str, &str), u64> = accepted
-        .iter()
-        .map(|(position, c, _, id)| ((c.aggregate_type, id.as_str()), *position))
-        .collect();
-    let moved: Vec<_> = moved.into_iter().collect();
-    for chunk in moved.chunks(INSERT_CHUNK) {
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO aggregates (aggregate_type, aggregate_id, last_position) ",
-        );
-        q.push_values(chunk, |mut row, ((kind, id), position)| {
-            row.push_bind(*kind)
-                .push_bind(*id)
-                .push_bind(i64::try_from(*position).unwrap_or(i64::MAX));
-        });
-        q.push(
-            " ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET last_position = excluded.last_position",
-        );
-        q.build()
-            .execute(&mut *tx)
-            .await
-            .map_err(sqlite_error("move aggregate heads"))?;
     }
     tx.commit().await.map_err(sqlite_error("commit"))?;
     Ok((answers, last))

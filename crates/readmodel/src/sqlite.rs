@@ -132,9 +132,14 @@ impl SqliteReadModel {
         .execute(&pool)
         .await
         .map_err(unavailable("create checkpoint"))?;
-        let writer = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(unavailable("open the read-model writer"))?;
+        let writer = SqliteConnection::connect_with(
+            &options
+                .clone()
+                .pragma("cache_size", "-16384")
+                .pragma("temp_store", "memory"),
+        )
+        .await
+        .map_err(unavailable("open the read-model writer"))?;
         let model = Self {
             pool,
             writer: Arc::new(Mutex::new(writer)),

@@ -10,6 +10,12 @@
 //!    read model (its checkpoint), p50/p99;
 //! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s.
 //!
+//! With `--store embedded` it measures the same against a `semsd` on the embedded SQLite
+//! store: the ceiling is then sqlx writing the same bytes into a bare SQLite table (WAL,
+//! synchronous FULL, one multi-row INSERT of 1,000 rows per transaction), and the ingest
+//! phases also report the event log's group commits (fsyncs) per second, read from semsd's
+//! `GET /status`.
+//!
 //! It sends traffic only to the addresses given (loopback by default) and stops by itself.
 
 use std::{
@@ -73,6 +79,15 @@ struct Args {
     /// rebuild; 0 = rebuild what the phases wrote.
     #[arg(long, default_value_t = 0)]
     rebuild_events: u64,
+    /// Which store semsd runs on: `jetstream` or `embedded`.
+    #[arg(long, default_value = "jetstream")]
+    store: String,
+    /// semsd's data directory (embedded store).
+    #[arg(long, env = "SEMS_DATA_DIR", default_value = "./sems-data")]
+    data_dir: std::path::PathBuf,
+    /// semsd's `GET /status` URL (embedded store: group commits).
+    #[arg(long, default_value = "http://127.0.0.1:8088/status")]
+    status_url: String,
     /// Phases to run.
     #[arg(
         long,
@@ -224,6 +239,123 @@ async fn raw_ceiling(args: &Args, run: &str) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// The embedded ceiling: sqlx writing the same envelope bytes (and the same columns as the
+/// embedded log) into a bare SQLite table — no index but the position — in WAL mode with
+/// synchronous FULL, one multi-row INSERT of 1,000 rows per transaction. Rows are built
+/// before the clock starts. Returns rows/s.
+async fn raw_sqlite(args: &Args, run: &str) -> anyhow::Result<f64> {
+    use sqlx::{Connection as _, QueryBuilder, Sqlite, sqlite::SqliteConnectOptions};
+    let path = args.data_dir.join(format!("bench-raw-{run}.db"));
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    sqlx::query(
+        "CREATE TABLE commits (position INTEGER PRIMARY KEY, commit_id TEXT NOT NULL, \
+         aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, event_types TEXT NOT NULL, \
+         correlation_id TEXT NOT NULL, traceparent TEXT, tracestate TEXT, bytes BLOB NOT NULL) STRICT",
+    )
+    .execute(&mut conn)
+    .await?;
+    let mut rows = Vec::with_capacity(args.alerts);
+    for n in 0..args.alerts {
+        let id = Uuid::new_v4();
+        rows.push((
+            i64::try_from(n + 1)?,
+            Uuid::now_v7().to_string(),
+            id.to_string(),
+            envelope_bytes(run, n, id)?,
+        ));
+    }
+    let start = Instant::now();
+    for chunk in rows.chunks(1_000) {
+        let mut tx = conn.begin().await?;
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO commits (position, commit_id, aggregate_type, aggregate_id, event_types, \
+             correlation_id, traceparent, tracestate, bytes) ",
+        );
+        q.push_values(
+            chunk,
+            |mut b, (position, commit_id, aggregate_id, bytes)| {
+                b.push_bind(*position)
+                    .push_bind(commit_id.as_str())
+                    .push_bind("alert")
+                    .push_bind(aggregate_id.as_str())
+                    .push_bind("AlertReceived")
+                    .push_bind(commit_id.as_str())
+                    .push_bind("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+                    .push_bind(None::<&str>)
+                    .push_bind(bytes.as_slice());
+            },
+        );
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+    }
+    let rate = rows.len() as f64 / start.elapsed().as_secs_f64();
+    conn.close().await?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(rate)
+}
+
+/// The embedded event log's group commits so far, from semsd's `GET /status`.
+async fn group_commits(url: &str) -> anyhow::Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .context("--status-url must be http://host:port/path")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let status: serde_json::Value = serde_json::from_str(body)
+        .with_context(|| format!("{url} answered no status JSON: {raw}"))?;
+    status["event_log"]["group_commits"]
+        .as_u64()
+        .context("no event_log.group_commits in the status (is semsd on the embedded store?)")
+}
+
+/// Runs `phase` and, on the embedded store, prints the group commits (fsyncs) per second
+/// it caused.
+async fn with_fsyncs<T>(
+    args: &Args,
+    phase: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Option<(f64, f64)>)> {
+    if args.store != "embedded" {
+        return Ok((phase.await?, None));
+    }
+    let before = group_commits(&args.status_url).await?;
+    let start = Instant::now();
+    let out = phase.await?;
+    let secs = start.elapsed().as_secs_f64();
+    let groups = (group_commits(&args.status_url).await? - before) as f64;
+    Ok((out, Some((groups / secs, groups))))
+}
+
+fn fsync_text(f: Option<(f64, f64)>, commits: usize) -> String {
+    f.map(|(per_sec, groups)| {
+        format!(
+            "; {per_sec:.0} fsyncs/s ({:.1} commits per group commit)",
+            commits as f64 / groups.max(1.0)
+        )
+    })
+    .unwrap_or_default()
+}
+
 /// Acknowledgements (when, stream position) waiting to become visible in the read model.
 type Acks = Arc<Mutex<VecDeque<(Instant, u64)>>>;
 
@@ -321,28 +453,95 @@ async fn streaming(args: &Args, run: &str) -> anyhow::Result<f64> {
     Ok((per * args.streams) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Where the lag phase reads the read model's checkpoint and the log's last position.
+enum Positions {
+    Pg {
+        pool: sqlx::PgPool,
+        sql: String,
+        name: String,
+        nats_url: String,
+    },
+    Sqlite {
+        read_model: sqlx::SqlitePool,
+        events: sqlx::SqlitePool,
+    },
+}
+
+impl Positions {
+    async fn open(args: &Args) -> anyhow::Result<Self> {
+        if args.store == "embedded" {
+            let open = |file: &str| {
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(args.data_dir.join(file))
+                    .read_only(true)
+            };
+            Ok(Self::Sqlite {
+                read_model: sqlx::SqlitePool::connect_with(open(&format!(
+                    "readmodel-{}.db",
+                    args.schema
+                )))
+                .await?,
+                events: sqlx::SqlitePool::connect_with(open("events.db")).await?,
+            })
+        } else {
+            Ok(Self::Pg {
+                pool: sqlx::PgPool::connect(&args.database_url).await?,
+                sql: format!(
+                    "SELECT position FROM {}.projection_checkpoints WHERE name = $1",
+                    args.schema
+                ),
+                name: format!("incident_tracking_{}", args.schema),
+                nats_url: args.nats_url.clone(),
+            })
+        }
+    }
+
+    async fn checkpoint(&self) -> anyhow::Result<u64> {
+        let p: i64 =
+            match self {
+                Self::Pg {
+                    pool, sql, name, ..
+                } => {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(name)
+                        .fetch_one(pool)
+                        .await?
+                }
+                Self::Sqlite { read_model, .. } => sqlx::query_scalar(
+                    "SELECT position FROM projection_checkpoints WHERE name = 'incident_tracking'",
+                )
+                .fetch_one(read_model)
+                .await?,
+            };
+        Ok(u64::try_from(p)?)
+    }
+
+    async fn last(&self) -> anyhow::Result<u64> {
+        match self {
+            Self::Pg { nats_url, .. } => {
+                let client = async_nats::connect(nats_url).await?;
+                Ok(JetStreamLog::open(client, JetStreamConfig::default())
+                    .await?
+                    .state()
+                    .await?
+                    .1)
+            }
+            Self::Sqlite { events, .. } => {
+                let p: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
+                    .fetch_one(events)
+                    .await?;
+                Ok(u64::try_from(p)?)
+            }
+        }
+    }
+}
+
 /// Paced ingestion at `rate`, measuring acknowledgement → read-model checkpoint.
 async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Duration, usize)> {
-    let pool = sqlx::PgPool::connect(&args.database_url).await?;
-    let sql = format!(
-        "SELECT position FROM {}.projection_checkpoints WHERE name = $1",
-        args.schema
-    );
-    let name = format!("incident_tracking_{}", args.schema);
+    let positions = Positions::open(args).await?;
     // Start from a caught-up read model, so the figure is the lag, not an earlier backlog.
-    let client = async_nats::connect(&args.nats_url).await?;
-    let (_, last) = JetStreamLog::open(client, JetStreamConfig::default())
-        .await?
-        .state()
-        .await?;
-    loop {
-        let checkpoint: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(&name)
-            .fetch_one(&pool)
-            .await?;
-        if checkpoint as u64 >= last {
-            break;
-        }
+    let last = positions.last().await?;
+    while positions.checkpoint().await? < last {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let acks: Acks = Arc::default();
@@ -356,16 +555,13 @@ async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Dur
     let mut hist = Histogram::<u64>::new(3)?;
     let mut seen = 0;
     while seen < count {
-        let checkpoint: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(&name)
-            .fetch_one(&pool)
-            .await?;
+        let checkpoint = positions.checkpoint().await?;
         let now = Instant::now();
         {
             let mut q = acks.lock().map_err(|_| anyhow::anyhow!("lock"))?;
             // Positions arrive nearly in order; scan the whole queue.
             q.retain(|(at, position)| {
-                if *position <= checkpoint as u64 {
+                if *position <= checkpoint {
                     let _ = hist.record((now - *at).as_micros() as u64);
                     seen += 1;
                     false
@@ -448,44 +644,56 @@ async fn main() -> anyhow::Result<()> {
         args.alerts, args.concurrency, args.streams
     );
 
+    let embedded = args.store == "embedded";
     let raw = if has("raw") {
-        let r = raw_ceiling(&args, &run).await?;
-        println!(
-            "raw JetStream ceiling ({} in flight, same bytes and headers): {r:.0} commits/s",
-            args.raw_in_flight
-        );
-        Some(r)
+        if embedded {
+            let r = raw_sqlite(&args, &run).await?;
+            println!(
+                "raw SQLite ceiling (bare table, WAL, synchronous FULL, one 1,000-row INSERT \
+                 per transaction, same bytes): {r:.0} rows/s"
+            );
+            Some(r)
+        } else {
+            let r = raw_ceiling(&args, &run).await?;
+            println!(
+                "raw JetStream ceiling ({} in flight, same bytes and headers): {r:.0} commits/s",
+                args.raw_in_flight
+            );
+            Some(r)
+        }
     } else {
         None
     };
+    let ratio = |rate: f64| {
+        raw.map(|r| format!(" = {:.0}% of the raw ceiling", 100.0 * rate / r))
+            .unwrap_or_default()
+    };
     let mut unary_rate = None;
     if has("unary") {
-        let u = unary(
+        let run_u = format!("{run}-u");
+        let (u, fsyncs) = with_fsyncs(
             &args,
-            &format!("{run}-u"),
-            args.alerts,
-            args.concurrency,
-            None,
-            None,
+            unary(&args, &run_u, args.alerts, args.concurrency, None, None),
         )
         .await?;
         println!(
-            "unary IngestAlert, {} in flight: {:.0} alerts/s, p50 {}, p99 {}",
+            "unary IngestAlert, {} in flight: {:.0} alerts/s{}, p50 {}, p99 {}{}",
             args.concurrency,
             u.rate,
+            ratio(u.rate),
             ms(u.p50),
-            ms(u.p99)
+            ms(u.p99),
+            fsync_text(fsyncs, args.alerts)
         );
         unary_rate = Some(u.rate);
     }
     if has("stream") {
-        let s = streaming(&args, &format!("{run}-s")).await?;
-        let ratio = raw
-            .map(|r| format!(" = {:.0}% of the raw ceiling", 100.0 * s / r))
-            .unwrap_or_default();
+        let (s, fsyncs) = with_fsyncs(&args, streaming(&args, &format!("{run}-s"))).await?;
         println!(
-            "client-streaming IngestAlerts, {} streams: {s:.0} alerts/s{ratio}",
-            args.streams
+            "client-streaming IngestAlerts, {} streams: {s:.0} alerts/s{}{}",
+            args.streams,
+            ratio(s),
+            fsync_text(fsyncs, args.alerts / args.streams * args.streams)
         );
     }
     if has("lag") {
@@ -497,7 +705,9 @@ async fn main() -> anyhow::Result<()> {
             ms(p99)
         );
     }
-    if has("rebuild") {
+    if has("rebuild") && embedded {
+        println!("projector rebuild: measured on the JetStream/PostgreSQL pair only");
+    } else if has("rebuild") {
         let (events, rate) = rebuild(&args, &run).await?;
         println!("projector rebuild from sequence 1: {events} events at {rate:.0} events/s");
     }

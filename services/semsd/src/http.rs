@@ -7,6 +7,7 @@
 //!   a drop-in: `trigger`, `acknowledge`, `resolve` with `dedup_key` as the dedup key, answered
 //!   as PagerDuty answers (202 with `status`, `message`, `dedup_key`).
 //! * `POST /webhooks/generic` — the documented generic JSON shape (`docs/WEBHOOKS.md`).
+//! * `GET /healthz`, `GET /status` (the store in use and its counters).
 //!
 //! Every payload is checked whole before anything is appended: a bad one gets a 4xx that
 //! names the problem and appends nothing. Mapping rules: `docs/WEBHOOKS.md`.
@@ -32,19 +33,24 @@ use tracing::{Instrument, Span, info_span, warn};
 /// Largest request body accepted (an Alertmanager group of many alerts fits easily).
 const MAX_BODY: usize = 1024 * 1024;
 
+/// What `GET /status` reports: the store in use and its counters.
+pub type StatusFn = Arc<dyn Fn() -> Value + Send + Sync>;
+
 /// What the webhook handlers share.
 #[derive(Clone)]
 pub struct Webhooks {
     sems: Arc<Sems>,
     token: Option<Arc<str>>,
+    status: StatusFn,
 }
 
 impl Webhooks {
     /// Webhooks over the use cases; with a token, every call must present it.
-    pub fn new(sems: Arc<Sems>, token: Option<String>) -> Self {
+    pub fn new(sems: Arc<Sems>, token: Option<String>, status: StatusFn) -> Self {
         Self {
             sems,
             token: token.filter(|t| !t.is_empty()).map(Into::into),
+            status,
         }
     }
 
@@ -55,6 +61,7 @@ impl Webhooks {
             .route("/webhooks/pagerduty/v2/enqueue", post(pagerduty))
             .route("/webhooks/generic", post(generic))
             .route("/healthz", get(|| async { "ok\n" }))
+            .route("/status", get(status))
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }
@@ -81,6 +88,11 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// `GET /status`: which store, where, and its counters (for operators and the benchmark).
+async fn status(State(w): State<Webhooks>) -> Response {
+    axum::Json((w.status)()).into_response()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

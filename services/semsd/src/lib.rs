@@ -60,6 +60,7 @@ pub async fn run(
         feed,
         projection,
         reads,
+        status,
     } = open_stores(&config).await?;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
@@ -106,7 +107,8 @@ pub async fn run(
             Ok(())
         });
         if let Some(http) = listeners.http {
-            let webhooks = http::Webhooks::new(sems.clone(), config.grpc.webhook_token.clone());
+            let webhooks =
+                http::Webhooks::new(sems.clone(), config.grpc.webhook_token.clone(), status);
             let addr = http.local_addr()?;
             let done = until_stopped();
             tasks.spawn(async move { http::serve(webhooks, http, done).await });
@@ -193,6 +195,7 @@ struct Stores {
     feed: Box<dyn CommitFeed>,
     projection: Arc<dyn ProjectionStore>,
     reads: Arc<dyn IncidentReadModel>,
+    status: http::StatusFn,
 }
 
 /// Opens the embedded store, or NATS JetStream and PostgreSQL, and says which and where.
@@ -216,11 +219,27 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                     .await
                     .with_context(|| format!("open the read model {}", read_model.display()))?,
             );
+            let status: http::StatusFn = {
+                let (log, events, model) =
+                    (log.clone(), events.clone(), read_model.path().to_owned());
+                Arc::new(move || {
+                    serde_json::json!({
+                        "store": "embedded",
+                        "event_log": {
+                            "path": events.display().to_string(),
+                            "last_position": log.last_position(),
+                            "group_commits": log.group_commits(),
+                        },
+                        "read_model": { "path": model.display().to_string() },
+                    })
+                })
+            };
             Stores {
                 log: Arc::new(log.clone()),
                 feed: Box::new(SqliteFeed::new(log)),
                 projection: read_model.clone(),
                 reads: read_model,
+                status,
             }
         }
         Store::Scaled {
@@ -260,11 +279,22 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 .context("open the read model")?,
             );
             let durable = format!("sems_projector_{schema}");
+            let status: http::StatusFn = {
+                let (stream, schema) = (config.nats.stream.clone(), schema.clone());
+                Arc::new(move || {
+                    serde_json::json!({
+                        "store": "nats+postgresql",
+                        "event_log": { "stream": stream },
+                        "read_model": { "schema": schema },
+                    })
+                })
+            };
             Stores {
                 log: Arc::new(log.clone()),
                 feed: Box::new(JetStreamFeed::new(log, durable, Duration::from_secs(30))),
                 projection: read_model.clone(),
                 reads: read_model,
+                status,
             }
         }
     })

@@ -14,16 +14,9 @@ CREATE TABLE commits (
     bytes           BLOB NOT NULL
 ) STRICT;
 
-CREATE INDEX commits_aggregate ON commits (aggregate_type, aggregate_id, position);
-
--- The last position of every aggregate: the optimistic-concurrency check reads one row, not
--- a scan of the aggregate's history.
-CREATE TABLE aggregates (
-    aggregate_type  TEXT NOT NULL,
-    aggregate_id    TEXT NOT NULL,
-    last_position   INTEGER NOT NULL,
-    PRIMARY KEY (aggregate_type, aggregate_id)
-) STRICT, WITHOUT ROWID;
+-- An aggregate's commits in order; also how the writer finds an aggregate's last position
+-- (one index seek) for the optimistic-concurrency check.
+CREATE INDEX commits_aggregate ON commits (aggregate_id, position);
 
 -- Append-only, as the stream's deny_delete / deny_purge: no commit is ever changed or removed.
 CREATE TRIGGER commits_no_update BEFORE UPDATE ON commits
