@@ -7,6 +7,7 @@
 
 pub mod alert;
 mod error;
+pub mod handover;
 pub mod incident;
 mod values;
 
@@ -30,7 +31,8 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     type Event: DomainEvent;
 
     /// Decides which events `command` produces in the current state, or why it is refused.
-    /// Never returns an empty list on success.
+    /// An empty list accepts a command that changes nothing (a source repeating what it
+    /// already said): nothing is recorded.
     fn decide(
         &self,
         command: &Self::Command,

@@ -40,6 +40,10 @@ impl Limits {
     pub const PERSON: usize = 200;
     /// Client request ids.
     pub const REQUEST_ID: usize = 128;
+    /// Characters in one section of a handover brief, or the answers to a clarification.
+    pub const BRIEF_SECTION: usize = 10_000;
+    /// Questions in one clarification request.
+    pub const QUESTIONS: usize = 50;
     /// Alert ids given when opening an incident from alerts.
     pub const ALERT_IDS: usize = 100;
     /// How far in the future an `occurred_at` may be (clock skew).
