@@ -192,9 +192,22 @@ async fn an_embedded_log_moves_to_jetstream_byte_for_byte_and_the_read_model_reb
 }
 
 #[tokio::test]
-async fn a_stream_holding_other_commits_is_refused() {
+async fn a_running_semsd_or_a_stream_holding_other_commits_is_refused() {
     let small = Server::start(Backend::Embedded).await;
     activity(&small).await;
+    // Not while the embedded semsd still writes to the log.
+    let target = TestStores::start(Backend::JetStream).await.unwrap();
+    let err = semsd::run(
+        migrate_config(&small.stores, &target),
+        Default::default(),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another semsd is running"),
+        "{err:#}"
+    );
     let embedded = small.into_stores().await;
     // A stream some other site already wrote to.
     let other = Server::start(Backend::JetStream).await;

@@ -18,6 +18,7 @@ on_both_stores!(
     bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing,
     a_configured_token_is_required,
     status_names_the_store_in_use,
+    alertmanager_alerts_over_the_limits_are_cut_not_lost,
 );
 
 /// An Alertmanager notification (Prometheus docs, "webhook_config": version 4).
@@ -348,6 +349,13 @@ async fn bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing(backend: B
             400,
             "title",
         ),
+        (
+            // Resolves are checked like triggers: a dedup key with a line break…
+            "/webhooks/generic",
+            json!({"action": "resolve", "source": "s", "source_ref": "a\nb"}).to_string(),
+            400,
+            "source_ref",
+        ),
     ];
     for (path, body, status, names) in cases {
         let r = s.post(path, &body, &[]).await;
@@ -364,7 +372,15 @@ async fn bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing(backend: B
     let mut bad_severity = pd_trigger();
     bad_severity["payload"]["severity"] = json!("sev1");
     let mut no_key = json!({"routing_key": "k", "event_action": "resolve"});
+    assert_eq!(s.message_count().await, before, "nothing appended");
+    // …and a resolve of a known alert carrying more than 64 KiB is refused.
+    s.post("/v2/enqueue", &pd_trigger().to_string(), &[]).await;
+    let before = s.message_count().await;
+    let huge = json!({"routing_key": "k", "dedup_key": "srv01/mysql", "event_action": "resolve",
+                      "payload": {"summary": "x", "source": "y", "severity": "info",
+                                  "custom_details": {"dump": "z".repeat(70_000)}}});
     for (event, names) in [
+        (huge, "payload.custom_details"),
         (no_summary, "payload.summary"),
         (bad_severity, "payload.severity"),
         (no_key.take(), "dedup_key"),
@@ -453,5 +469,50 @@ async fn status_names_the_store_in_use(backend: Backend) {
             assert_eq!(status["event_log"]["stream"], "SEMS");
         }
     }
+    s.stop().await;
+}
+
+async fn alertmanager_alerts_over_the_limits_are_cut_not_lost(backend: Backend) {
+    let s = Server::start(backend).await;
+    let mut long = am_alert("firing", "192.0.2.20:9100", "warning", "ee");
+    long["annotations"]["summary"] = json!("S".repeat(300));
+    let mut blank = am_alert("firing", "192.0.2.21:9100", "warning", "ff");
+    blank["annotations"]["summary"] = json!("  ");
+    let mut many = am_alert("firing", "192.0.2.22:9100", "warning", "gg");
+    for i in 0..80 {
+        many["labels"][format!("extra_{i:02}")] = json!("v");
+    }
+    let r = s
+        .post(
+            "/webhooks/alertmanager",
+            &alertmanager("firing", vec![long, blank, many]),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let last = r.json()["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["position"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let listed = alerts_of(&s, "alertmanager", last).await;
+    assert_eq!(listed.len(), 3, "no alert of the group is lost");
+    let title = |r: &str| {
+        listed
+            .iter()
+            .find(|a| a.source_ref == r)
+            .unwrap()
+            .title
+            .clone()
+    };
+    assert_eq!(title("ee").chars().count(), 200);
+    assert!(title("ee").ends_with('…'));
+    assert_eq!(
+        title("ff"),
+        "NodeFilesystemAlmostFull",
+        "a blank summary falls back"
+    );
     s.stop().await;
 }

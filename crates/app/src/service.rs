@@ -162,7 +162,8 @@ impl Sems {
         raw: serde_json::Value,
         meta: CommandMeta,
     ) -> Result<SourceUpdateOutcome, AppError> {
-        let alert_id = alert_id_for(source, source_ref);
+        let (source, source_ref) = sems_domain::alert::dedup_key(source, source_ref, "")?;
+        let alert_id = alert_id_for(&source, &source_ref);
         let command = match signal {
             SourceSignal::Acknowledged => AlertCommand::AcknowledgeAtSource { raw },
             SourceSignal::Resolved => AlertCommand::ResolveAtSource { raw },

@@ -48,15 +48,7 @@ impl AlertReport {
     /// `prefix` (e.g. `alert.`).
     pub fn validate(mut self, prefix: &str) -> Result<Self, DomainError> {
         let f = |name: &str| format!("{prefix}{name}");
-        self.source = Text::required(&f("source"), &self.source, Limits::SOURCE)?;
-        self.source_ref = Text::required(&f("source_ref"), &self.source_ref, Limits::SOURCE_REF)?;
-        // The dedup key is hashed into the alert id: no line breaks or other control
-        // characters in it, so two different keys can never name the same alert.
-        for (name, value) in [("source", &self.source), ("source_ref", &self.source_ref)] {
-            if value.chars().any(char::is_control) {
-                return Err(DomainError::invalid(f(name), "contains control characters"));
-            }
-        }
+        (self.source, self.source_ref) = dedup_key(&self.source, &self.source_ref, prefix)?;
         self.title = Text::required(&f("title"), &self.title, Limits::TITLE)?;
         self.description =
             Text::optional(&f("description"), &self.description, Limits::DESCRIPTION)?;
@@ -96,20 +88,46 @@ impl AlertReport {
             Text::required(&f("labels.key"), k, Limits::LABEL_KEY)?;
             Text::optional(&f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE)?;
         }
-        let raw_len = serde_json::to_vec(&self.raw)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
-        if raw_len > Limits::RAW_BYTES {
-            return Err(DomainError::invalid(
-                f("raw"),
-                format!(
-                    "is {raw_len} bytes of JSON, at most {} are allowed",
-                    Limits::RAW_BYTES
-                ),
-            ));
-        }
+        check_raw(&self.raw, &f("raw"))?;
         Ok(self)
     }
+}
+
+/// Checks a dedup key (source, source_ref) from raw input and returns it trimmed; field
+/// names are prefixed with `prefix`.
+pub fn dedup_key(
+    source: &str,
+    source_ref: &str,
+    prefix: &str,
+) -> Result<(String, String), DomainError> {
+    let f = |name: &str| format!("{prefix}{name}");
+    let source = Text::required(&f("source"), source, Limits::SOURCE)?;
+    let source_ref = Text::required(&f("source_ref"), source_ref, Limits::SOURCE_REF)?;
+    // The dedup key is hashed into the alert id: no line breaks or other control characters
+    // in it, so two different keys can never name the same alert.
+    for (name, value) in [("source", &source), ("source_ref", &source_ref)] {
+        if value.chars().any(char::is_control) {
+            return Err(DomainError::invalid(f(name), "contains control characters"));
+        }
+    }
+    Ok((source, source_ref))
+}
+
+/// A tool's original payload within [`Limits::RAW_BYTES`].
+fn check_raw(raw: &serde_json::Value, field: &str) -> Result<(), DomainError> {
+    let raw_len = serde_json::to_vec(raw)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if raw_len > Limits::RAW_BYTES {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "is {raw_len} bytes of JSON, at most {} are allowed",
+                Limits::RAW_BYTES
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Where an alert stands in triage.
@@ -319,6 +337,7 @@ impl Aggregate for Alert {
             // Sources repeat themselves (Alertmanager re-sends resolved notifications): only
             // a change of the source's view is recorded.
             (AlertCommand::AcknowledgeAtSource { raw }, Some(s)) => {
+                check_raw(raw, "raw")?;
                 Ok(if s.source_state == SourceState::Firing {
                     vec![AlertEvent::AlertAcknowledgedAtSource { raw: raw.clone() }]
                 } else {
@@ -326,6 +345,7 @@ impl Aggregate for Alert {
                 })
             }
             (AlertCommand::ResolveAtSource { raw }, Some(s)) => {
+                check_raw(raw, "raw")?;
                 Ok(if s.source_state == SourceState::Resolved {
                     vec![]
                 } else {
@@ -566,6 +586,14 @@ mod tests {
         let mut again = alert.clone();
         again.evolve(&events[0]);
         assert_eq!(again.state().unwrap().source_state, SourceState::Firing);
+    }
+
+    #[test]
+    fn a_source_message_over_the_raw_limit_is_refused() {
+        let alert = given(&[received(Severity::Low)]);
+        let big = serde_json::json!({"x": "y".repeat(Limits::RAW_BYTES)});
+        let r = alert.decide(&AlertCommand::ResolveAtSource { raw: big }, &ctx());
+        assert!(matches!(r, Err(DomainError::Invalid { field, .. }) if field == "raw"));
     }
 
     #[test]

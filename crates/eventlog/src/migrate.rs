@@ -155,7 +155,10 @@ pub async fn copy_to_jetstream(
                 .payload(Bytes::from(record.commit.bytes))
                 .headers(headers)
                 .message_id(record.commit_id.to_string())
-                .expected_last_subject_sequence(previous);
+                .expected_last_subject_sequence(previous)
+                // Refused unless it lands right after the commit before it: a publish lost
+                // in flight cannot let the next one take its position.
+                .expected_last_sequence(record.commit.position - 1);
             let ack = target
                 .context()
                 .send_publish(subject, publish)
@@ -170,6 +173,13 @@ pub async fn copy_to_jetstream(
     }
     while !acks.is_empty() {
         settle(&mut acks, &mut report).await?;
+    }
+    let (_, source_now) = source.state().await?;
+    if source_now != last {
+        return Err(LogError::Internal(format!(
+            "the embedded log grew from {last} to {source_now} commits during the copy: stop \
+             the embedded semsd and run the copy again (it resumes)"
+        )));
     }
     let (_, now_last) = target.state().await?;
     if now_last != last {

@@ -38,6 +38,9 @@ const INSERT_CHUNK: usize = 500;
 /// Appends looked up per statement (three bound values each).
 const LOOKUP_CHUNK: usize = 300;
 
+/// Largest commit accepted: nats-server's default `max_payload` (1 MiB).
+pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
+
 /// How long a projector's batch waits for the next group commit once it has one.
 const LINGER: Duration = Duration::from_millis(2);
 
@@ -201,7 +204,8 @@ impl SqliteLog {
         *self.inner.last.borrow()
     }
 
-    /// Transactions the writer has committed (each one fsync of the WAL).
+    /// Group commits the writer has made (each one fsync of the WAL; groups that appended
+    /// nothing are not counted).
     pub fn group_commits(&self) -> u64 {
         self.inner.groups.load(Ordering::Relaxed)
     }
@@ -306,9 +310,11 @@ async fn write_loop(
         let elapsed = started.elapsed().as_secs_f64();
         let m = sems_telemetry::metrics();
         match outcome {
-            Ok((answers, last)) => {
+            Ok((answers, last, committed)) => {
                 if let Some(inner) = inner.upgrade() {
-                    inner.groups.fetch_add(1, Ordering::Relaxed);
+                    if committed {
+                        inner.groups.fetch_add(1, Ordering::Relaxed);
+                    }
                     inner.last.send_if_modified(|l| {
                         let moved = last > *l;
                         *l = (*l).max(last);
@@ -381,7 +387,7 @@ type Answers = Vec<Result<AppendOutcome, LogError>>;
 async fn write_group(
     conn: &mut SqliteConnection,
     group: &[Request],
-) -> Result<(Answers, u64), LogError> {
+) -> Result<(Answers, u64, bool), LogError> {
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
@@ -477,7 +483,7 @@ async fn write_group(
     }
     if accepted.is_empty() {
         tx.rollback().await.map_err(sqlite_error("rollback"))?;
-        return Ok((answers, last));
+        return Ok((answers, last, false));
     }
 
     for chunk in accepted.chunks(INSERT_CHUNK) {
@@ -503,7 +509,7 @@ async fn write_group(
             .map_err(sqlite_error("append commits"))?;
     }
     tx.commit().await.map_err(sqlite_error("commit"))?;
-    Ok((answers, last))
+    Ok((answers, last, true))
 }
 
 #[async_trait]
@@ -546,6 +552,14 @@ impl EventLog for SqliteLog {
             sems.commit_id = %commit.commit_id,
         );
         async {
+            // The same ceiling as a JetStream server's default max_payload, so every commit
+            // the embedded log accepts can move to JetStream.
+            if commit.bytes.len() > MAX_COMMIT_BYTES {
+                return Err(LogError::Internal(format!(
+                    "commit too large: {} bytes, at most {MAX_COMMIT_BYTES}",
+                    commit.bytes.len()
+                )));
+            }
             let (reply, answer) = oneshot::channel();
             self.inner
                 .appends

@@ -22,7 +22,8 @@ Exit codes:
   5  not allowed in the incident's current state
   6  a concurrent change won: run the command again
   7  semsd or its store cannot be reached
-  8  the read model did not catch up in time";
+  8  the read model did not catch up in time, or the call ran out of time
+  9  not authenticated or not allowed";
 
 /// The SeMS Response command-line client.
 #[derive(Debug, Parser)]

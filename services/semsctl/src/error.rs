@@ -21,8 +21,10 @@ pub mod exit {
     pub const CONFLICT: u8 = 6;
     /// semsd (or its store) cannot be reached.
     pub const UNAVAILABLE: u8 = 7;
-    /// The read model did not catch up in time.
+    /// The read model did not catch up in time, or the call ran out of time.
     pub const TIMEOUT: u8 = 8;
+    /// Not authenticated, or not allowed.
+    pub const DENIED: u8 = 9;
 }
 
 /// An error of one `semsctl` command.
@@ -51,7 +53,8 @@ impl CtlError {
                 Code::FailedPrecondition | Code::AlreadyExists => exit::REFUSED,
                 Code::Aborted => exit::CONFLICT,
                 Code::Unavailable => exit::UNAVAILABLE,
-                Code::DeadlineExceeded => exit::TIMEOUT,
+                Code::DeadlineExceeded | Code::Cancelled => exit::TIMEOUT,
+                Code::Unauthenticated | Code::PermissionDenied => exit::DENIED,
                 _ => exit::INTERNAL,
             },
         }

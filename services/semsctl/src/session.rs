@@ -21,6 +21,8 @@ pub struct Session {
     state: Option<PathBuf>,
     /// Highest position this client wrote (this run or, from the state file, earlier).
     written: u64,
+    /// This run wrote something (its position is certain to exist).
+    wrote_now: bool,
 }
 
 impl Session {
@@ -37,7 +39,9 @@ impl Session {
         };
         let endpoint = Channel::from_shared(url.clone())
             .map_err(|e| CtlError::Usage(format!("--server {server:?} is not a URL: {e}")))?
-            .connect_timeout(timeout.min(Duration::from_secs(5)));
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // Bounds every call, even on a connection that stops answering.
+            .timeout(timeout + Duration::from_secs(1));
         let channel = endpoint.connect().await.map_err(|e| CtlError::Connect {
             server: url.clone(),
             detail: source_chain(&e),
@@ -53,6 +57,7 @@ impl Session {
             timeout,
             state,
             written,
+            wrote_now: false,
         })
     }
 
@@ -85,6 +90,7 @@ impl Session {
 
     /// Records a write at `position`: later reads wait for it.
     pub fn wrote(&mut self, position: u64) {
+        self.wrote_now = true;
         if position <= self.written {
             return;
         }
@@ -106,7 +112,9 @@ impl Session {
         call: impl AsyncFn(u64) -> Result<T, tonic::Status>,
     ) -> Result<T, CtlError> {
         match call(self.written).await {
-            Err(s) if s.code() == Code::DeadlineExceeded && self.written > 0 => {
+            // Only a position remembered from an earlier run may be one the server never
+            // reaches; this run's own writes exist, so a time-out then is a slow read model.
+            Err(s) if s.code() == Code::DeadlineExceeded && self.written > 0 && !self.wrote_now => {
                 eprintln!(
                     "semsctl: warning: {} has not reached position {}, this client's last write; \
                      it may run on a new store. Showing what it has.",

@@ -73,7 +73,12 @@ impl Webhooks {
         headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            })
             .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
     }
 }
@@ -274,13 +279,65 @@ enum AmItem {
 }
 
 /// Alertmanager's fingerprint identifies an alert by its label set; older versions omit it,
-/// so the sorted labels stand in (the same labels give the same key).
+/// so a hash of the sorted labels stands in (the same labels give the same key).
 fn am_key(a: &AmAlert) -> String {
     if !a.fingerprint.is_empty() {
-        return a.fingerprint.clone();
+        return clip(&a.fingerprint, Limits::SOURCE_REF);
+    }
+    if a.labels.is_empty() {
+        return String::new();
     }
     let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    labels.join(",")
+    format!(
+        "labels-{}",
+        &sems_app::sha256_hex(labels.join("\n").as_bytes())[..32]
+    )
+}
+
+/// `text` cut to `max` characters, with `…` when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// Labels within the limits: keys and values cut, at most [`Limits::LABELS`] of them (the
+/// first in key order; the rest stay in `raw`).
+fn fit_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .filter(|(k, _)| !k.trim().is_empty())
+        .take(Limits::LABELS)
+        .map(|(k, v)| (clip(k, Limits::LABEL_KEY), clip(v, Limits::LABEL_VALUE)))
+        .collect()
+}
+
+/// The original payload, or, when it is over [`Limits::RAW_BYTES`], its identifying part
+/// with `"truncated": true`.
+fn fit_raw(raw: Value) -> Value {
+    let fits = |v: &Value| serde_json::to_vec(v).is_ok_and(|b| b.len() <= Limits::RAW_BYTES);
+    if fits(&raw) {
+        return raw;
+    }
+    let alert = &raw["alert"];
+    let short = json!({
+        "truncated": true,
+        "receiver": raw["receiver"],
+        "alert": {
+            "status": alert["status"],
+            "startsAt": alert["startsAt"],
+            "endsAt": alert["endsAt"],
+            "fingerprint": alert["fingerprint"],
+        },
+    });
+    if fits(&short) {
+        short
+    } else {
+        json!({ "truncated": true })
+    }
 }
 
 fn am_item(p: &AmPayload, i: usize, a: &AmAlert, now: DateTime<Utc>) -> Result<AmItem, Problem> {
@@ -308,11 +365,10 @@ fn am_item(p: &AmPayload, i: usize, a: &AmAlert, now: DateTime<Utc>) -> Result<A
     }
     match a.status.as_str() {
         "firing" => {
-            let title = a
-                .annotations
-                .get("summary")
-                .or_else(|| a.labels.get("alertname"))
-                .filter(|t| !t.trim().is_empty())
+            let title = [a.annotations.get("summary"), a.labels.get("alertname")]
+                .into_iter()
+                .flatten()
+                .find(|t| !t.trim().is_empty())
                 .ok_or_else(|| {
                     Problem::bad(
                         at("labels.alertname"),
@@ -325,7 +381,7 @@ fn am_item(p: &AmPayload, i: usize, a: &AmAlert, now: DateTime<Utc>) -> Result<A
                 .or_else(|| a.annotations.get("message"))
                 .cloned()
                 .unwrap_or_default();
-            let observables = a
+            let observables: Vec<Observable> = a
                 .labels
                 .get("instance")
                 .map(|v| Observable {
@@ -334,16 +390,25 @@ fn am_item(p: &AmPayload, i: usize, a: &AmAlert, now: DateTime<Utc>) -> Result<A
                 })
                 .into_iter()
                 .collect();
+            // Alertmanager does not resend a notification it got a 4xx for: rather than lose
+            // every alert of the group, over-long fields are cut to the limits (and the
+            // original stays in `raw` when it fits).
             let report = AlertReport {
                 source: "alertmanager".into(),
                 source_ref,
-                title: title.clone(),
-                description,
+                title: clip(title, Limits::TITLE),
+                description: clip(&description, Limits::DESCRIPTION),
                 severity: severity_word(a.labels.get("severity").map(String::as_str)),
                 occurred_at: iso8601(&at("startsAt"), &a.starts_at)?.min(now),
-                observables,
-                labels: a.labels.clone(),
-                raw,
+                observables: observables
+                    .into_iter()
+                    .map(|o| Observable {
+                        value: clip(&o.value, Limits::OBSERVABLE_VALUE),
+                        ..o
+                    })
+                    .collect(),
+                labels: fit_labels(&a.labels),
+                raw: fit_raw(raw),
             };
             let report = report
                 .validate(&format!("alerts[{i}]."))
@@ -353,7 +418,7 @@ fn am_item(p: &AmPayload, i: usize, a: &AmAlert, now: DateTime<Utc>) -> Result<A
         "resolved" => Ok(AmItem::Resolved {
             source_ref,
             ends_at: iso8601(&at("endsAt"), &a.ends_at)?,
-            raw,
+            raw: fit_raw(raw),
         }),
         other => Err(Problem::bad(
             at("status"),
@@ -545,6 +610,24 @@ async fn pagerduty(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -
     .await
 }
 
+/// A problem naming the PagerDuty field behind ours.
+fn pd_problem(e: AppError) -> Problem {
+    match e {
+        AppError::Invalid { field, message } => {
+            let field = match field.as_str() {
+                "title" => "payload.summary".to_owned(),
+                "source_ref" => "dedup_key".to_owned(),
+                "observables[0].value" => "payload.source".to_owned(),
+                "raw" => "payload.custom_details".to_owned(),
+                f if f.starts_with("labels") => "payload".to_owned(),
+                _ => field,
+            };
+            Problem::bad(field, message)
+        }
+        other => other.into(),
+    }
+}
+
 async fn pagerduty_inner(w: &Webhooks, e: PdEvent) -> Result<String, Problem> {
     if e.routing_key.trim().is_empty() {
         return Err(Problem::bad("routing_key", "is missing or blank"));
@@ -627,24 +710,11 @@ async fn pagerduty_inner(w: &Webhooks, e: PdEvent) -> Result<String, Problem> {
                 labels,
                 raw,
             };
-            let report = report.validate("").map_err(|err| {
-                // Name the PagerDuty field behind ours.
-                match AppError::from(err) {
-                    AppError::Invalid { field, message } => {
-                        let field = match field.as_str() {
-                            "title" => "payload.summary".to_owned(),
-                            "source_ref" => "dedup_key".to_owned(),
-                            "observables[0].value" => "payload.source".to_owned(),
-                            "raw" => "payload.custom_details".to_owned(),
-                            f if f.starts_with("labels") => "payload".to_owned(),
-                            _ => field,
-                        };
-                        Problem::bad(field, message)
-                    }
-                    other => other.into(),
-                }
-            })?;
-            w.sems.ingest_alert(report, meta()).await?;
+            let report = report.validate("").map_err(|e| pd_problem(e.into()))?;
+            w.sems
+                .ingest_alert(report, meta())
+                .await
+                .map_err(pd_problem)?;
             Ok(key)
         }
         action @ ("acknowledge" | "resolve") => {
@@ -662,7 +732,8 @@ async fn pagerduty_inner(w: &Webhooks, e: PdEvent) -> Result<String, Problem> {
             let o = w
                 .sems
                 .alert_source_update("pagerduty", &key, signal, raw, meta())
-                .await?;
+                .await
+                .map_err(pd_problem)?;
             if !o.known {
                 warn!(dedup_key = %key, action, "PagerDuty event for an alert never triggered here; nothing recorded");
             }

@@ -61,6 +61,7 @@ pub async fn run(
         projection,
         reads,
         status,
+        lock: _lock,
     } = open_stores(&config).await?;
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
@@ -144,6 +145,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
             "--role migrate needs --nats-url (SEMS_NATS_URL): the NATS server to copy into",
         )?;
     let events = config.data_dir.join("events.db");
+    let _lock = lock_data_dir(&config.data_dir, "copying its event log")?;
     if !events.is_file() {
         anyhow::bail!(
             "no embedded event log at {}: --data-dir (SEMS_DATA_DIR) must name the directory \
@@ -196,6 +198,32 @@ struct Stores {
     projection: Arc<dyn ProjectionStore>,
     reads: Arc<dyn IncidentReadModel>,
     status: http::StatusFn,
+    /// The embedded data directory's lock, held while semsd runs.
+    lock: Option<std::fs::File>,
+}
+
+/// Takes the embedded data directory's lock: one semsd (or one migration) at a time.
+fn lock_data_dir(data_dir: &std::path::Path, what: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("create data directory {}", data_dir.display()))?;
+    let path = data_dir.join("semsd.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another semsd is running on the data directory {} (it holds {}); stop it before {what}",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("lock {}", path.display()))
+        }
+    }
 }
 
 /// Opens the embedded store, or NATS JetStream and PostgreSQL, and says which and where.
@@ -204,6 +232,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     let store = config.store().map_err(anyhow::Error::msg)?;
     Ok(match &store {
         Store::Embedded { data_dir } => {
+            let lock = lock_data_dir(data_dir, "starting another")?;
             let events = data_dir.join("events.db");
             let read_model = data_dir.join(format!("readmodel-{schema}.db"));
             info!(
@@ -240,6 +269,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 projection: read_model.clone(),
                 reads: read_model,
                 status,
+                lock: Some(lock),
             }
         }
         Store::Scaled {
@@ -295,6 +325,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 projection: read_model.clone(),
                 reads: read_model,
                 status,
+                lock: None,
             }
         }
     })
