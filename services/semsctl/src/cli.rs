@@ -850,9 +850,22 @@ async fn after_write(
     c: pb::CommitInfo,
 ) -> Result<(), CtlError> {
     s.wrote(c.position);
-    let detail = show(s, &c.aggregate_id).await?;
-    out.commit(what, &c, Some(&detail));
-    Ok(())
+    match show(s, &c.aggregate_id).await {
+        Ok(detail) => {
+            out.commit(what, &c, Some(&detail));
+            Ok(())
+        }
+        Err(e) => {
+            // The write is recorded: say so before the read's error, so a script does not
+            // repeat it.
+            out.commit(what, &c, None);
+            eprintln!(
+                "semsctl: the change is recorded (position {}); reading the incident back failed",
+                c.position
+            );
+            Err(e)
+        }
+    }
 }
 
 async fn ingest(s: &mut Session, out: &Printer, a: IngestArgs) -> Result<(), CtlError> {
