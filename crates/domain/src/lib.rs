@@ -6,6 +6,7 @@
 //! `evolve(state, event)` → state. This crate depends on nothing of the project.
 
 pub mod alert;
+pub mod crisis;
 mod error;
 pub mod handover;
 pub mod incident;
