@@ -15,7 +15,11 @@
 //! * resolving records a resolution and, where people were involved, a Just Culture
 //!   determination with its rationale; only a resolved incident is closed; a resolved or
 //!   closed incident is reopened with a reason;
-//! * nothing but reopening changes a closed incident.
+//! * nothing but reopening changes a closed incident;
+//! * the handover decides a pending crisis-escalation request: accepted, command passes to
+//!   `STRATEGIC` (the CMC) at its effective time; declined, the request closes and command
+//!   stays at `TACTICAL` (a later request may follow); at `STRATEGIC` the level changes only
+//!   when the crisis stands down.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,6 +139,22 @@ pub enum IncidentCommand {
         reason: String,
         /// Which escalation criteria are met.
         criteria_met: String,
+    },
+    /// The CMC accepted the handover: command passes to `STRATEGIC`.
+    EnterStrategic {
+        /// The accepted handover.
+        handover_id: Uuid,
+        /// The crisis it activated.
+        crisis_id: Uuid,
+        /// When command passes.
+        effective_at: DateTime<Utc>,
+    },
+    /// The CMC declined the handover: command stays at `TACTICAL`.
+    CloseDeclinedEscalation {
+        /// The declined handover.
+        handover_id: Uuid,
+        /// The CMC's reason.
+        reason: String,
     },
 }
 
@@ -257,6 +277,28 @@ pub enum IncidentEvent {
         /// Who asked.
         requested_by: String,
     },
+    /// Command passed to the CMC through an accepted handover.
+    IncidentCommandTransferred {
+        /// The accepted handover.
+        handover_id: Uuid,
+        /// The crisis it activated.
+        crisis_id: Uuid,
+        /// `TACTICAL`.
+        from_level: Level,
+        /// `STRATEGIC`.
+        to_level: Level,
+        /// When command passed.
+        effective_at: DateTime<Utc>,
+    },
+    /// The CMC declined the handover; the request is closed.
+    CrisisEscalationDeclined {
+        /// The declined handover.
+        handover_id: Uuid,
+        /// The CMC's reason.
+        reason: String,
+        /// The level that keeps command (`TACTICAL`).
+        command_stays_at: Level,
+    },
 }
 
 impl DomainEvent for IncidentEvent {
@@ -273,6 +315,8 @@ impl DomainEvent for IncidentEvent {
             Self::IncidentClosed { .. } => "IncidentClosed",
             Self::IncidentReopened { .. } => "IncidentReopened",
             Self::CrisisEscalationRequested { .. } => "CrisisEscalationRequested",
+            Self::IncidentCommandTransferred { .. } => "IncidentCommandTransferred",
+            Self::CrisisEscalationDeclined { .. } => "CrisisEscalationDeclined",
         }
     }
 }
@@ -454,6 +498,11 @@ impl Aggregate for Incident {
                         "a crisis-escalation request is pending; the handover decides the level",
                     ));
                 }
+                if s.level == Level::Strategic {
+                    return Err(DomainError::precondition(
+                        "the CMC commands this incident; command returns when the crisis stands down",
+                    ));
+                }
                 if *to == s.level {
                     return Err(DomainError::precondition(format!(
                         "incident is already at {}",
@@ -559,6 +608,31 @@ impl Aggregate for Incident {
                     requested_by: actor,
                 }
             }
+            IncidentCommand::EnterStrategic {
+                handover_id,
+                crisis_id,
+                effective_at,
+            } => {
+                require_pending_escalation(s)?;
+                IncidentEvent::IncidentCommandTransferred {
+                    handover_id: *handover_id,
+                    crisis_id: *crisis_id,
+                    from_level: s.level,
+                    to_level: Level::Strategic,
+                    effective_at: *effective_at,
+                }
+            }
+            IncidentCommand::CloseDeclinedEscalation {
+                handover_id,
+                reason,
+            } => {
+                require_pending_escalation(s)?;
+                IncidentEvent::CrisisEscalationDeclined {
+                    handover_id: *handover_id,
+                    reason: Text::required("reason", reason, Limits::RATIONALE)?,
+                    command_stays_at: s.level,
+                }
+            }
         };
         Ok(vec![event])
     }
@@ -621,11 +695,27 @@ impl Aggregate for Incident {
                 s.escalation_requested = true;
                 s.status = IncidentStatus::Responding;
             }
+            IncidentEvent::IncidentCommandTransferred { to_level, .. } => {
+                s.escalation_requested = false;
+                s.level = *to_level;
+                s.status = IncidentStatus::Responding;
+            }
+            IncidentEvent::CrisisEscalationDeclined { .. } => s.escalation_requested = false,
         }
     }
 
     fn exists(&self) -> bool {
         self.state.is_some()
+    }
+}
+
+fn require_pending_escalation(s: &IncidentState) -> Result<(), DomainError> {
+    if s.escalation_requested {
+        Ok(())
+    } else {
+        Err(DomainError::precondition(
+            "no crisis-escalation request is pending for this incident",
+        ))
     }
 }
 
@@ -849,6 +939,98 @@ mod tests {
                 reason: "contained".into(),
             },
         ));
+    }
+
+    fn requested() -> IncidentEvent {
+        IncidentEvent::CrisisEscalationRequested {
+            reason: "business-critical systems down".into(),
+            criteria_met: "C1".into(),
+            from_level: Level::Tactical,
+            requested_by: "duty-manager".into(),
+        }
+    }
+
+    fn enter_strategic() -> IncidentCommand {
+        IncidentCommand::EnterStrategic {
+            handover_id: Uuid::from_u128(5),
+            crisis_id: Uuid::from_u128(6),
+            effective_at: now(),
+        }
+    }
+
+    #[test]
+    fn an_accepted_handover_passes_command_to_strategic_and_only_stand_down_returns_it() {
+        precondition(when(
+            &given(&[opened(), acked(), to_tactical()]),
+            enter_strategic(),
+        ));
+        let pending = given(&[opened(), acked(), to_tactical(), requested()]);
+        let events = when(&pending, enter_strategic()).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::IncidentCommandTransferred {
+                handover_id: Uuid::from_u128(5),
+                crisis_id: Uuid::from_u128(6),
+                from_level: Level::Tactical,
+                to_level: Level::Strategic,
+                effective_at: now(),
+            }]
+        );
+        let strategic = given(&[
+            opened(),
+            acked(),
+            to_tactical(),
+            requested(),
+            events[0].clone(),
+        ]);
+        let s = strategic.state().unwrap();
+        assert_eq!((s.level, s.escalation_requested), (Level::Strategic, false));
+        precondition(when(
+            &strategic,
+            IncidentCommand::ChangeLevel {
+                to: Level::Tactical,
+                reason: "feels calmer".into(),
+            },
+        ));
+        precondition(when(&strategic, enter_strategic()));
+    }
+
+    #[test]
+    fn a_declined_handover_closes_the_request_and_command_stays_at_tactical() {
+        let decline = |reason: &str| IncidentCommand::CloseDeclinedEscalation {
+            handover_id: Uuid::from_u128(5),
+            reason: reason.into(),
+        };
+        let pending = given(&[opened(), acked(), to_tactical(), requested()]);
+        invalid(when(&pending, decline("")), "reason");
+        let events = when(&pending, decline("within tactical capability")).unwrap();
+        assert!(matches!(
+            &events[..],
+            [IncidentEvent::CrisisEscalationDeclined {
+                command_stays_at: Level::Tactical,
+                ..
+            }]
+        ));
+        let after = given(&[
+            opened(),
+            acked(),
+            to_tactical(),
+            requested(),
+            events[0].clone(),
+        ]);
+        assert!(!after.state().unwrap().escalation_requested);
+        // A later request may follow; without one there is nothing to decline.
+        precondition(when(&after, decline("again")));
+        assert!(
+            when(
+                &after,
+                IncidentCommand::RequestCrisisEscalation {
+                    reason: "OT now affected".into(),
+                    criteria_met: "C2".into(),
+                }
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -418,6 +418,14 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                         row.status = IncidentStatus::Responding.as_str().into();
                         row.escalation_requested_at.get_or_insert(at);
                     }
+                    IncidentEvent::IncidentCommandTransferred { to_level, .. } => {
+                        row.level = to_level.as_str().into();
+                        row.crisis_escalation_requested = false;
+                        row.status = IncidentStatus::Responding.as_str().into();
+                    }
+                    IncidentEvent::CrisisEscalationDeclined { .. } => {
+                        row.crisis_escalation_requested = false;
+                    }
                 }
             }
             if let Some(row) = rows.incidents.get_mut(&e.aggregate_id) {
@@ -704,6 +712,55 @@ mod tests {
             (a.source_state.as_str(), a.source_resolved_at),
             ("firing", None)
         );
+    }
+
+    #[test]
+    fn the_handover_outcome_moves_the_incident_row_to_strategic_or_closes_the_request() {
+        let requested = incident(
+            2,
+            2,
+            vec![IncidentEvent::CrisisEscalationRequested {
+                reason: "payments down".into(),
+                criteria_met: "".into(),
+                from_level: Level::Tactical,
+                requested_by: "bo".into(),
+            }],
+        );
+        let accepted = project(&[
+            incident(1, 1, vec![opened()]),
+            requested.clone(),
+            incident(
+                3,
+                3,
+                vec![IncidentEvent::IncidentCommandTransferred {
+                    handover_id: Uuid::from_u128(5),
+                    crisis_id: Uuid::from_u128(6),
+                    from_level: Level::Tactical,
+                    to_level: Level::Strategic,
+                    effective_at: t(3),
+                }],
+            ),
+        ]);
+        let row = &accepted.incidents[&Uuid::from_u128(1)];
+        assert_eq!(row.level, "STRATEGIC");
+        assert!(!row.crisis_escalation_requested);
+        assert!(row.escalation_requested_at.is_some(), "the milestone stays");
+        let declined = project(&[
+            incident(1, 1, vec![opened()]),
+            requested,
+            incident(
+                3,
+                3,
+                vec![IncidentEvent::CrisisEscalationDeclined {
+                    handover_id: Uuid::from_u128(5),
+                    reason: "within tactical capability".into(),
+                    command_stays_at: Level::Tactical,
+                }],
+            ),
+        ]);
+        let row = &declined.incidents[&Uuid::from_u128(1)];
+        assert!(!row.crisis_escalation_requested);
+        assert_ne!(row.level, "STRATEGIC");
     }
 
     #[test]
