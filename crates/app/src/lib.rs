@@ -8,6 +8,7 @@
 mod envelope;
 mod error;
 mod handler;
+mod handshake;
 mod ports;
 mod service;
 
@@ -16,6 +17,7 @@ pub use envelope::{
 };
 pub use error::AppError;
 pub use handler::{CommandHandler, CommandMeta, Committed, HandlerConfig};
+pub use handshake::{EscalationOutcome, HandoverOutcome, crisis_id_for};
 pub use ports::{
     AppendOutcome, Clock, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
     SystemClock,

@@ -338,6 +338,10 @@ pub struct HandoverState {
     pub offered_by: Option<String>,
     /// When the last offer was made.
     pub offered_at: Option<DateTime<Utc>>,
+    /// When accepted: the crisis activated and the effective time of the transfer.
+    pub accepted: Option<(Uuid, DateTime<Utc>)>,
+    /// When declined: the reason.
+    pub declined: Option<String>,
 }
 
 impl Handover {
@@ -528,6 +532,8 @@ impl Aggregate for Handover {
                 revision: 0,
                 offered_by: None,
                 offered_at: None,
+                accepted: None,
+                declined: None,
             });
             return;
         }
@@ -551,9 +557,19 @@ impl Aggregate for Handover {
             HandoverEvent::HandoverClarificationRequested { .. } => {
                 s.status = HandoverStatus::ClarificationRequested;
             }
-            HandoverEvent::HandoverAccepted { .. } => s.status = HandoverStatus::Accepted,
+            HandoverEvent::HandoverAccepted {
+                crisis_id,
+                effective_at,
+                ..
+            } => {
+                s.status = HandoverStatus::Accepted;
+                s.accepted = Some((*crisis_id, *effective_at));
+            }
             HandoverEvent::CommandTransferred { .. } => {}
-            HandoverEvent::HandoverDeclined { .. } => s.status = HandoverStatus::Declined,
+            HandoverEvent::HandoverDeclined { reason, .. } => {
+                s.status = HandoverStatus::Declined;
+                s.declined = Some(reason.clone());
+            }
         }
     }
 

@@ -258,23 +258,30 @@ impl IncidentService for Api {
         .await
     }
 
+    /// Records the request and starts the Resilience Handshake's handover; the answer's
+    /// position covers both.
     async fn request_crisis_escalation(
         &self,
         request: Request<RequestCrisisEscalationRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
-        let (m, r) = (request.metadata().clone(), request.into_inner());
-        self.on_incident(
+        let span = rpc_span(
+            "IncidentService",
             "RequestCrisisEscalation",
-            &m,
-            &r.incident_id,
-            &r.request_id,
-            || {
-                Ok(IncidentCommand::RequestCrisisEscalation {
-                    reason: r.reason.clone(),
-                    criteria_met: r.criteria_met.clone(),
-                })
-            },
-        )
+            request.metadata(),
+        );
+        async move {
+            let r = request.into_inner();
+            let run = async {
+                let id = convert::uuid("incident_id", &r.incident_id)?;
+                let meta = command_meta(convert::request_id(&r.request_id)?);
+                self.sems
+                    .request_crisis_escalation(id, r.reason, r.criteria_met, meta)
+                    .await
+            };
+            let o = run.await.map_err(status)?;
+            Ok(Response::new(info(&o.incident, o.position)))
+        }
+        .instrument(span)
         .await
     }
 }

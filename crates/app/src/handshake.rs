@@ -1,0 +1,240 @@
+//! The Resilience Handshake across aggregates: a crisis-escalation request on an incident
+//! starts a handover; the handover's acceptance activates a crisis and passes the incident's
+//! command to `STRATEGIC`; its decline closes the incident's request. Each step is one commit
+//! on one aggregate with an id derived from the step before, so a retried call, or
+//! [`Sems::complete_handover`], finishes what a stopped call left half done — exactly once.
+
+use sems_domain::{
+    crisis::{Crisis, CrisisCommand},
+    handover::{Handover, HandoverCommand, HandoverStatus},
+    incident::{Incident, IncidentCommand},
+};
+use uuid::Uuid;
+
+use crate::{AppError, CommandMeta, Committed, Sems};
+
+/// Namespace of handover ids, derived from the escalation request's commit.
+const HANDOVER_NS: Uuid = Uuid::from_u128(0x5e35_4a0d_0000_4000_8000_0000_0000_0005);
+/// Namespace of crisis ids, derived from the handover that activates them.
+const CRISIS_NS: Uuid = Uuid::from_u128(0x5e35_c515_0000_4000_8000_0000_0000_0006);
+/// Namespace of the commit ids of the handshake's follow-up steps.
+const STEP_NS: Uuid = Uuid::from_u128(0x5e35_57e9_0000_4000_8000_0000_0000_0007);
+
+fn step(handover_id: Uuid, name: &str) -> Uuid {
+    let mut key = handover_id.as_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    Uuid::new_v5(&STEP_NS, &key)
+}
+
+/// The crisis an accepted handover activates.
+pub fn crisis_id_for(handover_id: Uuid) -> Uuid {
+    Uuid::new_v5(&CRISIS_NS, handover_id.as_bytes())
+}
+
+/// What a crisis-escalation request did.
+#[derive(Debug, Clone)]
+pub struct EscalationOutcome {
+    /// The incident's commit.
+    pub incident: Committed<Incident>,
+    /// The handover it started.
+    pub handover_id: Uuid,
+    /// The last position written.
+    pub position: u64,
+}
+
+/// What a handover command did.
+#[derive(Debug, Clone)]
+pub struct HandoverOutcome {
+    /// The handover's commit.
+    pub handover: Committed<Handover>,
+    /// The crisis, once accepted.
+    pub crisis_id: Option<Uuid>,
+    /// The last position written (the follow-up steps included).
+    pub position: u64,
+}
+
+impl Sems {
+    /// Requests crisis escalation of a TACTICAL incident and starts its handover.
+    pub async fn request_crisis_escalation(
+        &self,
+        incident_id: Uuid,
+        reason: String,
+        criteria_met: String,
+        meta: CommandMeta,
+    ) -> Result<EscalationOutcome, AppError> {
+        let command = IncidentCommand::RequestCrisisEscalation {
+            reason: reason.clone(),
+            criteria_met,
+        };
+        let incident = self
+            .handler()
+            .execute::<Incident>(incident_id, &command, &meta)
+            .await?;
+        let handover_id = Uuid::new_v5(&HANDOVER_NS, incident.commit_id.as_bytes());
+        let start = HandoverCommand::Start {
+            incident_id,
+            reason,
+        };
+        let follow = self.follow_up(&meta, incident.commit_id, step(handover_id, "start"));
+        let handover = self
+            .handler()
+            .execute::<Handover>(handover_id, &start, &follow)
+            .await?;
+        Ok(EscalationOutcome {
+            position: incident.position.max(handover.position),
+            incident,
+            handover_id,
+        })
+    }
+
+    /// A command on a handover: drafting, offering, clarification, acceptance (which
+    /// activates the crisis and passes command) or decline (which closes the request).
+    pub async fn handover_command(
+        &self,
+        handover_id: Uuid,
+        command: HandoverCommand,
+        meta: CommandMeta,
+    ) -> Result<HandoverOutcome, AppError> {
+        let command = match command {
+            HandoverCommand::Start { .. } => {
+                return Err(AppError::Internal(
+                    "a handover starts with request_crisis_escalation".into(),
+                ));
+            }
+            // The crisis id is the handover's, so every path names the same crisis.
+            HandoverCommand::Accept {
+                effective_at,
+                authority_delegated,
+                ..
+            } => HandoverCommand::Accept {
+                effective_at,
+                authority_delegated,
+                crisis_id: crisis_id_for(handover_id),
+            },
+            other => other,
+        };
+        let handover = self
+            .handler()
+            .execute::<Handover>(handover_id, &command, &meta)
+            .await?;
+        let position = handover.position;
+        let (crisis_id, done) = self
+            .complete_handover_from(handover_id, &handover.state, &meta, handover.commit_id)
+            .await?;
+        Ok(HandoverOutcome {
+            handover,
+            crisis_id,
+            position: position.max(done),
+        })
+    }
+
+    /// Finishes the steps an accepted or declined handover implies (crisis activation and
+    /// the incident's command, or the closing of its request), if a stopped call left them
+    /// undone. Idempotent. Returns the crisis (when accepted) and the last position written.
+    pub async fn complete_handover(
+        &self,
+        handover_id: Uuid,
+    ) -> Result<(Option<Uuid>, u64), AppError> {
+        let (handover, _) = self.handler().load_fresh::<Handover>(handover_id).await?;
+        self.complete_handover_from(handover_id, &handover, &CommandMeta::default(), handover_id)
+            .await
+    }
+
+    async fn complete_handover_from(
+        &self,
+        handover_id: Uuid,
+        handover: &Handover,
+        meta: &CommandMeta,
+        cause: Uuid,
+    ) -> Result<(Option<Uuid>, u64), AppError> {
+        let Some(s) = handover.state() else {
+            return Err(AppError::NotFound(format!("handover {handover_id}")));
+        };
+        match s.status {
+            HandoverStatus::Accepted => {
+                let Some((crisis_id, effective_at)) = s.accepted else {
+                    return Err(AppError::Internal(
+                        "accepted handover without acceptance".into(),
+                    ));
+                };
+                let title: String = s.brief.situation.chars().take(200).collect();
+                let activate = CrisisCommand::Activate {
+                    title: if title.trim().is_empty() {
+                        format!("Crisis of incident {}", s.incident_id)
+                    } else {
+                        title
+                    },
+                    incident_ids: vec![s.incident_id],
+                    handover_id: Some(handover_id),
+                    criteria: String::new(),
+                };
+                // A step found done (its commit older than the ids a handler remembers) is
+                // refused by the rules as a repeat: done is done.
+                let crisis = done(
+                    self.handler()
+                        .execute::<Crisis>(
+                            crisis_id,
+                            &activate,
+                            &self.follow_up(meta, cause, step(handover_id, "crisis")),
+                        )
+                        .await,
+                )?;
+                let transfer = IncidentCommand::EnterStrategic {
+                    handover_id,
+                    crisis_id,
+                    effective_at,
+                };
+                let incident = done(
+                    self.handler()
+                        .execute::<Incident>(
+                            s.incident_id,
+                            &transfer,
+                            &self.follow_up(meta, cause, step(handover_id, "incident")),
+                        )
+                        .await,
+                )?;
+                Ok((Some(crisis_id), crisis.max(incident)))
+            }
+            HandoverStatus::Declined => {
+                let close = IncidentCommand::CloseDeclinedEscalation {
+                    handover_id,
+                    reason: s.declined.clone().unwrap_or_default(),
+                };
+                let incident = done(
+                    self.handler()
+                        .execute::<Incident>(
+                            s.incident_id,
+                            &close,
+                            &self.follow_up(meta, cause, step(handover_id, "incident")),
+                        )
+                        .await,
+                )?;
+                Ok((None, incident))
+            }
+            _ => Ok((None, 0)),
+        }
+    }
+
+    /// Metadata of a step caused by `cause`, under the derived commit id `commit_id`.
+    fn follow_up(&self, meta: &CommandMeta, cause: Uuid, commit_id: Uuid) -> CommandMeta {
+        CommandMeta {
+            request_id: None,
+            commit_id: Some(commit_id),
+            occurred_at: None,
+            late_reason: None,
+            correlation_id: meta.correlation_id.or(Some(cause)),
+            causation_id: Some(cause),
+            trace_context: meta.trace_context.clone(),
+            assume_new: false,
+        }
+    }
+}
+
+/// The position of a follow-up step's commit, or 0 when the rules refuse it as already done.
+fn done<A: sems_domain::Aggregate>(r: Result<Committed<A>, AppError>) -> Result<u64, AppError> {
+    match r {
+        Ok(c) => Ok(c.position),
+        Err(AppError::Precondition(_)) => Ok(0),
+        Err(e) => Err(e),
+    }
+}
