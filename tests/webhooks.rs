@@ -429,6 +429,10 @@ async fn a_configured_token_is_required(backend: Backend) {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
 
+    // The status names files on the host: it needs the token too; health checks do not.
+    assert_eq!(s.get("/status").await.status, 401);
+    assert_eq!(s.get("/healthz").await.status, 200);
+
     let r = s.post("/v2/enqueue", &pd_trigger().to_string(), &[]).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["errors"][0], "Invalid routing key");

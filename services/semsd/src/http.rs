@@ -96,7 +96,11 @@ pub async fn serve(
 }
 
 /// `GET /status`: which store, where, and its counters (for operators and the benchmark).
-async fn status(State(w): State<Webhooks>) -> Response {
+/// With a webhook token configured it requires the token too: it names files on the host.
+async fn status(State(w): State<Webhooks>, headers: HeaderMap) -> Response {
+    if !w.bearer_ok(&headers) {
+        return Problem::unauthorized().into_response();
+    }
     axum::Json((w.status)()).into_response()
 }
 
