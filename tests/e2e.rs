@@ -131,10 +131,13 @@ async fn alert_to_incident_to_tactical_to_escalation_read_at_once(backend: Backe
         .await
         .unwrap()
         .into_inner();
+    let handover_id = escalation.handover_id.clone();
+    let escalation = escalation.commit.unwrap();
     // The request started the Resilience Handshake: its handover is the last commit.
     let started = s.log().await.read_at(escalation.position).await.unwrap();
     let started = Envelope::decode(&started.bytes).unwrap();
     assert_eq!(started.aggregate_type, "handover");
+    assert_eq!(started.aggregate_id.to_string(), handover_id);
     assert_eq!(started.events[0].event_type, "HandoverStarted");
     assert!(started.events[0].payload.get().contains(&incident_id));
     let detail = s

@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sems/v1/common.proto",
         "sems/v1/alerts.proto",
         "sems/v1/incidents.proto",
+        "sems/v1/cmc.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| root.join(f)).collect();
     for p in &paths {

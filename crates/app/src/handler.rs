@@ -47,6 +47,8 @@ impl Default for HandlerConfig {
 /// Everything about a command that is not the command itself.
 #[derive(Debug, Clone, Default)]
 pub struct CommandMeta {
+    /// The authenticated principal making the call; the configured actor when absent.
+    pub actor: Option<String>,
     /// Client request id: a retry with the same id appends nothing.
     pub request_id: Option<String>,
     /// Overrides the commit id (for commits a command causes on other aggregates).
@@ -153,18 +155,21 @@ impl CommandHandler {
         self.clock.now()
     }
 
-    /// The commit id a request id maps to for one aggregate: the same request id retried
-    /// against the same aggregate always gives the same commit id.
+    /// The actor of a call: its authenticated principal, or the configured actor.
+    pub fn actor_of<'a>(&'a self, meta: &'a CommandMeta) -> &'a str {
+        meta.actor.as_deref().unwrap_or(&self.config.actor)
+    }
+
+    /// The commit id a request id maps to for one aggregate: the same request id retried by
+    /// the same actor against the same aggregate always gives the same commit id.
     pub fn commit_id_for(
         &self,
+        actor: &str,
         request_id: &str,
         aggregate_type: &str,
         aggregate_id: Uuid,
     ) -> Uuid {
-        let name = format!(
-            "{}\n{request_id}\n{aggregate_type}\n{aggregate_id}",
-            self.config.actor
-        );
+        let name = format!("{actor}\n{request_id}\n{aggregate_type}\n{aggregate_id}");
         Uuid::new_v5(&COMMIT_NS, name.as_bytes())
     }
 
@@ -208,14 +213,18 @@ impl CommandHandler {
     ) -> Result<Committed<A>, AppError> {
         let now = self.clock.now();
         let ctx = Context {
-            actor: self.config.actor.clone(),
+            actor: self.actor_of(meta).to_owned(),
             now,
             occurred_at: meta.occurred_at.unwrap_or(now),
             late_reason: meta.late_reason.clone(),
         };
+        // Every entry dated by its caller obeys the late-entry rule, whatever the aggregate.
+        if meta.occurred_at.is_some() {
+            ctx.check_occurred_at("occurred_at")?;
+        }
         let commit_id = match (&meta.commit_id, &meta.request_id) {
             (Some(c), _) => *c,
-            (None, Some(r)) => self.commit_id_for(r, A::TYPE, id),
+            (None, Some(r)) => self.commit_id_for(self.actor_of(meta), r, A::TYPE, id),
             (None, None) => Uuid::now_v7(),
         };
         let mut fresh = false;

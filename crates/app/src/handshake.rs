@@ -17,6 +17,8 @@ use crate::{AppError, CommandMeta, Committed, Sems};
 const HANDOVER_NS: Uuid = Uuid::from_u128(0x5e35_4a0d_0000_4000_8000_0000_0000_0005);
 /// Namespace of crisis ids, derived from the handover that activates them.
 const CRISIS_NS: Uuid = Uuid::from_u128(0x5e35_c515_0000_4000_8000_0000_0000_0006);
+/// Namespace of the ids of crises declared directly, from the request id.
+const DECLARED_NS: Uuid = Uuid::from_u128(0x5e35_dec1_0000_4000_8000_0000_0000_0008);
 /// Namespace of the commit ids of the handshake's follow-up steps.
 const STEP_NS: Uuid = Uuid::from_u128(0x5e35_57e9_0000_4000_8000_0000_0000_0007);
 
@@ -167,6 +169,7 @@ impl Sems {
                     incident_ids: vec![s.incident_id],
                     handover_id: Some(handover_id),
                     criteria: String::new(),
+                    tlp: None,
                 };
                 // A step found done (its commit older than the ids a handler remembers) is
                 // refused by the rules as a repeat: done is done.
@@ -215,9 +218,59 @@ impl Sems {
         }
     }
 
+    /// Declares a crisis directly (without a handover), with the criteria it meets. A retry
+    /// with the same request id names the same crisis.
+    pub async fn declare_crisis(
+        &self,
+        command: CrisisCommand,
+        meta: CommandMeta,
+    ) -> Result<Committed<Crisis>, AppError> {
+        let CrisisCommand::Activate { handover_id, .. } = &command else {
+            return Err(AppError::Internal(
+                "declare_crisis takes an Activate command".into(),
+            ));
+        };
+        if handover_id.is_some() {
+            return Err(AppError::Invalid {
+                field: "handover_id".into(),
+                message: "a crisis from a handover is activated by accepting the handover".into(),
+            });
+        }
+        let crisis_id = match &meta.request_id {
+            Some(r) => Uuid::new_v5(
+                &DECLARED_NS,
+                format!("{}\n{r}", self.handler().actor_of(&meta)).as_bytes(),
+            ),
+            None => Uuid::now_v7(),
+        };
+        let meta = CommandMeta {
+            assume_new: true,
+            ..meta
+        };
+        self.handler()
+            .execute::<Crisis>(crisis_id, &command, &meta)
+            .await
+    }
+
+    /// Any other command on a crisis.
+    pub async fn crisis_command(
+        &self,
+        crisis_id: Uuid,
+        command: CrisisCommand,
+        meta: CommandMeta,
+    ) -> Result<Committed<Crisis>, AppError> {
+        if matches!(command, CrisisCommand::Activate { .. }) {
+            return Err(AppError::Internal("use declare_crisis".into()));
+        }
+        self.handler()
+            .execute::<Crisis>(crisis_id, &command, &meta)
+            .await
+    }
+
     /// Metadata of a step caused by `cause`, under the derived commit id `commit_id`.
     fn follow_up(&self, meta: &CommandMeta, cause: Uuid, commit_id: Uuid) -> CommandMeta {
         CommandMeta {
+            actor: meta.actor.clone(),
             request_id: None,
             commit_id: Some(commit_id),
             occurred_at: None,

@@ -216,6 +216,7 @@ impl Sems {
             alert_ids: vec![opening.alert_id],
         };
         let meta = CommandMeta {
+            actor: meta.actor.clone(),
             request_id: None,
             commit_id: Some(commit_id),
             occurred_at: None,
@@ -251,7 +252,7 @@ impl Sems {
         let incident_id = match &meta.request_id {
             Some(r) => Uuid::new_v5(
                 &REQUEST_NS,
-                format!("{}\n{r}\nincident", self.handler.actor()).as_bytes(),
+                format!("{}\n{r}\nincident", self.handler.actor_of(&meta)).as_bytes(),
             ),
             None => Uuid::now_v7(),
         };
@@ -289,6 +290,7 @@ impl Sems {
         for alert_id in alert_ids {
             let promote = AlertCommand::Promote { incident_id };
             let step = CommandMeta {
+                actor: meta.actor.clone(),
                 request_id: None,
                 commit_id: Some(Uuid::new_v5(&opened.commit_id, alert_id.as_bytes())),
                 occurred_at: None,

@@ -1,6 +1,6 @@
-//! The Crisis aggregate — the CMC log: what the Crisis Management Centre is told, how it grades
-//! it, and what it decides on it, until stand-down. This is its core; attendance, objectives,
-//! situation reports, actions and communications follow (issue #4).
+//! The Crisis aggregate — the CMC log: who is in the Crisis Management Centre, what it aims at,
+//! what it is told and how it grades it, what it decides on it, what it has done and what it
+//! says, until stand-down.
 //!
 //! Rules (each has a given/when/then test below):
 //! * a crisis is activated once: from an accepted handover, or declared directly with the
@@ -14,6 +14,19 @@
 //!   decision maker and level; it may supersede a current decision, which then stays on the
 //!   record as superseded (nothing is edited or erased); a decision is reviewed with an
 //!   outcome;
+//! * attendance: a person arrives once in a role (arriving again in another role changes it)
+//!   and leaves only when present;
+//! * strategic objectives are versioned: each set is a new version, at least one objective;
+//! * a situation report states its "as at" time (not in the future), its confidence and its
+//!   known unknowns; M/ETHANE reports fill every heading;
+//! * a current decision may be amended with a reason (the amendment is added, the record
+//!   stays);
+//! * an action has an owner and a due time after its assignment; it goes assigned → in
+//!   progress → done, cancelled (with a note) or transferred (with a note and a new owner), and
+//!   a final status is never changed; overdue is derived, not stored;
+//! * a communication is drafted for an audience with a channel and a TLP, approved by someone
+//!   other than its drafter who is logged present in the role the audience requires (or as
+//!   crisis lead), and only then sent, once;
 //! * stand-down names who takes control next and is backed by a current decision;
 //! * a stood-down crisis refuses everything.
 
@@ -21,7 +34,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Aggregate, Context, DomainError, DomainEvent, Level, Limits, Text};
+use std::collections::{HashMap, HashSet};
+
+use crate::{
+    Aggregate, Context, DomainError, DomainEvent, Level, Limits, Text, handover::Confidence,
+    values::enum_codes,
+};
 
 /// Source reliability on the Admiralty scale: A (completely reliable) to F (cannot be judged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +151,114 @@ pub struct DecisionInput {
     pub supersedes: Option<Uuid>,
 }
 
+enum_codes! {
+    /// The role a person holds in the CMC.
+    CmcRole { CrisisLead = 1: "CRISIS_LEAD", Communications = 2: "COMMUNICATIONS", Legal = 3: "LEGAL", Loggist = 4: "LOGGIST", Member = 5: "MEMBER", Liaison = 6: "LIAISON" }
+}
+
+enum_codes! {
+    /// Who a communication is for.
+    Audience { Internal = 1: "INTERNAL", Staff = 2: "STAFF", Customers = 3: "CUSTOMERS", Partners = 4: "PARTNERS", Media = 5: "MEDIA", Regulator = 6: "REGULATOR", LawEnforcement = 7: "LAW_ENFORCEMENT" }
+}
+
+impl Audience {
+    /// The CMC role whose approval a communication to this audience needs (the crisis lead
+    /// may approve any): public statements are the crisis lead's, statements to regulators
+    /// and law enforcement are legal's, the rest are communications'.
+    pub fn approver(self) -> CmcRole {
+        match self {
+            Self::Internal | Self::Staff | Self::Customers | Self::Partners => {
+                CmcRole::Communications
+            }
+            Self::Media => CmcRole::CrisisLead,
+            Self::Regulator | Self::LawEnforcement => CmcRole::Legal,
+        }
+    }
+}
+
+enum_codes! {
+    /// Traffic Light Protocol 2.0: how far an entry may be shared.
+    Tlp { Clear = 1: "CLEAR", Green = 2: "GREEN", Amber = 3: "AMBER", AmberStrict = 4: "AMBER+STRICT", Red = 5: "RED" }
+}
+
+enum_codes! {
+    /// Where an action stands; overdue is derived from its due time, never stored.
+    ActionStatus { Assigned = 1: "ASSIGNED", InProgress = 2: "IN_PROGRESS", Done = 3: "DONE", Cancelled = 4: "CANCELLED", Transferred = 5: "TRANSFERRED" }
+}
+
+impl ActionStatus {
+    /// Done, cancelled or transferred: nothing changes it any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Cancelled | Self::Transferred)
+    }
+}
+
+/// Whether a person arrived in the CMC or left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Attendance {
+    /// Joined the CMC.
+    Arrived,
+    /// Left it.
+    Left,
+}
+
+/// A situation report's body: M/ETHANE (JESIP) or free form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SitrepBody {
+    /// JESIP M/ETHANE.
+    Methane {
+        /// Major incident declared, or on standby.
+        major_incident: String,
+        /// Exact location.
+        exact_location: String,
+        /// Type of incident.
+        incident_type: String,
+        /// Hazards present or suspected.
+        hazards: String,
+        /// Access routes that are safe to use.
+        access: String,
+        /// Number, type and severity of casualties (or people and services affected).
+        casualties: String,
+        /// Emergency services and partners present and required.
+        emergency_services: String,
+    },
+    /// Free text.
+    Free {
+        /// The report.
+        text: String,
+    },
+}
+
+impl SitrepBody {
+    fn checked(&self) -> Result<Self, DomainError> {
+        let f = |name: &str, v: &str| Text::required(&format!("report.{name}"), v, Limits::NOTE);
+        Ok(match self {
+            Self::Methane {
+                major_incident,
+                exact_location,
+                incident_type,
+                hazards,
+                access,
+                casualties,
+                emergency_services,
+            } => Self::Methane {
+                major_incident: f("major_incident", major_incident)?,
+                exact_location: f("exact_location", exact_location)?,
+                incident_type: f("incident_type", incident_type)?,
+                hazards: f("hazards", hazards)?,
+                access: f("access", access)?,
+                casualties: f("casualties", casualties)?,
+                emergency_services: f("emergency_services", emergency_services)?,
+            },
+            Self::Free { text } => Self::Free {
+                text: f("text", text)?,
+            },
+        })
+    }
+}
+
 /// A command on a crisis. Text is raw input; `decide` checks it.
 #[derive(Debug, Clone)]
 pub enum CrisisCommand {
@@ -146,6 +272,95 @@ pub enum CrisisCommand {
         handover_id: Option<Uuid>,
         /// The crisis criteria met (required when declared without a handover).
         criteria: String,
+        /// The default TLP of its entries (AMBER when not given).
+        tlp: Option<Tlp>,
+    },
+    /// Log a person arriving in the CMC, or leaving it.
+    LogAttendance {
+        /// Who.
+        person: String,
+        /// In which role.
+        role: CmcRole,
+        /// Arrived or left.
+        change: Attendance,
+    },
+    /// Set the strategic objectives (a new version replaces the last).
+    SetObjectives {
+        /// The objectives, in priority order.
+        objectives: Vec<String>,
+        /// Why they are set or changed.
+        rationale: String,
+    },
+    /// Issue a situation report.
+    IssueSituationReport {
+        /// The report's id.
+        report_id: Uuid,
+        /// Its body.
+        body: SitrepBody,
+        /// The time the situation is described as at.
+        as_at: DateTime<Utc>,
+        /// How sure it is.
+        confidence: Confidence,
+        /// What is known not to be known.
+        known_unknowns: String,
+    },
+    /// Amend a current decision (its record stays; the amendment is added).
+    AmendDecision {
+        /// The decision.
+        decision_id: Uuid,
+        /// What changes.
+        amendment: String,
+        /// Why.
+        reason: String,
+    },
+    /// Assign an action.
+    AssignAction {
+        /// The action's id.
+        action_id: Uuid,
+        /// What is to be done.
+        description: String,
+        /// Who owns it.
+        owner: String,
+        /// When it is due.
+        due_at: DateTime<Utc>,
+        /// The decision it carries out, if any.
+        decision_id: Option<Uuid>,
+    },
+    /// Move an action on.
+    ChangeActionStatus {
+        /// The action.
+        action_id: Uuid,
+        /// Its new status.
+        status: ActionStatus,
+        /// A note (required to cancel or transfer).
+        note: String,
+        /// The new owner, when transferred.
+        transferred_to: String,
+    },
+    /// Draft a communication.
+    DraftCommunication {
+        /// The communication's id.
+        communication_id: Uuid,
+        /// Who it is for.
+        audience: Audience,
+        /// How it goes out (e-mail, press release, regulator portal…).
+        channel: String,
+        /// How far it may be shared.
+        tlp: Tlp,
+        /// The text.
+        content: String,
+    },
+    /// Approve a drafted communication, acting in a CMC role.
+    ApproveCommunication {
+        /// The communication.
+        communication_id: Uuid,
+        /// The role the approver acts in.
+        role: CmcRole,
+    },
+    /// Record that an approved communication went out.
+    SendCommunication {
+        /// The communication.
+        communication_id: Uuid,
     },
     /// Link one more incident.
     LinkIncident {
@@ -246,6 +461,9 @@ pub enum CrisisEvent {
         handover_id: Option<Uuid>,
         /// The criteria met.
         criteria: String,
+        /// The default TLP of its entries.
+        #[serde(default = "amber")]
+        tlp: Tlp,
         /// Who activated it.
         activated_by: String,
     },
@@ -311,6 +529,115 @@ pub enum CrisisEvent {
         /// Who reviewed it.
         reviewed_by: String,
     },
+    /// A person arrived in the CMC or left it.
+    CrisisAttendanceLogged {
+        /// Who.
+        person: String,
+        /// In which role.
+        role: CmcRole,
+        /// Arrived or left.
+        change: Attendance,
+        /// Who logged it.
+        logged_by: String,
+    },
+    /// The strategic objectives, as of this version.
+    StrategicObjectivesSet {
+        /// 1 for the first set, then one more each time.
+        version: u32,
+        /// The objectives, in priority order.
+        objectives: Vec<String>,
+        /// Why.
+        rationale: String,
+        /// Who set them.
+        set_by: String,
+    },
+    /// A situation report.
+    SituationReportIssued {
+        /// Its id.
+        report_id: Uuid,
+        /// Its body.
+        body: SitrepBody,
+        /// As at.
+        as_at: DateTime<Utc>,
+        /// How sure.
+        confidence: Confidence,
+        /// Known unknowns.
+        known_unknowns: String,
+        /// Who issued it.
+        issued_by: String,
+    },
+    /// A decision amended: the amendment is added; the record is untouched.
+    DecisionAmended {
+        /// The decision.
+        decision_id: Uuid,
+        /// What changes.
+        amendment: String,
+        /// Why.
+        reason: String,
+        /// Who amended it.
+        amended_by: String,
+    },
+    /// An action assigned.
+    ActionAssigned {
+        /// Its id.
+        action_id: Uuid,
+        /// What is to be done.
+        description: String,
+        /// Who owns it.
+        owner: String,
+        /// When it is due.
+        due_at: DateTime<Utc>,
+        /// The decision it carries out.
+        decision_id: Option<Uuid>,
+        /// Who assigned it.
+        assigned_by: String,
+    },
+    /// An action moved on.
+    ActionStatusChanged {
+        /// The action.
+        action_id: Uuid,
+        /// Its status before.
+        from: ActionStatus,
+        /// Its status now.
+        to: ActionStatus,
+        /// The note.
+        note: String,
+        /// The new owner, when transferred.
+        transferred_to: Option<String>,
+        /// Who changed it.
+        changed_by: String,
+    },
+    /// A communication drafted.
+    CommunicationDrafted {
+        /// Its id.
+        communication_id: Uuid,
+        /// Who it is for.
+        audience: Audience,
+        /// How it goes out.
+        channel: String,
+        /// How far it may be shared.
+        tlp: Tlp,
+        /// The text.
+        content: String,
+        /// Who drafted it.
+        drafted_by: String,
+    },
+    /// A communication approved by the role its audience requires.
+    CommunicationApproved {
+        /// The communication.
+        communication_id: Uuid,
+        /// Who approved it.
+        approved_by: String,
+        /// In which role.
+        role: CmcRole,
+    },
+    /// A communication sent.
+    CommunicationSent {
+        /// The communication.
+        communication_id: Uuid,
+        /// Who sent it.
+        sent_by: String,
+    },
     /// The CMC stood down.
     CrisisStoodDown {
         /// Who takes control next.
@@ -333,6 +660,15 @@ impl DomainEvent for CrisisEvent {
             Self::DecisionRecorded(_) => "DecisionRecorded",
             Self::DecisionSuperseded { .. } => "DecisionSuperseded",
             Self::DecisionReviewed { .. } => "DecisionReviewed",
+            Self::CrisisAttendanceLogged { .. } => "CrisisAttendanceLogged",
+            Self::StrategicObjectivesSet { .. } => "StrategicObjectivesSet",
+            Self::SituationReportIssued { .. } => "SituationReportIssued",
+            Self::DecisionAmended { .. } => "DecisionAmended",
+            Self::ActionAssigned { .. } => "ActionAssigned",
+            Self::ActionStatusChanged { .. } => "ActionStatusChanged",
+            Self::CommunicationDrafted { .. } => "CommunicationDrafted",
+            Self::CommunicationApproved { .. } => "CommunicationApproved",
+            Self::CommunicationSent { .. } => "CommunicationSent",
             Self::CrisisStoodDown { .. } => "CrisisStoodDown",
         }
     }
@@ -351,11 +687,38 @@ pub struct CrisisState {
     /// The linked incidents.
     pub incident_ids: Vec<Uuid>,
     /// Each information item's current grade.
-    pub grades: std::collections::HashMap<Uuid, Grade>,
+    pub grades: HashMap<Uuid, Grade>,
     /// Decisions: id → whether it is current (not superseded).
-    pub decisions: std::collections::HashMap<Uuid, bool>,
+    pub decisions: HashMap<Uuid, bool>,
+    /// Who is in the CMC now, and in which role.
+    pub present: HashMap<String, CmcRole>,
+    /// The version of the objectives last set.
+    pub objectives_version: u32,
+    /// The situation reports issued.
+    pub reports: HashSet<Uuid>,
+    /// Each action's status.
+    pub actions: HashMap<Uuid, ActionStatus>,
+    /// Each communication's audience, drafter and stage.
+    pub communications: HashMap<Uuid, CommunicationState>,
     /// Stood down.
     pub stood_down: bool,
+}
+
+/// What the rules need to know about a communication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommunicationState {
+    /// Who it is for.
+    pub audience: Audience,
+    /// Who drafted it.
+    pub drafted_by: String,
+    /// Approved.
+    pub approved: bool,
+    /// Sent.
+    pub sent: bool,
+}
+
+fn amber() -> Tlp {
+    Tlp::Amber
 }
 
 impl Crisis {
@@ -376,6 +739,15 @@ fn current_decision(s: &CrisisState, id: Uuid, field: &str) -> Result<(), Domain
             format!("no decision {id} in this crisis"),
         )),
     }
+}
+
+fn communication(s: &CrisisState, id: Uuid) -> Result<&CommunicationState, DomainError> {
+    s.communications.get(&id).ok_or_else(|| {
+        DomainError::invalid(
+            "communication_id",
+            format!("no communication {id} in this crisis"),
+        )
+    })
 }
 
 fn known_information(s: &CrisisState, id: Uuid, field: &str) -> Result<Grade, DomainError> {
@@ -402,6 +774,7 @@ impl Aggregate for Crisis {
                     incident_ids,
                     handover_id,
                     criteria,
+                    tlp,
                 },
                 None,
             ) => {
@@ -430,6 +803,7 @@ impl Aggregate for Crisis {
                     incident_ids: ids,
                     handover_id: *handover_id,
                     criteria,
+                    tlp: tlp.unwrap_or(Tlp::Amber),
                     activated_by: actor,
                 }]);
             }
@@ -616,6 +990,260 @@ impl Aggregate for Crisis {
                     reviewed_by: actor,
                 }
             }
+            CrisisCommand::LogAttendance {
+                person,
+                role,
+                change,
+            } => {
+                let person = Text::required("person", person, Limits::PERSON)?;
+                match (change, s.present.get(&person)) {
+                    (Attendance::Arrived, Some(r)) if r == role => {
+                        return Err(DomainError::precondition(format!(
+                            "{person} is already present as {}",
+                            r.as_str()
+                        )));
+                    }
+                    (Attendance::Left, None) => {
+                        return Err(DomainError::precondition(format!(
+                            "{person} is not present"
+                        )));
+                    }
+                    _ => {}
+                }
+                CrisisEvent::CrisisAttendanceLogged {
+                    person,
+                    role: *role,
+                    change: *change,
+                    logged_by: actor,
+                }
+            }
+            CrisisCommand::SetObjectives {
+                objectives,
+                rationale,
+            } => {
+                if objectives.is_empty() {
+                    return Err(DomainError::invalid(
+                        "objectives",
+                        "at least one is required",
+                    ));
+                }
+                if objectives.len() > Limits::OBJECTIVES {
+                    return Err(DomainError::invalid(
+                        "objectives",
+                        format!("at most {} are allowed", Limits::OBJECTIVES),
+                    ));
+                }
+                let objectives = objectives
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| Text::required(&format!("objectives[{i}]"), o, Limits::RATIONALE))
+                    .collect::<Result<Vec<_>, _>>()?;
+                CrisisEvent::StrategicObjectivesSet {
+                    version: s.objectives_version + 1,
+                    objectives,
+                    rationale: Text::required("rationale", rationale, Limits::RATIONALE)?,
+                    set_by: actor,
+                }
+            }
+            CrisisCommand::IssueSituationReport {
+                report_id,
+                body,
+                as_at,
+                confidence,
+                known_unknowns,
+            } => {
+                if s.reports.contains(report_id) {
+                    return Err(DomainError::precondition(format!(
+                        "situation report {report_id} is already issued"
+                    )));
+                }
+                if *as_at > ctx.now + chrono::Duration::seconds(Limits::FUTURE_SKEW_SECONDS) {
+                    return Err(DomainError::invalid("as_at", "is in the future"));
+                }
+                CrisisEvent::SituationReportIssued {
+                    report_id: *report_id,
+                    body: body.checked()?,
+                    as_at: *as_at,
+                    confidence: *confidence,
+                    known_unknowns: Text::required("known_unknowns", known_unknowns, Limits::NOTE)?,
+                    issued_by: actor,
+                }
+            }
+            CrisisCommand::AmendDecision {
+                decision_id,
+                amendment,
+                reason,
+            } => {
+                current_decision(s, *decision_id, "decision_id")?;
+                CrisisEvent::DecisionAmended {
+                    decision_id: *decision_id,
+                    amendment: Text::required("amendment", amendment, Limits::RATIONALE)?,
+                    reason: Text::required("reason", reason, Limits::RATIONALE)?,
+                    amended_by: actor,
+                }
+            }
+            CrisisCommand::AssignAction {
+                action_id,
+                description,
+                owner,
+                due_at,
+                decision_id,
+            } => {
+                if s.actions.contains_key(action_id) {
+                    return Err(DomainError::precondition(format!(
+                        "action {action_id} is already assigned"
+                    )));
+                }
+                if let Some(d) = decision_id
+                    && !s.decisions.contains_key(d)
+                {
+                    return Err(DomainError::invalid(
+                        "decision_id",
+                        format!("no decision {d} in this crisis"),
+                    ));
+                }
+                if *due_at <= ctx.occurred_at {
+                    return Err(DomainError::invalid(
+                        "due_at",
+                        "must be after the time the action is assigned",
+                    ));
+                }
+                CrisisEvent::ActionAssigned {
+                    action_id: *action_id,
+                    description: Text::required("description", description, Limits::RATIONALE)?,
+                    owner: Text::required("owner", owner, Limits::PERSON)?,
+                    due_at: *due_at,
+                    decision_id: *decision_id,
+                    assigned_by: actor,
+                }
+            }
+            CrisisCommand::ChangeActionStatus {
+                action_id,
+                status,
+                note,
+                transferred_to,
+            } => {
+                let Some(from) = s.actions.get(action_id).copied() else {
+                    return Err(DomainError::invalid(
+                        "action_id",
+                        format!("no action {action_id} in this crisis"),
+                    ));
+                };
+                if from.is_final() {
+                    return Err(DomainError::precondition(format!(
+                        "the action is {}: nothing changes it any more",
+                        from.as_str()
+                    )));
+                }
+                if *status == from || *status == ActionStatus::Assigned {
+                    return Err(DomainError::precondition(format!(
+                        "an action cannot go from {} to {}",
+                        from.as_str(),
+                        status.as_str()
+                    )));
+                }
+                let note = if matches!(status, ActionStatus::Cancelled | ActionStatus::Transferred)
+                {
+                    Text::required("note", note, Limits::RATIONALE).map_err(|_| {
+                        DomainError::invalid("note", "is required to cancel or transfer an action")
+                    })?
+                } else {
+                    Text::optional("note", note, Limits::RATIONALE)?
+                };
+                let transferred_to = if *status == ActionStatus::Transferred {
+                    Some(Text::required(
+                        "transferred_to",
+                        transferred_to,
+                        Limits::PERSON,
+                    )?)
+                } else {
+                    None
+                };
+                CrisisEvent::ActionStatusChanged {
+                    action_id: *action_id,
+                    from,
+                    to: *status,
+                    note,
+                    transferred_to,
+                    changed_by: actor,
+                }
+            }
+            CrisisCommand::DraftCommunication {
+                communication_id,
+                audience,
+                channel,
+                tlp,
+                content,
+            } => {
+                if s.communications.contains_key(communication_id) {
+                    return Err(DomainError::precondition(format!(
+                        "communication {communication_id} is already drafted"
+                    )));
+                }
+                CrisisEvent::CommunicationDrafted {
+                    communication_id: *communication_id,
+                    audience: *audience,
+                    channel: Text::required("channel", channel, Limits::SOURCE)?,
+                    tlp: *tlp,
+                    content: Text::required("content", content, Limits::NOTE)?,
+                    drafted_by: actor,
+                }
+            }
+            CrisisCommand::ApproveCommunication {
+                communication_id,
+                role,
+            } => {
+                let c = communication(s, *communication_id)?;
+                if c.approved {
+                    return Err(DomainError::precondition(
+                        "the communication is already approved",
+                    ));
+                }
+                if c.drafted_by == actor {
+                    return Err(DomainError::precondition(
+                        "a communication is approved by someone other than its drafter",
+                    ));
+                }
+                let required = c.audience.approver();
+                if *role != required && *role != CmcRole::CrisisLead {
+                    return Err(DomainError::precondition(format!(
+                        "a communication to {} needs approval by {} or CRISIS_LEAD, not {}",
+                        c.audience.as_str(),
+                        required.as_str(),
+                        role.as_str()
+                    )));
+                }
+                if s.present.get(&actor) != Some(role) {
+                    return Err(DomainError::precondition(format!(
+                        "{actor} is not logged as present in the CMC as {}",
+                        role.as_str()
+                    )));
+                }
+                CrisisEvent::CommunicationApproved {
+                    communication_id: *communication_id,
+                    approved_by: actor,
+                    role: *role,
+                }
+            }
+            CrisisCommand::SendCommunication { communication_id } => {
+                let c = communication(s, *communication_id)?;
+                if c.sent {
+                    return Err(DomainError::precondition(
+                        "the communication is already sent",
+                    ));
+                }
+                if !c.approved {
+                    return Err(DomainError::precondition(format!(
+                        "the communication is not approved: a communication to {} needs approval by {} first",
+                        c.audience.as_str(),
+                        c.audience.approver().as_str()
+                    )));
+                }
+                CrisisEvent::CommunicationSent {
+                    communication_id: *communication_id,
+                    sent_by: actor,
+                }
+            }
             CrisisCommand::StandDown {
                 handed_to,
                 decision_id,
@@ -637,6 +1265,11 @@ impl Aggregate for Crisis {
                 incident_ids: incident_ids.clone(),
                 grades: Default::default(),
                 decisions: Default::default(),
+                present: Default::default(),
+                objectives_version: 0,
+                reports: Default::default(),
+                actions: Default::default(),
+                communications: Default::default(),
                 stood_down: false,
             });
             return;
@@ -645,7 +1278,61 @@ impl Aggregate for Crisis {
         match event {
             CrisisEvent::CrisisActivated { .. }
             | CrisisEvent::InformationConflictFlagged { .. }
-            | CrisisEvent::DecisionReviewed { .. } => {}
+            | CrisisEvent::DecisionReviewed { .. }
+            | CrisisEvent::DecisionAmended { .. } => {}
+            CrisisEvent::CrisisAttendanceLogged {
+                person,
+                role,
+                change,
+                ..
+            } => match change {
+                Attendance::Arrived => {
+                    s.present.insert(person.clone(), *role);
+                }
+                Attendance::Left => {
+                    s.present.remove(person);
+                }
+            },
+            CrisisEvent::StrategicObjectivesSet { version, .. } => s.objectives_version = *version,
+            CrisisEvent::SituationReportIssued { report_id, .. } => {
+                s.reports.insert(*report_id);
+            }
+            CrisisEvent::ActionAssigned { action_id, .. } => {
+                s.actions.insert(*action_id, ActionStatus::Assigned);
+            }
+            CrisisEvent::ActionStatusChanged { action_id, to, .. } => {
+                s.actions.insert(*action_id, *to);
+            }
+            CrisisEvent::CommunicationDrafted {
+                communication_id,
+                audience,
+                drafted_by,
+                ..
+            } => {
+                s.communications.insert(
+                    *communication_id,
+                    CommunicationState {
+                        audience: *audience,
+                        drafted_by: drafted_by.clone(),
+                        approved: false,
+                        sent: false,
+                    },
+                );
+            }
+            CrisisEvent::CommunicationApproved {
+                communication_id, ..
+            } => {
+                if let Some(c) = s.communications.get_mut(communication_id) {
+                    c.approved = true;
+                }
+            }
+            CrisisEvent::CommunicationSent {
+                communication_id, ..
+            } => {
+                if let Some(c) = s.communications.get_mut(communication_id) {
+                    c.sent = true;
+                }
+            }
             CrisisEvent::CrisisIncidentLinked { incident_id, .. } => {
                 s.incident_ids.push(*incident_id)
             }
@@ -708,6 +1395,7 @@ mod tests {
             incident_ids: vec![id(1)],
             handover_id: Some(id(2)),
             criteria: String::new(),
+            tlp: Tlp::Amber,
             activated_by: "carla.cmc".into(),
         }
     }
@@ -774,6 +1462,7 @@ mod tests {
             incident_ids: vec![id(1), id(1)],
             handover_id: Some(id(2)),
             criteria: String::new(),
+            tlp: None,
         };
         let events = given(&[])
             .decide(&from_handover, &Context::now("carla.cmc", now()))
@@ -785,6 +1474,7 @@ mod tests {
             incident_ids: vec![id(3)],
             handover_id: None,
             criteria: String::new(),
+            tlp: None,
         };
         assert_eq!(invalid(given(&[]).decide(&declared, &ctx())), "criteria");
         let none = CrisisCommand::Activate {
@@ -792,6 +1482,7 @@ mod tests {
             incident_ids: vec![],
             handover_id: Some(id(2)),
             criteria: String::new(),
+            tlp: None,
         };
         assert_eq!(invalid(given(&[]).decide(&none, &ctx())), "incident_ids");
     }
@@ -981,6 +1672,252 @@ mod tests {
     fn commands_on_a_crisis_never_activated_are_not_found() {
         let r = given(&[]).decide(&CrisisCommand::LinkIncident { incident_id: id(1) }, &ctx());
         assert!(matches!(r, Err(DomainError::NotFound(_))));
+    }
+
+    fn cmd(
+        c: &Crisis,
+        command: CrisisCommand,
+        actor: &str,
+    ) -> Result<Vec<CrisisEvent>, DomainError> {
+        c.decide(&command, &Context::now(actor, now()))
+    }
+
+    fn play(events: &mut Vec<CrisisEvent>, command: CrisisCommand, actor: &str) {
+        let new = cmd(&given(events), command, actor).unwrap();
+        events.extend(new);
+    }
+
+    fn arrive(person: &str, role: CmcRole) -> CrisisCommand {
+        CrisisCommand::LogAttendance {
+            person: person.into(),
+            role,
+            change: Attendance::Arrived,
+        }
+    }
+
+    #[test]
+    fn attendance_is_logged_once_per_arrival_and_leaving_needs_presence() {
+        let mut h = vec![activated()];
+        play(
+            &mut h,
+            arrive("carla.cmc", CmcRole::CrisisLead),
+            "lena.loggist",
+        );
+        precondition(cmd(
+            &given(&h),
+            arrive("carla.cmc", CmcRole::CrisisLead),
+            "x",
+        ));
+        // A change of role is logged as a new arrival in the new role.
+        play(&mut h, arrive("carla.cmc", CmcRole::Communications), "x");
+        let leave = |p: &str| CrisisCommand::LogAttendance {
+            person: p.into(),
+            role: CmcRole::Member,
+            change: Attendance::Left,
+        };
+        precondition(cmd(&given(&h), leave("nobody"), "x"));
+        play(&mut h, leave("carla.cmc"), "x");
+        assert!(given(&h).state().unwrap().present.is_empty());
+        assert_eq!(
+            invalid(cmd(&given(&h), arrive(" ", CmcRole::Member), "x")),
+            "person"
+        );
+    }
+
+    #[test]
+    fn objectives_are_versioned_and_never_empty() {
+        let mut h = vec![activated()];
+        let set = |o: Vec<&str>| CrisisCommand::SetObjectives {
+            objectives: o.into_iter().map(String::from).collect(),
+            rationale: "JDM step 3".into(),
+        };
+        assert_eq!(invalid(cmd(&given(&h), set(vec![]), "x")), "objectives");
+        assert_eq!(
+            invalid(cmd(&given(&h), set(vec!["a", " "]), "x")),
+            "objectives[1]"
+        );
+        play(&mut h, set(vec!["protect life", "restore operations"]), "x");
+        play(&mut h, set(vec!["restore operations"]), "x");
+        match h.last().unwrap() {
+            CrisisEvent::StrategicObjectivesSet { version, .. } => assert_eq!(*version, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_situation_report_states_as_at_confidence_and_known_unknowns() {
+        let c = given(&[activated()]);
+        let report =
+            |body: SitrepBody, as_at, unknowns: &str| CrisisCommand::IssueSituationReport {
+                report_id: id(40),
+                body,
+                as_at,
+                confidence: Confidence::Low,
+                known_unknowns: unknowns.into(),
+            };
+        let free = SitrepBody::Free {
+            text: "OT network isolated".into(),
+        };
+        assert_eq!(
+            cmd(&c, report(free.clone(), now(), "entry vector"), "x")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            invalid(cmd(&c, report(free.clone(), now(), ""), "x")),
+            "known_unknowns"
+        );
+        assert_eq!(
+            invalid(cmd(&c, report(free, now() + Duration::hours(1), "x"), "x")),
+            "as_at"
+        );
+        let methane = SitrepBody::Methane {
+            major_incident: "declared".into(),
+            exact_location: "LHR T5 baggage hall".into(),
+            incident_type: "ransomware".into(),
+            hazards: "spread to airside".into(),
+            access: String::new(),
+            casualties: "none".into(),
+            emergency_services: "police on site".into(),
+        };
+        assert_eq!(
+            invalid(cmd(&c, report(methane, now(), "x"), "x")),
+            "report.access"
+        );
+    }
+
+    #[test]
+    fn a_current_decision_is_amended_with_a_reason_and_a_superseded_one_is_not() {
+        let mut h = vec![activated()];
+        play(&mut h, decision(20, vec![], None), "x");
+        let amend = |n| CrisisCommand::AmendDecision {
+            decision_id: id(n),
+            amendment: "gateway stays off until 18:00".into(),
+            reason: "vendor needs more time".into(),
+        };
+        assert_eq!(cmd(&given(&h), amend(20), "x").unwrap().len(), 1);
+        assert_eq!(invalid(cmd(&given(&h), amend(99), "x")), "decision_id");
+        play(&mut h, decision(21, vec![], Some(id(20))), "x");
+        precondition(cmd(&given(&h), amend(20), "x"));
+    }
+
+    #[test]
+    fn an_action_has_an_owner_and_due_time_and_a_final_status_never_changes() {
+        let mut h = vec![activated()];
+        let assign = |due| CrisisCommand::AssignAction {
+            action_id: id(50),
+            description: "brief the airport duty manager".into(),
+            owner: "omar.ops".into(),
+            due_at: due,
+            decision_id: None,
+        };
+        assert_eq!(
+            invalid(cmd(&given(&h), assign(now() - Duration::minutes(1)), "x")),
+            "due_at"
+        );
+        let mut ownerless = assign(now() + Duration::hours(1));
+        if let CrisisCommand::AssignAction { owner, .. } = &mut ownerless {
+            owner.clear();
+        }
+        assert_eq!(invalid(cmd(&given(&h), ownerless, "x")), "owner");
+        play(&mut h, assign(now() + Duration::hours(1)), "x");
+        precondition(cmd(&given(&h), assign(now() + Duration::hours(1)), "x"));
+        let status = |st, note: &str, to: &str| CrisisCommand::ChangeActionStatus {
+            action_id: id(50),
+            status: st,
+            note: note.into(),
+            transferred_to: to.into(),
+        };
+        precondition(cmd(&given(&h), status(ActionStatus::Assigned, "", ""), "x"));
+        assert_eq!(
+            invalid(cmd(
+                &given(&h),
+                status(ActionStatus::Cancelled, "", ""),
+                "x"
+            )),
+            "note"
+        );
+        assert_eq!(
+            invalid(cmd(
+                &given(&h),
+                status(ActionStatus::Transferred, "to ops", ""),
+                "x"
+            )),
+            "transferred_to"
+        );
+        play(&mut h, status(ActionStatus::InProgress, "", ""), "x");
+        play(
+            &mut h,
+            status(ActionStatus::Done, "briefed at 16:10", ""),
+            "x",
+        );
+        precondition(cmd(
+            &given(&h),
+            status(ActionStatus::InProgress, "", ""),
+            "x",
+        ));
+    }
+
+    #[test]
+    fn a_communication_is_sent_only_after_approval_by_the_role_its_audience_requires() {
+        let mut h = vec![activated()];
+        play(
+            &mut h,
+            arrive("carla.cmc", CmcRole::CrisisLead),
+            "lena.loggist",
+        );
+        play(
+            &mut h,
+            arrive("paul.press", CmcRole::Communications),
+            "lena.loggist",
+        );
+        play(&mut h, arrive("lara.legal", CmcRole::Legal), "lena.loggist");
+        let draft = |n, audience| CrisisCommand::DraftCommunication {
+            communication_id: id(n),
+            audience,
+            channel: "press release".into(),
+            tlp: Tlp::Clear,
+            content: "Some flights are delayed by an IT problem.".into(),
+        };
+        let approve = |n, role| CrisisCommand::ApproveCommunication {
+            communication_id: id(n),
+            role,
+        };
+        let send = |n| CrisisCommand::SendCommunication {
+            communication_id: id(n),
+        };
+        play(&mut h, draft(60, Audience::Media), "paul.press");
+        precondition(cmd(&given(&h), send(60), "paul.press"));
+        // Media statements need the crisis lead; the drafter cannot approve their own.
+        precondition(cmd(
+            &given(&h),
+            approve(60, CmcRole::Communications),
+            "paul.press",
+        ));
+        precondition(cmd(&given(&h), approve(60, CmcRole::Legal), "lara.legal"));
+        // The role must be the one the approver is logged present in.
+        precondition(cmd(
+            &given(&h),
+            approve(60, CmcRole::CrisisLead),
+            "lara.legal",
+        ));
+        play(&mut h, approve(60, CmcRole::CrisisLead), "carla.cmc");
+        precondition(cmd(
+            &given(&h),
+            approve(60, CmcRole::CrisisLead),
+            "carla.cmc",
+        ));
+        play(&mut h, send(60), "paul.press");
+        precondition(cmd(&given(&h), send(60), "paul.press"));
+        // A regulator notification needs legal (or the crisis lead).
+        play(&mut h, draft(61, Audience::Regulator), "paul.press");
+        play(&mut h, approve(61, CmcRole::Legal), "lara.legal");
+        assert_eq!(
+            invalid(cmd(&given(&h), send(62), "paul.press")),
+            "communication_id"
+        );
+        precondition(cmd(&given(&h), draft(61, Audience::Staff), "paul.press"));
     }
 
     #[test]

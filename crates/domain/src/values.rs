@@ -46,6 +46,8 @@ impl Limits {
     pub const QUESTIONS: usize = 50;
     /// Alert ids given when opening an incident from alerts.
     pub const ALERT_IDS: usize = 100;
+    /// Strategic objectives in one set.
+    pub const OBJECTIVES: usize = 20;
     /// How far in the future an `occurred_at` may be (clock skew).
     pub const FUTURE_SKEW_SECONDS: i64 = 300;
     /// An entry that occurred longer ago than this before it was recorded is late and
@@ -163,6 +165,8 @@ macro_rules! enum_codes {
         }
     };
 }
+
+pub(crate) use enum_codes;
 
 enum_codes! {
     /// Impact of an alert or incident.

@@ -6,6 +6,8 @@
 //! [`IncidentReadModel`] (what queries read through). Depends on `sems-domain` and
 //! `sems-app`; never on NATS.
 
+pub mod cmc;
+mod cmc_sql;
 mod pg;
 pub mod projection;
 mod projector;
@@ -19,6 +21,7 @@ use sems_app::AppError;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+pub use cmc_sql::{CrisisDetail, TimelineQuery};
 pub use pg::{PgReadModel, PgReadModelConfig};
 pub use projection::{AlertRow, IncidentRow, NoteRow, ProjectedCommit, RoleHolder};
 pub use projector::{Projector, ProjectorConfig};
@@ -80,6 +83,36 @@ pub trait IncidentReadModel: Send + Sync + 'static {
         older_than: std::time::Duration,
         limit: u32,
     ) -> Result<Vec<AlertRow>, AppError>;
+}
+
+/// What the CMC queries read: handovers, crises, their timelines and decision registers.
+#[async_trait]
+pub trait CmcReadModel: IncidentReadModel {
+    /// The position of the last commit applied.
+    async fn position(&self) -> Result<u64, AppError>;
+
+    /// One handover.
+    async fn get_handover(&self, id: Uuid) -> Result<Option<cmc::HandoverRow>, AppError>;
+
+    /// Handovers: pending ones oldest first, or all, latest change first.
+    async fn list_handovers(
+        &self,
+        pending_only: bool,
+        incident_id: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<cmc::HandoverRow>, AppError>;
+
+    /// One crisis with its actions and communications.
+    async fn get_crisis(&self, id: Uuid) -> Result<Option<CrisisDetail>, AppError>;
+
+    /// Crises, latest activated first.
+    async fn list_crises(&self, limit: u32) -> Result<Vec<cmc::CrisisRow>, AppError>;
+
+    /// A page of a crisis's timeline, in log order.
+    async fn timeline(&self, query: &TimelineQuery) -> Result<Vec<cmc::TimelineEntry>, AppError>;
+
+    /// Every decision of a crisis, in the order recorded.
+    async fn decision_register(&self, crisis_id: Uuid) -> Result<Vec<cmc::DecisionRow>, AppError>;
 }
 
 /// Read-your-writes for a store: waits until `applied` (moved by a projector in this

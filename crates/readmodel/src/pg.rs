@@ -18,7 +18,7 @@ use sems_app::AppError;
 
 use crate::{
     AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
-    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, fresh_above,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, cmc, cmc_sql, fresh_above,
     projection::{self, Rows},
     wait_until_applied,
 };
@@ -209,6 +209,7 @@ impl PgReadModel {
                 .map_err(unavailable("dump"))?;
             out.extend(rows.into_iter().map(|r| format!("{table} {r}")));
         }
+        out.extend(cmc_sql::postgres::dump(&self.pool).await?);
         Ok(out)
     }
 
@@ -478,9 +479,13 @@ impl ProjectionStore for PgReadModel {
             };
             let (incidents, alerts) = projection::touched(fresh.iter().copied());
             let mut rows = Self::load_rows(&mut tx, &incidents, &alerts).await?;
+            let keys = cmc::touched(fresh.iter().copied());
+            let mut cmc_rows = cmc::CmcRows::with(cmc_sql::postgres::load(&mut tx, &keys).await?);
             for c in fresh.iter().copied() {
                 projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
+                cmc::apply(&mut cmc_rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
             }
+            cmc_sql::postgres::write(&mut tx, &cmc_rows).await?;
             Self::write_rows(&mut tx, &rows).await?;
             sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1")
                 .bind(&self.name)
@@ -710,3 +715,5 @@ fn summary(row: &sqlx::postgres::PgRow) -> Result<IncidentSummary, AppError> {
         alert_count,
     })
 }
+
+cmc_sql::cmc_read_model!(PgReadModel, postgres);

@@ -13,6 +13,8 @@ use sems_app::{Envelope, LogError, StoredCommit, decode_events};
 use sems_domain::{
     Aggregate, JustCulture, Level,
     alert::{Alert, AlertEvent},
+    crisis::{Crisis, CrisisEvent},
+    handover::{Handover, HandoverEvent},
     incident::{Incident, IncidentEvent, IncidentStatus},
 };
 
@@ -34,6 +36,10 @@ pub enum Events {
     Alert(Vec<AlertEvent>),
     /// Events of an incident.
     Incident(Vec<IncidentEvent>),
+    /// Events of a handover.
+    Handover(Vec<HandoverEvent>),
+    /// Events of a crisis.
+    Crisis(Vec<CrisisEvent>),
     /// An aggregate type this projection does not follow.
     Other,
 }
@@ -45,6 +51,8 @@ impl ProjectedCommit {
         let events = match envelope.aggregate_type.as_str() {
             Alert::TYPE => Events::Alert(decode_events(&envelope)?),
             Incident::TYPE => Events::Incident(decode_events(&envelope)?),
+            Handover::TYPE => Events::Handover(decode_events(&envelope)?),
+            Crisis::TYPE => Events::Crisis(decode_events(&envelope)?),
             _ => Events::Other,
         };
         Ok(Self {
@@ -213,7 +221,8 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
     let position =
         i64::try_from(commit.position).map_err(|_| fail("position out of range".into()))?;
     match &commit.events {
-        Events::Other => {}
+        // The CMC read models (crate::cmc) follow these.
+        Events::Other | Events::Handover(_) | Events::Crisis(_) => {}
         Events::Alert(events) => {
             for (event, meta) in events.iter().zip(&e.events) {
                 let id = e.aggregate_id;

@@ -25,7 +25,7 @@ use sems_app::AppError;
 
 use crate::{
     AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
-    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, fresh_above,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, cmc, cmc_sql, fresh_above,
     projection::{self, Rows},
     wait_until_applied,
 };
@@ -183,6 +183,7 @@ impl SqliteReadModel {
                 .map_err(unavailable("dump"))?;
             out.extend(rows.into_iter().map(|r| format!("{table} {r}")));
         }
+        out.extend(cmc_sql::sqlite::dump(&self.pool).await?);
         Ok(out)
     }
 
@@ -402,9 +403,13 @@ impl ProjectionStore for SqliteReadModel {
             for r in Self::load_docs::<AlertRow>(&mut tx, "alerts", "alert_id", &alerts).await? {
                 rows.alerts.insert(r.alert_id, r);
             }
+            let keys = cmc::touched(fresh.iter().copied());
+            let mut cmc_rows = cmc::CmcRows::with(cmc_sql::sqlite::load(&mut tx, &keys).await?);
             for c in fresh.iter().copied() {
                 projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
+                cmc::apply(&mut cmc_rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
             }
+            cmc_sql::sqlite::write(&mut tx, &cmc_rows).await?;
             Self::write_rows(&mut tx, &rows).await?;
             sqlx::query(
                 "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
@@ -573,3 +578,5 @@ impl IncidentReadModel for SqliteReadModel {
         self.docs(b, "alerts awaiting an incident").await
     }
 }
+
+cmc_sql::cmc_read_model!(SqliteReadModel, sqlite);

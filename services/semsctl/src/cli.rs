@@ -42,6 +42,9 @@ pub struct Cli {
         global = true
     )]
     server: String,
+    /// Your token, when semsd authenticates callers (see docs/API.md, "Callers and tokens").
+    #[arg(long, env = "SEMS_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
     /// How to print results.
     #[arg(long, short = 'o', value_enum, default_value = "table", global = true)]
     output: Format,
@@ -61,6 +64,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The Resilience Handshake: list, show, draft, offer, question, accept or decline
+    /// handovers to the CMC.
+    #[command(subcommand)]
+    Handover(crate::cmc::HandoverCommand),
+    /// The CMC log: declare, show, read and watch crises; log attendance, objectives,
+    /// information, decisions, actions and communications; stand down.
+    #[command(subcommand)]
+    Crisis(crate::cmc::CrisisCommand),
     /// Post an alert, as a SOC tool would (repeats of the same source and ref are counted on
     /// the same alert).
     Ingest(IngestArgs),
@@ -332,11 +343,11 @@ struct PageArgs {
 }
 
 #[derive(Debug, Args)]
-struct WriteArgs {
+pub(crate) struct WriteArgs {
     /// Makes the command idempotent: running it again with the same id appends nothing and
     /// answers the original result.
     #[arg(long, default_value = "")]
-    request_id: String,
+    pub(crate) request_id: String,
 }
 
 macro_rules! arg_enum {
@@ -380,7 +391,10 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn timestamp(flag: &str, value: Option<&str>) -> Result<Option<prost_types::Timestamp>, CtlError> {
+pub(crate) fn timestamp(
+    flag: &str,
+    value: Option<&str>,
+) -> Result<Option<prost_types::Timestamp>, CtlError> {
     let Some(v) = value else { return Ok(None) };
     let t = chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
         CtlError::Usage(format!(
@@ -443,6 +457,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
     };
     let mut s = Session::connect(
         &cli.server,
+        cli.token.as_deref(),
         Duration::from_secs(cli.timeout.max(1)),
         state_dir,
     )
@@ -694,8 +709,19 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .request_crisis_escalation(s.request(r))
                 .await?
                 .into_inner();
-            after_write(&mut s, &out, "Requested crisis escalation of incident", c).await
+            let handover = c.handover_id;
+            let c = c.commit.unwrap_or_default();
+            after_write(&mut s, &out, "Requested crisis escalation of incident", c).await?;
+            if out.format == Format::Table {
+                println!(
+                    "\nHandover {handover} started: brief the CMC with \
+                     `semsctl handover offer {handover} --brief brief.json`"
+                );
+            }
+            Ok(())
         }
+        Command::Handover(c) => crate::cmc::handover(&mut s, out.format, c).await,
+        Command::Crisis(c) => crate::cmc::crisis(&mut s, out.format, c).await,
         Command::Demo { pace_ms } => {
             crate::demo::run(&mut s, &out, Duration::from_millis(pace_ms)).await
         }

@@ -3,6 +3,7 @@
 //! `min_position` after its own writes, so what it prints is never stale.
 
 mod cli;
+mod cmc;
 mod demo;
 mod error;
 mod output;

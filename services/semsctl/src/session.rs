@@ -4,11 +4,33 @@
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use sems_proto::v1::{
-    alert_service_client::AlertServiceClient,
+    alert_service_client::AlertServiceClient, cmc_query_service_client::CmcQueryServiceClient,
+    crisis_service_client::CrisisServiceClient, handover_service_client::HandoverServiceClient,
     incident_query_service_client::IncidentQueryServiceClient,
     incident_service_client::IncidentServiceClient,
 };
-use tonic::{Code, Request, transport::Channel};
+use tonic::{
+    Code, Request, Status,
+    metadata::{Ascii, MetadataValue},
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+
+/// Adds the caller's token to every call, when there is one.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The channel every client uses.
+pub type Conn = InterceptedService<Channel, Bearer>;
 
 use crate::error::CtlError;
 
@@ -17,6 +39,7 @@ pub struct Session {
     /// The server URL, as given.
     pub server: String,
     channel: Channel,
+    bearer: Bearer,
     timeout: Duration,
     state: Option<PathBuf>,
     /// Highest position this client wrote (this run or, from the state file, earlier).
@@ -29,9 +52,16 @@ impl Session {
     /// Connects to `server` (`http://host:port`, or `host:port`).
     pub async fn connect(
         server: &str,
+        token: Option<&str>,
         timeout: Duration,
         state_dir: Option<PathBuf>,
     ) -> Result<Self, CtlError> {
+        let bearer = match token.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Bearer(None),
+            Some(t) => Bearer(Some(format!("Bearer {t}").parse().map_err(|_| {
+                CtlError::Usage("--token holds characters a header cannot carry".into())
+            })?)),
+        };
         let url = if server.contains("://") {
             server.to_owned()
         } else {
@@ -54,6 +84,7 @@ impl Session {
         Ok(Self {
             server: url,
             channel,
+            bearer,
             timeout,
             state,
             written,
@@ -61,19 +92,38 @@ impl Session {
         })
     }
 
+    fn conn(&self) -> Conn {
+        InterceptedService::new(self.channel.clone(), self.bearer.clone())
+    }
+
     /// The alert service.
-    pub fn alerts(&self) -> AlertServiceClient<Channel> {
-        AlertServiceClient::new(self.channel.clone())
+    pub fn alerts(&self) -> AlertServiceClient<Conn> {
+        AlertServiceClient::new(self.conn())
     }
 
     /// The incident commands.
-    pub fn incidents(&self) -> IncidentServiceClient<Channel> {
-        IncidentServiceClient::new(self.channel.clone())
+    pub fn incidents(&self) -> IncidentServiceClient<Conn> {
+        IncidentServiceClient::new(self.conn())
     }
 
     /// The queries.
-    pub fn queries(&self) -> IncidentQueryServiceClient<Channel> {
-        IncidentQueryServiceClient::new(self.channel.clone())
+    pub fn queries(&self) -> IncidentQueryServiceClient<Conn> {
+        IncidentQueryServiceClient::new(self.conn())
+    }
+
+    /// The handover commands.
+    pub fn handovers(&self) -> HandoverServiceClient<Conn> {
+        HandoverServiceClient::new(self.conn())
+    }
+
+    /// The CMC log commands.
+    pub fn crisis(&self) -> CrisisServiceClient<Conn> {
+        CrisisServiceClient::new(self.conn())
+    }
+
+    /// The handover, timeline and decision-register queries.
+    pub fn cmc(&self) -> CmcQueryServiceClient<Conn> {
+        CmcQueryServiceClient::new(self.conn())
     }
 
     /// The deadline of one call.

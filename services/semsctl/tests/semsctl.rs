@@ -14,6 +14,7 @@ on_both_stores!(
     commands_print_json_that_reads_their_own_writes,
     errors_say_what_to_fix_and_exit_with_documented_codes,
     a_remembered_position_the_server_never_reached_is_reported_and_forgotten,
+    the_handshake_and_the_cmc_log_from_the_command_line,
 );
 
 struct Server {
@@ -25,9 +26,20 @@ struct Server {
 
 impl Server {
     async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, None).await
+    }
+
+    /// semsd authenticating callers with `tokens` (a tokens file's text), when given.
+    async fn start_with(backend: Backend, tokens: Option<String>) -> Self {
         sems_telemetry::init_for_tests();
         let stores = TestStores::start(backend).await.unwrap();
+        let state = tempfile::tempdir().unwrap();
         let mut config = semsd::Config::defaults();
+        if let Some(text) = tokens {
+            let path = state.path().join("tokens");
+            std::fs::write(&path, text).unwrap();
+            config.grpc.tokens_file = Some(path);
+        }
         config.nats.nats_url = stores.nats_url();
         config.database.database_url = stores.database_url();
         config.data_dir = stores.data_dir();
@@ -44,12 +56,12 @@ impl Server {
         let server = Self {
             _stores: stores,
             url: format!("http://{addr}"),
-            state: tempfile::tempdir().unwrap(),
+            state,
             stop: Some(stop),
         };
         // semsd answers once its stores are open.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while server.ctl(&["incidents", "list"]).await.code != 0 {
+        while !matches!(server.ctl(&["incidents", "list"]).await.code, 0 | 9) {
             assert!(std::time::Instant::now() < deadline, "semsd did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -318,4 +330,263 @@ async fn a_remembered_position_the_server_never_reached_is_reported_and_forgotte
     );
     let state = std::fs::read_to_string(s.state.path().join("positions.json")).unwrap();
     assert!(!state.contains("999999"), "{state}");
+}
+
+async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
+    let tokens: String = ["tom.tactical", "carla.cmc"]
+        .iter()
+        .map(|p| {
+            format!(
+                "{p} sha256:{}\n",
+                sems_app::sha256_hex(format!("t-{p}").as_bytes())
+            )
+        })
+        .collect();
+    let s = Server::start_with(backend, Some(tokens)).await;
+    // Without a token, nothing.
+    let anonymous = s.ctl(&["incidents", "list"]).await;
+    assert_eq!(anonymous.code, 9, "{}", anonymous.stderr);
+
+    let ingested = s
+        .json(&strs(&with_token(
+            "t-tom.tactical",
+            &[
+                "ingest",
+                "--source",
+                "edr",
+                "--ref",
+                "cmc-1",
+                "--title",
+                "Ransomware on OT",
+                "--severity",
+                "critical",
+            ],
+        )))
+        .await;
+    let incident = ingested["incident_id"].as_str().unwrap().to_owned();
+    for args in [
+        vec!["ack", incident.as_str()],
+        vec![
+            "level",
+            incident.as_str(),
+            "tactical",
+            "--reason",
+            "two sites",
+        ],
+        vec![
+            "escalate",
+            incident.as_str(),
+            "--reason",
+            "airside at risk",
+            "--criteria",
+            "C2",
+        ],
+    ] {
+        let r = s.ctl(&strs(&with_token("t-tom.tactical", &args))).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    let list = s
+        .json(&strs(&with_token(
+            "t-tom.tactical",
+            &["handover", "list", "--pending", "--incident", &incident],
+        )))
+        .await;
+    let handover = list["handovers"][0]["handover_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let brief = s.state.path().join("brief.json");
+    let mut doc = serde_json::json!({
+        "situation": "OT network encrypted", "situation_as_at": "2026-11-27T09:00:00Z",
+        "confidence": "MEDIUM", "history": "h", "objectives": "o", "actions_taken": "a",
+        "resources_committed": "r", "open_risks": "r", "open_actions": "a",
+        "key_contacts": "k", "communications": "c", "constraints": "c",
+        "potential_most_likely": "m", "potential_worst_case": "w",
+        "authority_requested": "a", "known_unknowns": "",
+    });
+    std::fs::write(&brief, doc.to_string()).unwrap();
+    let brief_arg = brief.to_str().unwrap();
+    let incomplete = s
+        .ctl(&strs(&with_token(
+            "t-tom.tactical",
+            &["handover", "offer", &handover, "--brief", brief_arg],
+        )))
+        .await;
+    assert_eq!(incomplete.code, 3, "{}", incomplete.stderr);
+    assert!(
+        incomplete.stderr.contains("known_unknowns"),
+        "{}",
+        incomplete.stderr
+    );
+    doc["known_unknowns"] = "entry vector".into();
+    std::fs::write(&brief, doc.to_string()).unwrap();
+    let offered = s
+        .ctl(&strs(&with_token(
+            "t-tom.tactical",
+            &["handover", "offer", &handover, "--brief", brief_arg],
+        )))
+        .await;
+    assert_eq!(offered.code, 0, "{}", offered.stderr);
+    let own = s
+        .ctl(&strs(&with_token(
+            "t-tom.tactical",
+            &["handover", "accept", &handover, "--authority", "all"],
+        )))
+        .await;
+    assert_eq!(
+        own.code, 5,
+        "the offering party cannot accept: {}",
+        own.stderr
+    );
+    let accepted = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &[
+                "handover",
+                "accept",
+                &handover,
+                "--authority",
+                "OT shutdown",
+            ],
+        )))
+        .await;
+    assert_eq!(accepted["status"], "ACCEPTED");
+    let crisis = accepted["crisis_id"].as_str().unwrap().to_owned();
+
+    let bad = s
+        .ctl(&strs(&with_token(
+            "t-carla.cmc",
+            &[
+                "crisis",
+                "info",
+                &crisis,
+                "--source",
+                "police",
+                "--content",
+                "x",
+                "--grade",
+                "B7",
+            ],
+        )))
+        .await;
+    assert_eq!(bad.code, 3, "{}", bad.stderr);
+    assert!(bad.stderr.contains("grade.credibility"), "{}", bad.stderr);
+    let info = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &[
+                "crisis",
+                "info",
+                &crisis,
+                "--source",
+                "police",
+                "--content",
+                "gate closed",
+                "--grade",
+                "B2",
+            ],
+        )))
+        .await;
+    assert!(
+        info["entries"][0]
+            .as_str()
+            .unwrap()
+            .contains("[B2 Fact] police"),
+        "{info}"
+    );
+
+    // A watcher started now prints the history, then the decision recorded after it.
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_semsctl"))
+        .args([
+            "--server",
+            &s.url,
+            "--token",
+            "t-carla.cmc",
+            "crisis",
+            "watch",
+            &crisis,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let decided = s
+        .ctl(&strs(&with_token(
+            "t-carla.cmc",
+            &[
+                "crisis",
+                "decide",
+                &crisis,
+                "--decision",
+                "Shut the OT gateway",
+                "--rationale",
+                "stop the spread",
+                "--maker",
+                "carla.cmc",
+                "--option",
+                "monitor: too slow",
+            ],
+        )))
+        .await;
+    assert_eq!(decided.code, 0, "{}", decided.stderr);
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("Decision by carla.cmc"))
+    {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the watch printed nothing new")
+            .unwrap()
+            .unwrap();
+        seen.push(line);
+    }
+    assert!(seen[0].contains("escalation"), "{seen:?}");
+    watch.kill().await.unwrap();
+
+    let timeline = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &["crisis", "timeline", &crisis],
+        )))
+        .await;
+    let kinds: Vec<&str> = timeline["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "escalation",
+            "handover",
+            "handover",
+            "handover",
+            "crisis",
+            "information",
+            "decision"
+        ]
+    );
+    let register = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &["crisis", "decisions", &crisis],
+        )))
+        .await;
+    assert_eq!(register["current"][0]["decision"], "Shut the OT gateway");
+    assert_eq!(register["current"][0]["options"][0]["why_not"], "too slow");
+}
+
+fn with_token(token: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["--token".to_owned(), token.to_owned()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

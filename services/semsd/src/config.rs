@@ -89,6 +89,11 @@ pub struct GrpcArgs {
     /// or the event's `routing_key` (PagerDuty). Never printed.
     #[arg(long, env = "SEMS_WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<String>,
+    /// File of callers' tokens, one `<principal> sha256:<hex of the token>` per line: each
+    /// gRPC call must then send `authorization: Bearer <token>`, and its principal is the
+    /// actor recorded. Without it, calls are not authenticated and --actor acts.
+    #[arg(long, env = "SEMS_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
     /// Longest a query waits for `min_position` when the call sets no deadline (ms).
     #[arg(long, env = "SEMS_READ_WAIT_MS", default_value_t = 5_000)]
     pub read_wait_ms: u64,
@@ -124,6 +129,14 @@ pub struct DomainArgs {
     /// The principal recorded as actor of every command, until authentication lands.
     #[arg(long, env = "SEMS_ACTOR", default_value = "semsd")]
     pub actor: String,
+    /// How long a handover may wait for the CMC's answer (from its first offer, or from the
+    /// escalation request before any offer) before it is flagged overdue (seconds).
+    #[arg(
+        long,
+        env = "SEMS_HANDOVER_ACCEPTANCE_TARGET_SECS",
+        default_value_t = 900
+    )]
+    pub handover_acceptance_target_secs: u64,
     /// Alerts at or above this severity open an incident.
     #[arg(
         long,

@@ -121,7 +121,7 @@ fn call_span(route: &str, headers: &HeaderMap) -> Span {
 }
 
 fn meta() -> CommandMeta {
-    crate::grpc::command_meta(None)
+    crate::grpc::command_meta(None, None)
 }
 
 /// A 4xx or 5xx with a JSON body `{"error": …, "field": …}`.

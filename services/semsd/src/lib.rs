@@ -17,7 +17,7 @@ use sems_eventlog::{
     copy_to_jetstream,
 };
 use sems_readmodel::{
-    IncidentReadModel, PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig,
+    CmcReadModel, PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig,
     SqliteReadModel, SqliteReadModelConfig,
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -115,7 +115,24 @@ pub async fn run(
             tasks.spawn(async move { http::serve(webhooks, http, done).await });
             info!(%addr, "http webhooks listening");
         }
-        let api = grpc::Api::new(sems, reads, config.grpc.read_wait());
+        let tokens = match &config.grpc.tokens_file {
+            None => grpc::Tokens::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read tokens file {}", path.display()))?;
+                let tokens = grpc::Tokens::parse(&path.display().to_string(), &text)?;
+                info!(
+                    principals = tokens.principals(),
+                    "grpc calls need a bearer token"
+                );
+                tokens
+            }
+        };
+        let api = grpc::Api::new(sems, reads, config.grpc.read_wait())
+            .with_tokens(tokens)
+            .with_acceptance_target(std::time::Duration::from_secs(
+                config.domain.handover_acceptance_target_secs,
+            ));
         let addr = listener.local_addr()?;
         let done = until_stopped();
         tasks.spawn(async move { grpc::serve(api, listener, done).await });
@@ -196,7 +213,7 @@ struct Stores {
     log: Arc<dyn EventLog>,
     feed: Box<dyn CommitFeed>,
     projection: Arc<dyn ProjectionStore>,
-    reads: Arc<dyn IncidentReadModel>,
+    reads: Arc<dyn CmcReadModel>,
     status: http::StatusFn,
     /// The embedded data directory's lock, held while semsd runs.
     lock: Option<std::fs::File>,

@@ -1,14 +1,17 @@
-//! The repair sweep: an ingestion is two commits (the alert, then the incident it opens).
-//! When the call stops between them and the client never retries, the alert stays promoted
-//! into an incident that does not exist. The read model lists such promotions; this sweep
-//! opens their incidents, with the same derived commit id a retry would use, so an incident is
-//! never opened twice however many API replicas sweep.
+//! The repair sweep. An ingestion is two commits (the alert, then the incident it opens), and
+//! a handover's answer is up to three (the handover, then the crisis it activates and the
+//! incident's command, or the incident's closed request). When a call stops between them and
+//! the client never retries, the read model shows it: an alert promoted into an incident that
+//! does not exist; an accepted handover whose crisis is missing or whose incident is not at
+//! `STRATEGIC`; a declined one whose incident still waits for an answer. This sweep finishes
+//! them, with the same derived commit ids a retry would use, so nothing is done twice however
+//! many API replicas sweep.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use sems_app::{CommandMeta, IncidentOpening, Sems};
 use sems_domain::Severity;
-use sems_readmodel::IncidentReadModel;
+use sems_readmodel::CmcReadModel;
 use tracing::{info, warn};
 
 /// Promotions repaired per sweep at most.
@@ -18,7 +21,7 @@ const PER_SWEEP: u32 = 100;
 /// incidents of alerts promoted at least `after` ago whose incident is still missing.
 pub async fn run(
     sems: Arc<Sems>,
-    reads: Arc<dyn IncidentReadModel>,
+    reads: Arc<dyn CmcReadModel>,
     after: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -56,6 +59,53 @@ pub async fn run(
                     info!(%incident_id, alert_id = %alert.alert_id, position, "opened an incident its ingestion left unopened")
                 }
                 Err(e) => warn!(%incident_id, error = %e, "repair sweep could not open incident"),
+            }
+        }
+        finish_handovers(&sems, reads.as_ref(), after).await;
+    }
+}
+
+/// Finishes the handovers answered at least `after` ago whose follow-up steps are missing.
+async fn finish_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration) {
+    let recent = match reads.list_handovers(false, None, PER_SWEEP).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(error = %e, "repair sweep cannot read handovers");
+            return;
+        }
+    };
+    let settled_before = chrono::Utc::now() - chrono::Duration::from_std(after).unwrap_or_default();
+    for h in recent {
+        let Some(answered) = h.accepted_at.or(h.declined_at) else {
+            continue;
+        };
+        if answered > settled_before {
+            continue;
+        }
+        let incident = match reads.get_incident(h.incident_id).await {
+            Ok(i) => i.map(|d| d.incident.row),
+            Err(e) => {
+                warn!(error = %e, "repair sweep cannot read an incident");
+                return;
+            }
+        };
+        let unfinished = match h.status.as_str() {
+            "ACCEPTED" => {
+                let crisis = reads.get_crisis(h.crisis_id).await.ok().flatten();
+                crisis.is_none() || incident.is_some_and(|i| i.level != "STRATEGIC")
+            }
+            "DECLINED" => incident.is_some_and(|i| i.crisis_escalation_requested),
+            _ => false,
+        };
+        if !unfinished {
+            continue;
+        }
+        match sems.complete_handover(h.handover_id).await {
+            Ok((crisis, position)) => {
+                info!(handover_id = %h.handover_id, ?crisis, position, "finished a handover its answering call left half done")
+            }
+            Err(e) => {
+                warn!(handover_id = %h.handover_id, error = %e, "repair sweep could not finish a handover")
             }
         }
     }

@@ -10,7 +10,7 @@ use sems_proto::v1::{
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::{Api, command_meta, convert, rpc_span, status};
+use super::{Api, command_meta, convert, principal, rpc_span, status};
 
 /// Alerts of one bulk call in flight at once.
 const BULK_CONCURRENCY: usize = 256;
@@ -20,9 +20,10 @@ impl Api {
         &self,
         req: IngestAlertRequest,
         prefix: &str,
+        actor: Option<String>,
     ) -> Result<IngestOutcome, AppError> {
         let report = convert::alert_report(req.alert, prefix, self.sems.handler().now())?;
-        let meta = command_meta(convert::request_id(&req.request_id)?);
+        let meta = command_meta(actor, convert::request_id(&req.request_id)?);
         self.sems.ingest_alert(report, meta).await
     }
 }
@@ -45,9 +46,10 @@ impl AlertService for Api {
         request: Request<IngestAlertRequest>,
     ) -> Result<Response<IngestAlertResponse>, Status> {
         let span = rpc_span("AlertService", "IngestAlert", request.metadata());
+        let actor = principal(&request);
         async move {
             let outcome = self
-                .ingest_one(request.into_inner(), "alert.")
+                .ingest_one(request.into_inner(), "alert.", actor)
                 .await
                 .map_err(status)?;
             Ok(Response::new(answer(&outcome)))
@@ -61,14 +63,18 @@ impl AlertService for Api {
         request: Request<Streaming<IngestAlertRequest>>,
     ) -> Result<Response<IngestAlertsResponse>, Status> {
         let span = rpc_span("AlertService", "IngestAlerts", request.metadata());
+        let actor = principal(&request);
         async move {
             let results: Vec<(usize, Result<IngestOutcome, AppError>)> = request
                 .into_inner()
                 .enumerate()
-                .map(|(i, item)| async move {
-                    // A broken request stream fails the call with the client's own status.
-                    let item = item?;
-                    Ok::<_, Status>((i, self.ingest_one(item, "alert.").await))
+                .map(|(i, item)| {
+                    let actor = actor.clone();
+                    async move {
+                        // A broken request stream fails the call with the client's own status.
+                        let item = item?;
+                        Ok::<_, Status>((i, self.ingest_one(item, "alert.", actor).await))
+                    }
                 })
                 .buffered(BULK_CONCURRENCY)
                 .try_collect()
@@ -105,11 +111,12 @@ impl AlertService for Api {
         request: Request<DismissAlertRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
         let span = rpc_span("AlertService", "DismissAlert", request.metadata());
+        let actor = principal(&request);
         async move {
             let r = request.into_inner();
             let run = async {
                 let id = convert::uuid("alert_id", &r.alert_id)?;
-                let meta = command_meta(convert::request_id(&r.request_id)?);
+                let meta = command_meta(actor, convert::request_id(&r.request_id)?);
                 self.sems
                     .alert_command(
                         id,

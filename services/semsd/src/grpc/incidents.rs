@@ -9,14 +9,15 @@ use sems_domain::{
 use sems_proto::v1::{
     AcknowledgeIncidentRequest, AddNoteRequest, AssignRoleRequest, ChangeLevelRequest,
     ChangePhaseRequest, ClassifyIncidentRequest, CloseIncidentRequest, CommitInfo,
-    OpenIncidentRequest, ReopenIncidentRequest, RequestCrisisEscalationRequest,
-    ResolveIncidentRequest, incident_service_server::IncidentService,
+    CrisisEscalationResponse, OpenIncidentRequest, ReopenIncidentRequest,
+    RequestCrisisEscalationRequest, ResolveIncidentRequest,
+    incident_service_server::IncidentService,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::{Api, command_meta, convert, rpc_span, status};
+use super::{Api, command_meta, convert, principal, rpc_span, status};
 
 fn info(c: &Committed<Incident>, position: u64) -> CommitInfo {
     CommitInfo {
@@ -33,6 +34,7 @@ impl Api {
         &self,
         method: &str,
         metadata: &tonic::metadata::MetadataMap,
+        actor: Option<String>,
         incident_id: &str,
         request_id: &str,
         parse: impl FnOnce() -> Result<IncidentCommand, AppError>,
@@ -41,7 +43,7 @@ impl Api {
         async move {
             let run = async {
                 let id = convert::uuid("incident_id", incident_id)?;
-                let meta = command_meta(convert::request_id(request_id)?);
+                let meta = command_meta(actor, convert::request_id(request_id)?);
                 let command = parse()?;
                 self.sems.incident_command(id, command, meta).await
             };
@@ -60,6 +62,7 @@ impl IncidentService for Api {
         request: Request<OpenIncidentRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
         let span = rpc_span("IncidentService", "OpenIncident", request.metadata());
+        let actor = principal(&request);
         async move {
             let r = request.into_inner();
             let run = async {
@@ -74,7 +77,7 @@ impl IncidentService for Api {
                     .enumerate()
                     .map(|(i, a)| convert::uuid(&format!("alert_ids[{i}]"), a))
                     .collect::<Result<Vec<Uuid>, _>>()?;
-                let mut meta = command_meta(convert::request_id(&r.request_id)?);
+                let mut meta = command_meta(actor, convert::request_id(&r.request_id)?);
                 meta.occurred_at = convert::time("occurred_at", r.occurred_at.as_ref())?;
                 let command = IncidentCommand::Open {
                     title: r.title,
@@ -96,10 +99,12 @@ impl IncidentService for Api {
         &self,
         request: Request<AcknowledgeIncidentRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
         self.on_incident(
             "AcknowledgeIncident",
             &m,
+            actor,
             &r.incident_id,
             &r.request_id,
             || Ok(IncidentCommand::Acknowledge),
@@ -111,17 +116,25 @@ impl IncidentService for Api {
         &self,
         request: Request<AssignRoleRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
         let now = self.sems.handler().now();
-        self.on_incident("AssignRole", &m, &r.incident_id, &r.request_id, || {
-            Ok(IncidentCommand::AssignRole {
-                role: Role::from_code("role", r.role)?,
-                person: r.person.clone(),
-                level: convert::level("level", r.level)?,
-                effective_at: convert::time("effective_at", r.effective_at.as_ref())?
-                    .unwrap_or(now),
-            })
-        })
+        self.on_incident(
+            "AssignRole",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                Ok(IncidentCommand::AssignRole {
+                    role: Role::from_code("role", r.role)?,
+                    person: r.person.clone(),
+                    level: convert::level("level", r.level)?,
+                    effective_at: convert::time("effective_at", r.effective_at.as_ref())?
+                        .unwrap_or(now),
+                })
+            },
+        )
         .await
     }
 
@@ -129,10 +142,12 @@ impl IncidentService for Api {
         &self,
         request: Request<ClassifyIncidentRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
         self.on_incident(
             "ClassifyIncident",
             &m,
+            actor,
             &r.incident_id,
             &r.request_id,
             || {
@@ -151,11 +166,12 @@ impl IncidentService for Api {
         request: Request<AddNoteRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
         let span = rpc_span("IncidentService", "AddNote", request.metadata());
+        let actor = principal(&request);
         async move {
             let r = request.into_inner();
             let run = async {
                 let id = convert::uuid("incident_id", &r.incident_id)?;
-                let mut meta = command_meta(convert::request_id(&r.request_id)?);
+                let mut meta = command_meta(actor, convert::request_id(&r.request_id)?);
                 meta.occurred_at = convert::time("occurred_at", r.occurred_at.as_ref())?;
                 let late = sems_domain::Text::optional(
                     "late_reason",
@@ -178,13 +194,21 @@ impl IncidentService for Api {
         &self,
         request: Request<ChangeLevelRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
-        self.on_incident("ChangeLevel", &m, &r.incident_id, &r.request_id, || {
-            Ok(IncidentCommand::ChangeLevel {
-                to: convert::level("to", r.to)?,
-                reason: r.reason.clone(),
-            })
-        })
+        self.on_incident(
+            "ChangeLevel",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                Ok(IncidentCommand::ChangeLevel {
+                    to: convert::level("to", r.to)?,
+                    reason: r.reason.clone(),
+                })
+            },
+        )
         .await
     }
 
@@ -192,13 +216,21 @@ impl IncidentService for Api {
         &self,
         request: Request<ChangePhaseRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
-        self.on_incident("ChangePhase", &m, &r.incident_id, &r.request_id, || {
-            Ok(IncidentCommand::ChangePhase {
-                phase: Phase::from_code("phase", r.phase)?,
-                reason: r.reason.clone(),
-            })
-        })
+        self.on_incident(
+            "ChangePhase",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                Ok(IncidentCommand::ChangePhase {
+                    phase: Phase::from_code("phase", r.phase)?,
+                    reason: r.reason.clone(),
+                })
+            },
+        )
         .await
     }
 
@@ -206,29 +238,37 @@ impl IncidentService for Api {
         &self,
         request: Request<ResolveIncidentRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
-        self.on_incident("ResolveIncident", &m, &r.incident_id, &r.request_id, || {
-            let just_culture = if r.people_involved {
-                Some(JustCulture {
-                    determination: JustCultureDetermination::from_code(
-                        "determination",
-                        r.determination,
-                    )?,
-                    rationale: r.determination_rationale.clone(),
+        self.on_incident(
+            "ResolveIncident",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                let just_culture = if r.people_involved {
+                    Some(JustCulture {
+                        determination: JustCultureDetermination::from_code(
+                            "determination",
+                            r.determination,
+                        )?,
+                        rationale: r.determination_rationale.clone(),
+                    })
+                } else if r.determination != 0 {
+                    return Err(convert::invalid(
+                        "people_involved",
+                        "must be true when a determination is given",
+                    ));
+                } else {
+                    None
+                };
+                Ok(IncidentCommand::Resolve {
+                    resolution: r.resolution.clone(),
+                    just_culture,
                 })
-            } else if r.determination != 0 {
-                return Err(convert::invalid(
-                    "people_involved",
-                    "must be true when a determination is given",
-                ));
-            } else {
-                None
-            };
-            Ok(IncidentCommand::Resolve {
-                resolution: r.resolution.clone(),
-                just_culture,
-            })
-        })
+            },
+        )
         .await
     }
 
@@ -236,12 +276,20 @@ impl IncidentService for Api {
         &self,
         request: Request<CloseIncidentRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
-        self.on_incident("CloseIncident", &m, &r.incident_id, &r.request_id, || {
-            Ok(IncidentCommand::Close {
-                note: r.note.clone(),
-            })
-        })
+        self.on_incident(
+            "CloseIncident",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                Ok(IncidentCommand::Close {
+                    note: r.note.clone(),
+                })
+            },
+        )
         .await
     }
 
@@ -249,12 +297,20 @@ impl IncidentService for Api {
         &self,
         request: Request<ReopenIncidentRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
         let (m, r) = (request.metadata().clone(), request.into_inner());
-        self.on_incident("ReopenIncident", &m, &r.incident_id, &r.request_id, || {
-            Ok(IncidentCommand::Reopen {
-                reason: r.reason.clone(),
-            })
-        })
+        self.on_incident(
+            "ReopenIncident",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                Ok(IncidentCommand::Reopen {
+                    reason: r.reason.clone(),
+                })
+            },
+        )
         .await
     }
 
@@ -263,23 +319,27 @@ impl IncidentService for Api {
     async fn request_crisis_escalation(
         &self,
         request: Request<RequestCrisisEscalationRequest>,
-    ) -> Result<Response<CommitInfo>, Status> {
+    ) -> Result<Response<CrisisEscalationResponse>, Status> {
         let span = rpc_span(
             "IncidentService",
             "RequestCrisisEscalation",
             request.metadata(),
         );
+        let actor = principal(&request);
         async move {
             let r = request.into_inner();
             let run = async {
                 let id = convert::uuid("incident_id", &r.incident_id)?;
-                let meta = command_meta(convert::request_id(&r.request_id)?);
+                let meta = command_meta(actor, convert::request_id(&r.request_id)?);
                 self.sems
                     .request_crisis_escalation(id, r.reason, r.criteria_met, meta)
                     .await
             };
             let o = run.await.map_err(status)?;
-            Ok(Response::new(info(&o.incident, o.position)))
+            Ok(Response::new(CrisisEscalationResponse {
+                commit: Some(info(&o.incident, o.position)),
+                handover_id: o.handover_id.to_string(),
+            }))
         }
         .instrument(span)
         .await

@@ -2,6 +2,7 @@
 //! become `tonic::Status` here, once ([`status`]).
 
 mod alerts;
+mod cmc;
 mod convert;
 mod incidents;
 mod queries;
@@ -14,11 +15,12 @@ use std::{
 
 use sems_app::{AppError, CommandMeta, Sems, TraceContext};
 use sems_proto::v1::{
-    alert_service_server::AlertServiceServer,
+    alert_service_server::AlertServiceServer, cmc_query_service_server::CmcQueryServiceServer,
+    crisis_service_server::CrisisServiceServer, handover_service_server::HandoverServiceServer,
     incident_query_service_server::IncidentQueryServiceServer,
     incident_service_server::IncidentServiceServer,
 };
-use sems_readmodel::IncidentReadModel;
+use sems_readmodel::CmcReadModel;
 use tokio::net::TcpListener;
 use tonic::{Code, Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -28,18 +30,37 @@ use tracing::{Span, error, info_span, warn};
 #[derive(Clone)]
 pub struct Api {
     sems: Arc<Sems>,
-    reads: Arc<dyn IncidentReadModel>,
+    reads: Arc<dyn CmcReadModel>,
     read_wait: Duration,
+    acceptance_target: Duration,
+    tokens: Tokens,
+    /// Turns true when the server stops: long-lived streams (watches) end then.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Api {
     /// The API over the use cases and a read model.
-    pub fn new(sems: Arc<Sems>, reads: Arc<dyn IncidentReadModel>, read_wait: Duration) -> Self {
+    pub fn new(sems: Arc<Sems>, reads: Arc<dyn CmcReadModel>, read_wait: Duration) -> Self {
         Self {
             sems,
             reads,
             read_wait,
+            acceptance_target: Duration::from_secs(900),
+            tokens: Tokens::default(),
+            stopping: tokio::sync::watch::channel(false).1,
         }
+    }
+
+    /// How long a handover may wait for the CMC before it is flagged overdue.
+    pub fn with_acceptance_target(mut self, target: Duration) -> Self {
+        self.acceptance_target = target;
+        self
+    }
+
+    /// The callers' tokens: when there are any, every call must present one.
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     /// Waits until the read model has applied `min_position`, within the call's deadline
@@ -66,10 +87,17 @@ impl Api {
 
 /// Serves every service, health and reflection on `listener` until `shutdown`.
 pub async fn serve(
-    api: Api,
+    mut api: Api,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    // Graceful shutdown waits for open calls: watches end when it starts.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    api.stopping = stopping;
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<AlertServiceServer<Api>>()
@@ -80,6 +108,16 @@ pub async fn serve(
     health_reporter
         .set_serving::<IncidentQueryServiceServer<Api>>()
         .await;
+    health_reporter
+        .set_serving::<HandoverServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<CrisisServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<CmcQueryServiceServer<Api>>()
+        .await;
+    let tokens = api.tokens.clone();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sems_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -91,9 +129,27 @@ pub async fn serve(
         ))
         .add_service(health)
         .add_service(reflection)
-        .add_service(AlertServiceServer::new(api.clone()))
-        .add_service(IncidentServiceServer::new(api.clone()))
-        .add_service(IncidentQueryServiceServer::new(api))
+        .add_service(AlertServiceServer::with_interceptor(
+            api.clone(),
+            tokens.clone(),
+        ))
+        .add_service(IncidentServiceServer::with_interceptor(
+            api.clone(),
+            tokens.clone(),
+        ))
+        .add_service(IncidentQueryServiceServer::with_interceptor(
+            api.clone(),
+            tokens.clone(),
+        ))
+        .add_service(HandoverServiceServer::with_interceptor(
+            api.clone(),
+            tokens.clone(),
+        ))
+        .add_service(CrisisServiceServer::with_interceptor(
+            api.clone(),
+            tokens.clone(),
+        ))
+        .add_service(CmcQueryServiceServer::with_interceptor(api, tokens))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
@@ -157,8 +213,80 @@ fn rpc_span(service: &str, method: &str, metadata: &MetadataMap) -> Span {
     span
 }
 
-/// Command metadata for the current call (gRPC or webhook): request id and trace context.
-pub(crate) fn command_meta(request_id: Option<String>) -> CommandMeta {
+/// The authenticated principal of a call, when callers present tokens.
+#[derive(Debug, Clone)]
+pub(crate) struct Principal(pub String);
+
+/// The principal a call was authenticated as (`None`: no tokens configured, so the
+/// configured actor acts).
+pub(crate) fn principal<T>(request: &tonic::Request<T>) -> Option<String> {
+    request.extensions().get::<Principal>().map(|p| p.0.clone())
+}
+
+/// Callers' bearer tokens, by SHA-256, with the principal each stands for. Loaded from a
+/// file of `<principal> sha256:<hex>` lines (`#` comments); the tokens themselves are never
+/// stored. With none, calls are not authenticated and the configured actor acts.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens(Arc<std::collections::HashMap<String, String>>);
+
+impl Tokens {
+    /// Parses a tokens file's text; `path` names it in errors.
+    pub fn parse(path: &str, text: &str) -> anyhow::Result<Self> {
+        let mut map = std::collections::HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, hash) = line
+                .split_once(char::is_whitespace)
+                .and_then(|(name, rest)| Some((name, rest.trim().strip_prefix("sha256:")?)))
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{path}:{}: expected `<principal> sha256:<hex>`", n + 1)
+                })?;
+            let hash = hash.to_ascii_lowercase();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("{path}:{}: the hash is not 64 hex digits", n + 1);
+            }
+            if map.insert(hash, name.to_owned()).is_some() {
+                anyhow::bail!("{path}:{}: the same token is listed twice", n + 1);
+            }
+        }
+        Ok(Self(Arc::new(map)))
+    }
+
+    /// How many principals have tokens.
+    pub fn principals(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl tonic::service::Interceptor for Tokens {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if self.0.is_empty() {
+            return Ok(request);
+        }
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("send your token as `authorization: Bearer <token>`")
+            })?;
+        let principal = self
+            .0
+            .get(&sems_app::sha256_hex(token.trim().as_bytes()))
+            .ok_or_else(|| Status::unauthenticated("unknown token"))?
+            .clone();
+        request.extensions_mut().insert(Principal(principal));
+        Ok(request)
+    }
+}
+
+/// Command metadata for the current call (gRPC or webhook): the caller, request id and
+/// trace context.
+pub(crate) fn command_meta(actor: Option<String>, request_id: Option<String>) -> CommandMeta {
     let trace_context =
         sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
             TraceContext {
@@ -167,6 +295,7 @@ pub(crate) fn command_meta(request_id: Option<String>) -> CommandMeta {
             }
         });
     CommandMeta {
+        actor,
         request_id,
         trace_context,
         ..CommandMeta::default()
@@ -237,5 +366,52 @@ mod tests {
         assert_eq!(violations.field_violations[0].field, "alert.title");
         let s = status(AppError::Internal("secret detail".into()));
         assert!(!s.message().contains("secret"));
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use tonic::service::Interceptor;
+
+    use super::*;
+
+    fn call(tokens: &mut Tokens, authorization: Option<&str>) -> Result<Option<String>, Code> {
+        let mut request = tonic::Request::new(());
+        if let Some(a) = authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", a.parse().unwrap());
+        }
+        tokens
+            .call(request)
+            .map(|r| principal(&r))
+            .map_err(|s| s.code())
+    }
+
+    #[test]
+    fn a_token_stands_for_its_principal_and_anything_else_is_unauthenticated() {
+        let hash = sems_app::sha256_hex(b"s3cret-tactical");
+        let text = format!("# callers\ntom.tactical sha256:{hash}\n\n");
+        let mut tokens = Tokens::parse("tokens", &text).unwrap();
+        assert_eq!(tokens.principals(), 1);
+        assert_eq!(
+            call(&mut tokens, Some("Bearer s3cret-tactical")),
+            Ok(Some("tom.tactical".into()))
+        );
+        assert_eq!(
+            call(&mut tokens, Some("Bearer wrong")),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(call(&mut tokens, None), Err(Code::Unauthenticated));
+        // Without tokens nobody is authenticated and the configured actor acts.
+        assert_eq!(call(&mut Tokens::default(), None), Ok(None));
+    }
+
+    #[test]
+    fn a_tokens_file_names_the_line_it_cannot_read() {
+        let err = Tokens::parse("tokens", "ana plain-token\n").unwrap_err();
+        assert!(err.to_string().contains("tokens:1"), "{err}");
+        let err = Tokens::parse("tokens", "ana sha256:abc\n").unwrap_err();
+        assert!(err.to_string().contains("64 hex"), "{err}");
     }
 }
