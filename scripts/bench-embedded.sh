@@ -27,4 +27,4 @@ for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$grpc_port) 2>/dev/null &&
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), data directory on $(df -T "$work" | awk 'NR==2 {print $2}') ($(df -h "$work" | awk 'NR==2 {print $1}'))"
 target/release/sems-loadgen --store embedded --server "http://127.0.0.1:$grpc_port" \
     --data-dir "$work/sems-data" --status-url "http://127.0.0.1:$http_port/status" \
-    --phases raw,unary,stream,lag "$@"
+    --phases "${SEMS_BENCH_PHASES:-raw,unary,stream,lag}" "$@"

@@ -232,9 +232,14 @@ impl CommandHandler {
             let loaded = match (fresh, self.cached::<A>(id)) {
                 (false, Some(l)) => l,
                 (false, None) if meta.assume_new => Arc::new(Loaded::empty()),
-                _ => {
+                (_, cached) => {
                     fresh = true;
-                    self.read::<A>(id).await?
+                    // What the log says: the cached copy (a prefix of the log) caught up with
+                    // the commits after it, never the whole history again.
+                    match cached {
+                        Some(c) => self.catch_up::<A>(id, c).await?,
+                        None => self.read::<A>(id).await?,
+                    }
                 }
             };
             if let Some(position) = loaded.position_of(commit_id) {
@@ -331,7 +336,8 @@ impl CommandHandler {
                 }
                 Err(LogError::Conflict) => {
                     debug!(aggregate = A::TYPE, %id, attempt, "append conflict");
-                    self.forget::<A>(id);
+                    // The cached copy is still a prefix of the log: the next attempt catches
+                    // it up with the commits that won.
                     fresh = true;
                     if attempt > 0 {
                         tokio::time::sleep(backoff(attempt)).await;
@@ -400,6 +406,42 @@ impl CommandHandler {
         if !commits.is_empty() {
             self.insert(id, loaded.clone());
         }
+        Ok(loaded)
+    }
+
+    /// A cached copy of an aggregate with the commits appended after it, checking that they
+    /// continue its hash chain (else the whole history is read again).
+    async fn catch_up<A: Aggregate>(
+        &self,
+        id: Uuid,
+        from: Arc<Loaded<A>>,
+    ) -> Result<Arc<Loaded<A>>, AppError> {
+        let commits = self
+            .log
+            .read_aggregate_after(A::TYPE, id, from.last_position)
+            .await?;
+        if commits.is_empty() {
+            return Ok(from);
+        }
+        let mut loaded = (*from).clone();
+        for c in &commits {
+            let envelope = Envelope::decode(&c.bytes)?;
+            if envelope.prev_hash != loaded.last_hash {
+                // The copy is not a prefix of the log (it cannot happen; if it does, trust
+                // only the log).
+                self.forget::<A>(id);
+                return self.read::<A>(id).await;
+            }
+            for e in decode_events::<A::Event>(&envelope)? {
+                loaded.state.evolve(&e);
+            }
+            loaded.version = envelope.aggregate_version;
+            loaded.last_position = c.position;
+            loaded.last_hash = sha256_hex(&c.bytes);
+            loaded.remember(envelope.commit_id, c.position);
+        }
+        let loaded = Arc::new(loaded);
+        self.insert(id, loaded.clone());
         Ok(loaded)
     }
 

@@ -76,6 +76,15 @@ pub trait EventLog: Send + Sync + 'static {
         aggregate_id: Uuid,
     ) -> Result<Vec<StoredCommit>, LogError>;
 
+    /// The commits of one aggregate after `after` (a position), in order: how a copy of it
+    /// known up to `after` catches up without reading its whole history again.
+    async fn read_aggregate_after(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        after: u64,
+    ) -> Result<Vec<StoredCommit>, LogError>;
+
     /// The commit at a position.
     async fn read_at(&self, position: u64) -> Result<StoredCommit, LogError>;
 

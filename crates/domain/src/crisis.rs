@@ -34,7 +34,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use std::collections::{HashMap, HashSet};
+// Persistent maps: a crisis's state is cloned on every command (the handler's cache keeps the
+// state before, the commit gets the state after), and with tens of thousands of entries a
+// copy would grow with its history; these share structure and clone in constant time.
+use imbl::{HashMap, HashSet};
 
 use crate::{
     Aggregate, Context, DomainError, DomainEvent, Level, Limits, Text, handover::Confidence,
@@ -681,7 +684,8 @@ pub struct Crisis {
 }
 
 /// What the rules need to know about a crisis. Only what they need: the log itself holds
-/// the content, so a long crisis stays small in memory.
+/// the content, so a long crisis stays small in memory, and its maps are persistent, so a
+/// command's copy of it costs the same at the ten-thousandth entry as at the first.
 #[derive(Debug, Clone)]
 pub struct CrisisState {
     /// The linked incidents.

@@ -228,9 +228,19 @@ impl EventLog for JetStreamLog {
         aggregate_type: &str,
         aggregate_id: Uuid,
     ) -> Result<Vec<StoredCommit>, LogError> {
+        self.read_aggregate_after(aggregate_type, aggregate_id, 0)
+            .await
+    }
+
+    async fn read_aggregate_after(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        after: u64,
+    ) -> Result<Vec<StoredCommit>, LogError> {
         let subject = self.subject(aggregate_type, aggregate_id);
         let mut commits = Vec::new();
-        let mut next = 1;
+        let mut next = after + 1;
         loop {
             match self
                 .stream

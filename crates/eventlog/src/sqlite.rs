@@ -519,12 +519,23 @@ impl EventLog for SqliteLog {
         aggregate_type: &str,
         aggregate_id: Uuid,
     ) -> Result<Vec<StoredCommit>, LogError> {
+        self.read_aggregate_after(aggregate_type, aggregate_id, 0)
+            .await
+    }
+
+    async fn read_aggregate_after(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: Uuid,
+        after: u64,
+    ) -> Result<Vec<StoredCommit>, LogError> {
         let rows = sqlx::query(
             "SELECT position, bytes FROM commits WHERE aggregate_type = ? AND aggregate_id = ? \
-             ORDER BY position",
+             AND position > ? ORDER BY position",
         )
         .bind(aggregate_type)
         .bind(aggregate_id.to_string())
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .fetch_all(&self.inner.readers)
         .await
         .map_err(sqlite_error("read aggregate"))?;

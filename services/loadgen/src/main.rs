@@ -16,6 +16,10 @@
 //! phases also report the event log's group commits (fsyncs) per second, read from semsd's
 //! `GET /status`.
 //!
+//! Two more phases, not run by default, measure the CMC (`cmc.rs`): `cmc` (append latency on
+//! a crisis of `--cmc-entries` entries, and its first timeline page) and `watch`
+//! (`--watchers` live timeline watchers).
+//!
 //! It sends traffic only to the addresses given (loopback by default) and stops by itself.
 
 use std::{
@@ -40,6 +44,8 @@ use sems_proto::v1::{self as pb, alert_service_client::AlertServiceClient};
 use sems_readmodel::{PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig};
 use tonic::transport::Channel;
 use uuid::Uuid;
+
+mod cmc;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -88,6 +94,21 @@ struct Args {
     /// semsd's `GET /status` URL (embedded store: group commits).
     #[arg(long, default_value = "http://127.0.0.1:8088/status")]
     status_url: String,
+    /// Entries of the crisis the `cmc` phase fills.
+    #[arg(long, default_value_t = 100_000)]
+    cmc_entries: usize,
+    /// Concurrent callers filling it.
+    #[arg(long, default_value_t = 8)]
+    cmc_concurrency: usize,
+    /// Concurrent watchers of the `watch` phase.
+    #[arg(long, default_value_t = 100)]
+    watchers: usize,
+    /// Entries appended while they watch.
+    #[arg(long, default_value_t = 500)]
+    watch_entries: usize,
+    /// One entry every this many milliseconds.
+    #[arg(long, default_value_t = 20)]
+    watch_every_ms: u64,
     /// Phases to run.
     #[arg(
         long,
@@ -710,6 +731,26 @@ async fn main() -> anyhow::Result<()> {
     } else if has("rebuild") {
         let (events, rate) = rebuild(&args, &run).await?;
         println!("projector rebuild from sequence 1: {events} events at {rate:.0} events/s");
+    }
+    let mut crisis = None;
+    if has("cmc") {
+        let channel = channels(&args, 1).await?.remove(0);
+        crisis = Some(cmc::fill(channel, args.cmc_entries, args.cmc_concurrency).await?);
+    }
+    if has("watch") {
+        let channel = channels(&args, 1).await?.remove(0);
+        let crisis = match crisis {
+            Some(c) => c,
+            None => cmc::fill(channel.clone(), 1_000, args.cmc_concurrency).await?,
+        };
+        cmc::watch(
+            channel,
+            &crisis,
+            args.watchers,
+            args.watch_entries,
+            Duration::from_millis(args.watch_every_ms),
+        )
+        .await?;
     }
     Ok(())
 }

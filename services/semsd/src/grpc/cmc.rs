@@ -2,7 +2,7 @@
 //! Resilience Handshake, the CMC log, and the handover, timeline and decision-register reads
 //! (with the live watch of a timeline).
 
-use std::{pin::Pin, time::Instant};
+use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 use sems_app::{AppError, CommandMeta, Committed};
@@ -1148,8 +1148,9 @@ impl CmcQueryService for Api {
     }
 
     /// Sends what exists after the caller's position, then each new entry as the projector
-    /// applies it. Every query reads entries after the last one sent, in log order, from a
-    /// read model that commits whole batches in log order: so nothing is missed and nothing
+    /// applies it (`watch.rs`: one follower per crisis reads each batch once for every
+    /// watcher). A watcher sends only entries after the last one it sent, in log order, from
+    /// a read model that commits whole batches in log order: so nothing is missed and nothing
     /// is sent twice, across the boundary between history and live entries too.
     async fn watch_timeline(
         &self,
@@ -1181,68 +1182,15 @@ impl CmcQueryService for Api {
         if !known {
             return Err(Status::not_found(format!("crisis {crisis_id} not found")));
         }
-        let reads = self.reads.clone();
-        let mut stopping = self.stopping.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH as usize);
-        tokio::spawn(async move {
-            let mut after = (after_position, after_seq);
-            loop {
-                let result = async {
-                    let seen = reads.position().await?;
-                    let entries = reads
-                        .timeline(&TimelineQuery {
-                            crisis_id,
-                            kinds: kinds.clone(),
-                            after: Some(after),
-                            limit: WATCH_BATCH,
-                            ..TimelineQuery::default()
-                        })
-                        .await?;
-                    Ok::<_, AppError>((seen, entries))
-                }
-                .await;
-                let (seen, entries) = match result {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Err(status(e))).await;
-                        return;
-                    }
-                };
-                let full = entries.len() == WATCH_BATCH as usize;
-                for e in &entries {
-                    if tx.send(Ok(entry_view(e))).await.is_err() {
-                        return; // the watcher left
-                    }
-                    after = (e.position, e.seq);
-                }
-                if full {
-                    continue;
-                }
-                // Wake when the read model moves past what the query saw (or every few
-                // seconds, to notice a watcher that left).
-                let deadline = Instant::now() + std::time::Duration::from_secs(5);
-                tokio::select! {
-                    moved = reads.wait_for(seen + 1, deadline) => match moved {
-                        Ok(()) | Err(AppError::NotCaughtUp(_)) => {}
-                        Err(e) => {
-                            let _ = tx.send(Err(status(e))).await;
-                            return;
-                        }
-                    },
-                    () = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(
-                                "the server is stopping; resume from the last entry received",
-                            )))
-                            .await;
-                        return;
-                    }
-                }
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
+        tokio::spawn(super::watch::run(
+            self.hub.clone(),
+            crisis_id,
+            kinds,
+            (after_position, after_seq),
+            self.stopping.clone(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -6,6 +6,7 @@ mod cmc;
 mod convert;
 mod incidents;
 mod queries;
+mod watch;
 
 use std::{
     future::Future,
@@ -36,12 +37,15 @@ pub struct Api {
     tokens: Tokens,
     /// Turns true when the server stops: long-lived streams (watches) end then.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// The followers of watched crisis timelines.
+    hub: Arc<watch::TimelineHub>,
 }
 
 impl Api {
     /// The API over the use cases and a read model.
     pub fn new(sems: Arc<Sems>, reads: Arc<dyn CmcReadModel>, read_wait: Duration) -> Self {
         Self {
+            hub: watch::TimelineHub::new(reads.clone()),
             sems,
             reads,
             read_wait,
@@ -151,7 +155,18 @@ pub async fn serve(
         ))
         .add_service(CmcQueryServiceServer::with_interceptor(api, tokens))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // `Server::tcp_nodelay` only reaches connections tonic accepts itself: set it on
+            // these, or Nagle holds the tail of every multi-segment answer (a timeline page,
+            // a watch's entries) until the client's delayed ACK, ~40 ms later.
+            futures::StreamExt::map(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                |conn| {
+                    if let Ok(c) = &conn {
+                        let _ = c.set_nodelay(true);
+                    }
+                    conn
+                },
+            ),
             shutdown,
         )
         .await?;
