@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     AppError, Clock, Envelope, EnvelopeEvent, EventLog, GENESIS_HASH, LogError, PendingCommit,
-    TraceContext, decode_events, sha256_hex,
+    StoredCommit, TraceContext, decode_events, sha256_hex,
 };
 
 /// Namespace of commit ids derived from client request ids.
@@ -384,23 +384,12 @@ impl CommandHandler {
     async fn read<A: Aggregate>(&self, id: Uuid) -> Result<Arc<Loaded<A>>, AppError> {
         let commits = self.log.read_aggregate(A::TYPE, id).await?;
         let mut loaded = Loaded::<A>::empty();
-        for c in &commits {
-            let envelope = Envelope::decode(&c.bytes)?;
-            if envelope.prev_hash != loaded.last_hash {
-                return Err(LogError::Corrupt(format!(
-                    "{} {id}: hash chain broken at position {}",
-                    A::TYPE,
-                    c.position
-                ))
-                .into());
-            }
-            for e in decode_events::<A::Event>(&envelope)? {
-                loaded.state.evolve(&e);
-            }
-            loaded.version = envelope.aggregate_version;
-            loaded.last_position = c.position;
-            loaded.last_hash = sha256_hex(&c.bytes);
-            loaded.remember(envelope.commit_id, c.position);
+        if let Some(position) = extend(&mut loaded, &commits)? {
+            return Err(LogError::Corrupt(format!(
+                "{} {id}: hash chain broken at position {position}",
+                A::TYPE
+            ))
+            .into());
         }
         let loaded = Arc::new(loaded);
         if !commits.is_empty() {
@@ -424,21 +413,11 @@ impl CommandHandler {
             return Ok(from);
         }
         let mut loaded = (*from).clone();
-        for c in &commits {
-            let envelope = Envelope::decode(&c.bytes)?;
-            if envelope.prev_hash != loaded.last_hash {
-                // The copy is not a prefix of the log (it cannot happen; if it does, trust
-                // only the log).
-                self.forget::<A>(id);
-                return self.read::<A>(id).await;
-            }
-            for e in decode_events::<A::Event>(&envelope)? {
-                loaded.state.evolve(&e);
-            }
-            loaded.version = envelope.aggregate_version;
-            loaded.last_position = c.position;
-            loaded.last_hash = sha256_hex(&c.bytes);
-            loaded.remember(envelope.commit_id, c.position);
+        if extend(&mut loaded, &commits)?.is_some() {
+            // The copy is not a prefix of the log (it cannot happen; if it does, trust only
+            // the log).
+            self.forget::<A>(id);
+            return self.read::<A>(id).await;
         }
         let loaded = Arc::new(loaded);
         self.insert(id, loaded.clone());
@@ -488,6 +467,28 @@ impl CommandHandler {
             cache.remove(&(A::TYPE, id));
         }
     }
+}
+
+/// Applies `commits` (the aggregate's next ones, in order) to `loaded`; stops at the first
+/// that does not continue its hash chain and returns that commit's position.
+fn extend<A: Aggregate>(
+    loaded: &mut Loaded<A>,
+    commits: &[StoredCommit],
+) -> Result<Option<u64>, AppError> {
+    for c in commits {
+        let envelope = Envelope::decode(&c.bytes)?;
+        if envelope.prev_hash != loaded.last_hash {
+            return Ok(Some(c.position));
+        }
+        for e in decode_events::<A::Event>(&envelope)? {
+            loaded.state.evolve(&e);
+        }
+        loaded.version = envelope.aggregate_version;
+        loaded.last_position = c.position;
+        loaded.last_hash = sha256_hex(&c.bytes);
+        loaded.remember(envelope.commit_id, c.position);
+    }
+    Ok(None)
 }
 
 fn backoff(attempt: u32) -> Duration {
