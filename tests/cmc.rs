@@ -574,6 +574,16 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
         .unwrap();
     paul.crisis.send_communication(send()).await.unwrap();
 
+    carla
+        .crisis
+        .declare_stabilising(pb::DeclareStabilisingRequest {
+            crisis_id: crisis_id.clone(),
+            reason: "spread contained; sorters back on line".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
     // A late entry: made two hours ago, its review already due.
     let mut late = decision(&crisis_id, d3, "Close car park 4 (phoned in)", &[]);
     late.occurred_at = ts(Utc::now() - chrono::Duration::hours(2));
@@ -660,6 +670,7 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
         ("communication", "CommunicationDrafted", "paul.press"),
         ("communication", "CommunicationApproved", "carla.cmc"),
         ("communication", "CommunicationSent", "paul.press"),
+        ("crisis", "CrisisStabilising", "carla.cmc"),
         ("decision", "DecisionRecorded", "carla.cmc"),
         ("decision", "DecisionRecorded", "carla.cmc"),
         ("crisis", "CrisisStoodDown", "carla.cmc"),
@@ -676,7 +687,7 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
     assert_eq!(e[20].tlp, "CLEAR", "a communication carries its own TLP");
     assert_eq!(e[14].tlp, "AMBER", "other entries the crisis's");
     assert!(e[11].summary.contains("[B2 Fact]"), "{}", e[11].summary);
-    let late = &e[23];
+    let late = &e[24];
     assert_eq!(
         late.late_reason,
         "decided by phone at the car park, logged on return"
@@ -841,6 +852,47 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
             m.required_role.as_str()
         ),
         ("SENT", "carla.cmc", "CRISIS_LEAD")
+    );
+    assert!(c.stabilising_at.is_some());
+
+    // After stand-down, only the post-crisis review, once; then nothing.
+    let reviewed = lena
+        .crisis
+        .record_crisis_review(pb::RecordCrisisReviewRequest {
+            crisis_id: crisis_id.clone(),
+            findings: "Handover took 40 minutes; simplify the brief".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let after = carla
+        .reads
+        .get_crisis(pb::GetCrisisRequest {
+            crisis_id: crisis_id.clone(),
+            consistency: at(reviewed.position),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .crisis
+        .unwrap();
+    assert_eq!(after.status, "REVIEWED");
+    assert_eq!(
+        after.review_findings,
+        "Handover took 40 minutes; simplify the brief"
+    );
+    assert_eq!(
+        code(
+            lena.crisis
+                .record_crisis_review(pb::RecordCrisisReviewRequest {
+                    crisis_id: crisis_id.clone(),
+                    findings: "again".into(),
+                    ..Default::default()
+                })
+                .await
+        ),
+        Code::FailedPrecondition
     );
     s.stop().await;
 }

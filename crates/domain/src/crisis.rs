@@ -27,8 +27,10 @@
 //! * a communication is drafted for an audience with a channel and a TLP, approved by someone
 //!   other than its drafter who is logged present in the role the audience requires (or as
 //!   crisis lead), and only then sent, once;
+//! * a crisis goes active → stabilising (with a reason, once) → stood down → reviewed;
 //! * stand-down names who takes control next and is backed by a current decision;
-//! * a stood-down crisis refuses everything.
+//! * a stood-down crisis refuses everything but its post-crisis review, recorded once; a
+//!   reviewed crisis refuses everything.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -415,6 +417,16 @@ pub enum CrisisCommand {
         /// The current decision that stands the crisis down.
         decision_id: Uuid,
     },
+    /// Declare the crisis stabilising: the situation is under control, stand-down is near.
+    DeclareStabilising {
+        /// Why.
+        reason: String,
+    },
+    /// Record the post-crisis review of a stood-down crisis.
+    RecordReview {
+        /// What the review found (lessons go to the lessons register).
+        findings: String,
+    },
 }
 
 /// A decision as recorded.
@@ -650,6 +662,20 @@ pub enum CrisisEvent {
         /// Who stood it down.
         stood_down_by: String,
     },
+    /// The crisis is stabilising.
+    CrisisStabilising {
+        /// Why.
+        reason: String,
+        /// Who declared it.
+        declared_by: String,
+    },
+    /// The post-crisis review of a stood-down crisis.
+    CrisisReviewed {
+        /// What it found.
+        findings: String,
+        /// Who recorded it.
+        reviewed_by: String,
+    },
 }
 
 impl DomainEvent for CrisisEvent {
@@ -673,6 +699,8 @@ impl DomainEvent for CrisisEvent {
             Self::CommunicationApproved { .. } => "CommunicationApproved",
             Self::CommunicationSent { .. } => "CommunicationSent",
             Self::CrisisStoodDown { .. } => "CrisisStoodDown",
+            Self::CrisisStabilising { .. } => "CrisisStabilising",
+            Self::CrisisReviewed { .. } => "CrisisReviewed",
         }
     }
 }
@@ -704,8 +732,12 @@ pub struct CrisisState {
     pub actions: HashMap<Uuid, ActionStatus>,
     /// Each communication's audience, drafter and stage.
     pub communications: HashMap<Uuid, CommunicationState>,
+    /// Stabilising.
+    pub stabilising: bool,
     /// Stood down.
     pub stood_down: bool,
+    /// Reviewed after stand-down.
+    pub reviewed: bool,
 }
 
 /// What the rules need to know about a communication.
@@ -817,8 +849,26 @@ impl Aggregate for Crisis {
             (_, None) => return Err(DomainError::NotFound("crisis".into())),
             (_, Some(s)) => s,
         };
+        if s.reviewed {
+            return Err(DomainError::precondition(
+                "the crisis has stood down and been reviewed",
+            ));
+        }
+        if let CrisisCommand::RecordReview { findings } = command {
+            if !s.stood_down {
+                return Err(DomainError::precondition(
+                    "a crisis is reviewed after it stands down",
+                ));
+            }
+            return Ok(vec![CrisisEvent::CrisisReviewed {
+                findings: Text::required("findings", findings, Limits::NOTE)?,
+                reviewed_by: actor,
+            }]);
+        }
         if s.stood_down {
-            return Err(DomainError::precondition("the crisis has stood down"));
+            return Err(DomainError::precondition(
+                "the crisis has stood down: only its post-crisis review can be recorded",
+            ));
         }
         let event = match command {
             CrisisCommand::Activate { .. } => unreachable!("handled above"),
@@ -1259,6 +1309,18 @@ impl Aggregate for Crisis {
                     stood_down_by: actor,
                 }
             }
+            CrisisCommand::DeclareStabilising { reason } => {
+                if s.stabilising {
+                    return Err(DomainError::precondition(
+                        "the crisis is already stabilising",
+                    ));
+                }
+                CrisisEvent::CrisisStabilising {
+                    reason: Text::required("reason", reason, Limits::RATIONALE)?,
+                    declared_by: actor,
+                }
+            }
+            CrisisCommand::RecordReview { .. } => unreachable!("handled above"),
         };
         Ok(vec![event])
     }
@@ -1274,7 +1336,9 @@ impl Aggregate for Crisis {
                 reports: Default::default(),
                 actions: Default::default(),
                 communications: Default::default(),
+                stabilising: false,
                 stood_down: false,
+                reviewed: false,
             });
             return;
         }
@@ -1359,6 +1423,8 @@ impl Aggregate for Crisis {
                 s.decisions.insert(*decision_id, false);
             }
             CrisisEvent::CrisisStoodDown { .. } => s.stood_down = true,
+            CrisisEvent::CrisisStabilising { .. } => s.stabilising = true,
+            CrisisEvent::CrisisReviewed { .. } => s.reviewed = true,
         }
     }
 
@@ -1670,6 +1736,42 @@ mod tests {
         // A stood-down crisis refuses everything.
         precondition(c.decide(&CrisisCommand::LinkIncident { incident_id: id(5) }, &ctx()));
         precondition(c.decide(&decision(30, vec![], None), &ctx()));
+    }
+
+    #[test]
+    fn a_crisis_stabilises_once_and_is_reviewed_once_after_it_stands_down() {
+        let mut h = vec![activated()];
+        let stabilising = || CrisisCommand::DeclareStabilising {
+            reason: "spread contained; recovery under way".into(),
+        };
+        let review = || CrisisCommand::RecordReview {
+            findings: "handover took 40 minutes: brief template to be simplified".into(),
+        };
+        precondition(cmd(&given(&h), review(), "x"));
+        play(&mut h, stabilising(), "carla.cmc");
+        precondition(cmd(&given(&h), stabilising(), "x"));
+        play(&mut h, decision(20, vec![], None), "carla.cmc");
+        play(
+            &mut h,
+            CrisisCommand::StandDown {
+                handed_to: "tom.tactical".into(),
+                decision_id: id(20),
+            },
+            "carla.cmc",
+        );
+        assert_eq!(
+            invalid(cmd(
+                &given(&h),
+                CrisisCommand::RecordReview {
+                    findings: " ".into()
+                },
+                "x"
+            )),
+            "findings"
+        );
+        play(&mut h, review(), "quinn.quality");
+        precondition(cmd(&given(&h), review(), "x"));
+        precondition(cmd(&given(&h), decision(30, vec![], None), "x"));
     }
 
     #[test]

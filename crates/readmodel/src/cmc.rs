@@ -102,7 +102,7 @@ pub struct Attendee {
 pub struct CrisisRow {
     pub crisis_id: Uuid,
     pub title: String,
-    /// `ACTIVE` or `STOOD_DOWN`.
+    /// `ACTIVE`, `STABILISING`, `STOOD_DOWN` or `REVIEWED`.
     pub status: String,
     pub incident_ids: Vec<Uuid>,
     pub handover_id: Option<Uuid>,
@@ -120,6 +120,12 @@ pub struct CrisisRow {
     pub stood_down_by: Option<String>,
     pub handed_to: Option<String>,
     pub stand_down_decision: Option<Uuid>,
+    #[serde(default)]
+    pub stabilising_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reviewed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub review_findings: Option<String>,
     pub entries: i64,
     pub version: i64,
     pub position: i64,
@@ -661,6 +667,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         stood_down_by: None,
                         handed_to: None,
                         stand_down_decision: None,
+                        stabilising_at: None,
+                        reviewed_at: None,
+                        review_findings: None,
                         entries: 0,
                         version,
                         position,
@@ -1033,6 +1042,25 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                             format!(
                                 "CMC stood down; control passes to {handed_to} (decision {decision_id})"
                             ),
+                        )
+                    }
+                    CrisisEvent::CrisisStabilising { reason, .. } => {
+                        let c = crisis(rows, id).ok_or_else(missing)?;
+                        c.status = "STABILISING".into();
+                        c.stabilising_at = Some(at);
+                        (
+                            "crisis",
+                            format!("Crisis stabilising: {}", clip(reason, 160)),
+                        )
+                    }
+                    CrisisEvent::CrisisReviewed { findings, .. } => {
+                        let c = crisis(rows, id).ok_or_else(missing)?;
+                        c.status = "REVIEWED".into();
+                        c.reviewed_at = Some(at);
+                        c.review_findings = Some(findings.clone());
+                        (
+                            "crisis",
+                            format!("Post-crisis review: {}", clip(findings, 160)),
                         )
                     }
                 };

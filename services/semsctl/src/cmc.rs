@@ -329,6 +329,22 @@ pub enum CrisisCommand {
         #[command(flatten)]
         entry: EntryArgs,
     },
+    /// Declare the crisis stabilising.
+    Stabilising {
+        crisis: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
+    /// Record the post-crisis review of a stood-down crisis.
+    PostReview {
+        crisis: String,
+        #[arg(long)]
+        findings: String,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
     /// Stand the CMC down.
     StandDown {
         crisis: String,
@@ -1421,6 +1437,42 @@ pub async fn crisis(
                 late_reason: e.late_reason,
             };
             ("Stood down crisis", c.stand_down(s.request(r)).await?)
+        }
+        CrisisCommand::Stabilising {
+            crisis,
+            reason,
+            entry: e,
+        } => {
+            let e = entry(e)?;
+            let r = pb::DeclareStabilisingRequest {
+                crisis_id: crisis,
+                reason,
+                request_id: e.request_id,
+                occurred_at: e.occurred_at,
+                late_reason: e.late_reason,
+            };
+            (
+                "Declared stabilising crisis",
+                c.declare_stabilising(s.request(r)).await?,
+            )
+        }
+        CrisisCommand::PostReview {
+            crisis,
+            findings,
+            entry: e,
+        } => {
+            let e = entry(e)?;
+            let r = pb::RecordCrisisReviewRequest {
+                crisis_id: crisis,
+                findings,
+                request_id: e.request_id,
+                occurred_at: e.occurred_at,
+                late_reason: e.late_reason,
+            };
+            (
+                "Recorded the post-crisis review of crisis",
+                c.record_crisis_review(s.request(r)).await?,
+            )
         }
     };
     let commit = commit.into_inner();

@@ -547,6 +547,22 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
     assert!(seen[0].contains("escalation"), "{seen:?}");
     watch.kill().await.unwrap();
 
+    let stabilising = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &[
+                "crisis",
+                "stabilising",
+                &crisis,
+                "--reason",
+                "spread contained",
+            ],
+        )))
+        .await;
+    assert_eq!(
+        stabilising["entries"][0],
+        "Crisis stabilising: spread contained"
+    );
     let timeline = s
         .json(&strs(&with_token(
             "t-carla.cmc",
@@ -568,7 +584,8 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
             "handover",
             "crisis",
             "information",
-            "decision"
+            "decision",
+            "crisis"
         ]
     );
     let register = s

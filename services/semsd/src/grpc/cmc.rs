@@ -213,6 +213,8 @@ crisis_entries!(
     pb::ApproveCommunicationRequest,
     pb::SendCommunicationRequest,
     pb::StandDownRequest,
+    pb::DeclareStabilisingRequest,
+    pb::RecordCrisisReviewRequest,
 );
 
 fn entry_meta(
@@ -362,6 +364,9 @@ fn crisis_view(c: &CrisisRow) -> pb::CrisisView {
         handed_to: c.handed_to.clone().unwrap_or_default(),
         entries: c.entries as u64,
         position: c.position as u64,
+        stabilising_at: convert::ts_opt(c.stabilising_at),
+        reviewed_at: convert::ts_opt(c.reviewed_at),
+        review_findings: c.review_findings.clone().unwrap_or_default(),
     }
 }
 
@@ -931,6 +936,30 @@ impl CrisisService for Api {
             Ok(CrisisCommand::StandDown {
                 handed_to: r.handed_to.clone(),
                 decision_id: convert::uuid("decision_id", &r.decision_id)?,
+            })
+        })
+        .await
+    }
+
+    async fn declare_stabilising(
+        &self,
+        request: Request<pb::DeclareStabilisingRequest>,
+    ) -> Result<Response<pb::CommitInfo>, Status> {
+        self.on_crisis("DeclareStabilising", request, |r| {
+            Ok(CrisisCommand::DeclareStabilising {
+                reason: r.reason.clone(),
+            })
+        })
+        .await
+    }
+
+    async fn record_crisis_review(
+        &self,
+        request: Request<pb::RecordCrisisReviewRequest>,
+    ) -> Result<Response<pb::CommitInfo>, Status> {
+        self.on_crisis("RecordCrisisReview", request, |r| {
+            Ok(CrisisCommand::RecordReview {
+                findings: r.findings.clone(),
             })
         })
         .await
