@@ -218,10 +218,6 @@ impl CommandHandler {
             occurred_at: meta.occurred_at.unwrap_or(now),
             late_reason: meta.late_reason.clone(),
         };
-        // Every entry dated by its caller obeys the late-entry rule, whatever the aggregate.
-        if meta.occurred_at.is_some() {
-            ctx.check_occurred_at("occurred_at")?;
-        }
         let commit_id = match (&meta.commit_id, &meta.request_id) {
             (Some(c), _) => *c,
             (None, Some(r)) => self.commit_id_for(self.actor_of(meta), r, A::TYPE, id),

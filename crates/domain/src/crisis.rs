@@ -15,7 +15,9 @@
 //!   record as superseded (nothing is edited or erased); a decision is reviewed with an
 //!   outcome;
 //! * attendance: a person arrives once in a role (arriving again in another role changes it)
-//!   and leaves only when present;
+//!   and leaves only when present; nobody logs their own arrival in a role that approves
+//!   communications (crisis lead, communications, legal);
+//! * every entry dated more than an hour back carries the reason it is late;
 //! * strategic objectives are versioned: each set is a new version, at least one objective;
 //! * a situation report states its "as at" time (not in the future), its confidence and its
 //!   known unknowns; M/ETHANE reports fill every heading;
@@ -802,6 +804,8 @@ impl Aggregate for Crisis {
         command: &CrisisCommand,
         ctx: &Context,
     ) -> Result<Vec<CrisisEvent>, DomainError> {
+        // Every entry of the CMC log obeys the late-entry rule.
+        ctx.check_occurred_at("occurred_at")?;
         let actor = ctx.actor.clone();
         let s = match (command, &self.state) {
             (
@@ -1050,6 +1054,18 @@ impl Aggregate for Crisis {
                 change,
             } => {
                 let person = Text::required("person", person, Limits::PERSON)?;
+                let approving = matches!(
+                    role,
+                    CmcRole::CrisisLead | CmcRole::Communications | CmcRole::Legal
+                );
+                if approving && *change == Attendance::Arrived && person == actor {
+                    // These roles approve communications: nobody logs themselves into one.
+                    return Err(DomainError::precondition(format!(
+                        "{person} cannot log their own arrival as {}: another member of the \
+                         CMC (e.g. the loggist) logs it",
+                        role.as_str()
+                    )));
+                }
                 match (change, s.present.get(&person)) {
                     (Attendance::Arrived, Some(r)) if r == role => {
                         return Err(DomainError::precondition(format!(
@@ -1824,6 +1840,22 @@ mod tests {
         precondition(cmd(&given(&h), leave("nobody"), "x"));
         play(&mut h, leave("carla.cmc"), "x");
         assert!(given(&h).state().unwrap().present.is_empty());
+        // Nobody logs themselves into a role that approves communications.
+        precondition(cmd(
+            &given(&h),
+            arrive("paul.press", CmcRole::CrisisLead),
+            "paul.press",
+        ));
+        assert_eq!(
+            cmd(
+                &given(&h),
+                arrive("lena.loggist", CmcRole::Loggist),
+                "lena.loggist"
+            )
+            .unwrap()
+            .len(),
+            1
+        );
         assert_eq!(
             invalid(cmd(&given(&h), arrive(" ", CmcRole::Member), "x")),
             "person"

@@ -386,6 +386,21 @@ macro_rules! cmc_read_model {
                 self.current_checkpoint().await
             }
 
+            async fn wait_beyond(
+                &self,
+                position: u64,
+                deadline: std::time::Instant,
+            ) -> Result<(), sems_app::AppError> {
+                crate::wait_until_applied_every(
+                    &self.applied,
+                    position + 1,
+                    deadline,
+                    || self.current_checkpoint(),
+                    std::time::Duration::from_millis(50),
+                )
+                .await
+            }
+
             async fn get_handover(
                 &self,
                 id: uuid::Uuid,

@@ -91,6 +91,12 @@ pub trait CmcReadModel: IncidentReadModel {
     /// The position of the last commit applied.
     async fn position(&self) -> Result<u64, AppError>;
 
+    /// Waits until the read model applies a commit past `position`, or the deadline: at once
+    /// when a projector in this process applies it, within 50 ms when one elsewhere does (a
+    /// cheaper wait than [`IncidentReadModel::wait_for`], for followers that wait most of the
+    /// time).
+    async fn wait_beyond(&self, position: u64, deadline: Instant) -> Result<(), AppError>;
+
     /// One handover.
     async fn get_handover(&self, id: Uuid) -> Result<Option<cmc::HandoverRow>, AppError>;
 
@@ -128,6 +134,28 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<u64, AppError>>,
 {
+    wait_until_applied_every(
+        applied,
+        position,
+        deadline,
+        checkpoint,
+        std::time::Duration::from_millis(5),
+    )
+    .await
+}
+
+/// [`wait_until_applied`], polling the stored checkpoint every `poll`.
+pub(crate) async fn wait_until_applied_every<F, Fut>(
+    applied: &watch::Sender<u64>,
+    position: u64,
+    deadline: Instant,
+    checkpoint: F,
+    poll: std::time::Duration,
+) -> Result<(), AppError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<u64, AppError>>,
+{
     if position == 0 {
         return Ok(());
     }
@@ -149,7 +177,7 @@ where
         if now >= deadline {
             return Err(AppError::NotCaughtUp(position));
         }
-        let wake = (now + std::time::Duration::from_millis(5)).min(deadline);
+        let wake = (now + poll).min(deadline);
         let _ = tokio::time::timeout_at(wake, changes.changed()).await;
     }
 }

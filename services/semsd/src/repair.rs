@@ -75,7 +75,13 @@ async fn finish_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration
         }
     };
     let settled_before = chrono::Utc::now() - chrono::Duration::from_std(after).unwrap_or_default();
+    // Newest first: only an incident's latest handover may still hold its pending request
+    // (an older, declined one must never close a newer escalation's request).
+    let mut latest = std::collections::HashSet::new();
     for h in recent {
+        if !latest.insert(h.incident_id) {
+            continue;
+        }
         let Some(answered) = h.accepted_at.or(h.declined_at) else {
             continue;
         };
@@ -91,7 +97,13 @@ async fn finish_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration
         };
         let unfinished = match h.status.as_str() {
             "ACCEPTED" => {
-                let crisis = reads.get_crisis(h.crisis_id).await.ok().flatten();
+                let crisis = match reads.get_crisis(h.crisis_id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!(error = %e, "repair sweep cannot read a crisis");
+                        return;
+                    }
+                };
                 crisis.is_none() || incident.is_some_and(|i| i.level != "STRATEGIC")
             }
             "DECLINED" => incident.is_some_and(|i| i.crisis_escalation_requested),

@@ -1212,14 +1212,27 @@ impl CmcQueryService for Api {
             return Err(Status::not_found(format!("crisis {crisis_id} not found")));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BATCH as usize);
-        tokio::spawn(super::watch::run(
+        let watcher = super::watch::run(
             self.hub.clone(),
             crisis_id,
             kinds,
             (after_position, after_seq),
             self.stopping.clone(),
-            tx,
-        ));
+            tx.clone(),
+        );
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            // A watcher blocked on a client that stopped reading must not hold up shutdown:
+            // stopping drops it (and its sender), which ends the stream.
+            tokio::select! {
+                () = watcher => {}
+                () = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    let _ = tx.try_send(Err(Status::unavailable(
+                        "the server is stopping; resume from the last entry received",
+                    )));
+                }
+            }
+        });
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))

@@ -27,6 +27,10 @@ use tonic::{Code, Status, metadata::MetadataMap};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{Span, error, info_span, warn};
 
+/// The stop signal of an `Api` not (yet) served: never turns true, and stays open.
+static NEVER_STOPPING: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
+
 /// State shared by every service.
 #[derive(Clone)]
 pub struct Api {
@@ -51,7 +55,7 @@ impl Api {
             read_wait,
             acceptance_target: Duration::from_secs(900),
             tokens: Tokens::default(),
-            stopping: tokio::sync::watch::channel(false).1,
+            stopping: NEVER_STOPPING.subscribe(),
         }
     }
 

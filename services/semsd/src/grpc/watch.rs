@@ -15,6 +15,7 @@ use sems_app::AppError;
 use sems_readmodel::{CmcReadModel, TimelineQuery, cmc::TimelineEntry};
 use tokio::sync::{broadcast, mpsc, watch};
 use tonic::Status;
+use tracing::warn;
 use uuid::Uuid;
 
 use super::{cmc::entry_view, status};
@@ -90,8 +91,9 @@ impl TimelineHub {
             }
             let seen = match self.reads.position().await {
                 Ok(p) => p,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e) => {
+                    warn!(%crisis_id, error = %e, "timeline follower cannot read the position");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             };
@@ -104,9 +106,13 @@ impl TimelineHub {
                     ..TimelineQuery::default()
                 })
                 .await;
-            let Ok(entries) = entries else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+            let entries = match entries {
+                Ok(e) => e,
+                Err(e) => {
+                    warn!(%crisis_id, error = %e, "timeline follower cannot read the timeline");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             };
             let full = entries.len() == BATCH as usize;
             if let Some(last) = entries.last() {
@@ -118,7 +124,7 @@ impl TimelineHub {
             }
             let deadline = Instant::now() + Duration::from_secs(2);
             tokio::select! {
-                _ = self.reads.wait_for(seen + 1, deadline) => {}
+                _ = self.reads.wait_beyond(seen, deadline) => {}
                 () = async { let _ = stopping.wait_for(|s| *s).await; } => {}
             }
         }
