@@ -25,7 +25,11 @@ const REQUEST_NS: Uuid = Uuid::from_u128(0x5e35_0e90_0000_4000_8000_0000_0000_00
 /// The alert id of a dedup key (source, source_ref): the same key always gives the same
 /// alert, which is how repeats are recognised.
 pub fn alert_id_for(source: &str, source_ref: &str) -> Uuid {
-    Uuid::new_v5(&ALERT_NS, format!("{source}\n{source_ref}").as_bytes())
+    let mut name = Vec::with_capacity(source.len() + 1 + source_ref.len());
+    name.extend_from_slice(source.as_bytes());
+    name.push(b'\n');
+    name.extend_from_slice(source_ref.as_bytes());
+    Uuid::new_v5(&ALERT_NS, &name)
 }
 
 /// The incident an alert was promoted to, to open when it is missing.

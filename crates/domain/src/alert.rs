@@ -47,11 +47,12 @@ impl AlertReport {
     /// Checks every limit of a report built from raw input; field names are prefixed with
     /// `prefix` (e.g. `alert.`).
     pub fn validate(mut self, prefix: &str) -> Result<Self, DomainError> {
+        // Field names are made only for the error: this runs for every alert ingested.
         let f = |name: &str| format!("{prefix}{name}");
         (self.source, self.source_ref) = dedup_key(&self.source, &self.source_ref, prefix)?;
-        self.title = Text::required(&f("title"), &self.title, Limits::TITLE)?;
+        self.title = Text::required_as(|| f("title"), &self.title, Limits::TITLE)?;
         self.description =
-            Text::optional(&f("description"), &self.description, Limits::DESCRIPTION)?;
+            Text::optional_as(|| f("description"), &self.description, Limits::DESCRIPTION)?;
         if self.observables.len() > Limits::OBSERVABLES {
             return Err(DomainError::invalid(
                 f("observables"),
@@ -63,13 +64,13 @@ impl AlertReport {
             ));
         }
         for (i, o) in self.observables.iter_mut().enumerate() {
-            o.kind = Text::required(
-                &f(&format!("observables[{i}].type")),
+            o.kind = Text::required_as(
+                || f(&format!("observables[{i}].type")),
                 &o.kind,
                 Limits::OBSERVABLE_TYPE,
             )?;
-            o.value = Text::required(
-                &f(&format!("observables[{i}].value")),
+            o.value = Text::required_as(
+                || f(&format!("observables[{i}].value")),
                 &o.value,
                 Limits::OBSERVABLE_VALUE,
             )?;
@@ -85,10 +86,10 @@ impl AlertReport {
             ));
         }
         for (k, v) in &self.labels {
-            Text::required(&f("labels.key"), k, Limits::LABEL_KEY)?;
-            Text::optional(&f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE)?;
+            Text::required_as(|| f("labels.key"), k, Limits::LABEL_KEY)?;
+            Text::optional_as(|| f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE)?;
         }
-        check_raw(&self.raw, &f("raw"))?;
+        check_raw(&self.raw, || f("raw"))?;
         Ok(self)
     }
 }
@@ -101,8 +102,8 @@ pub fn dedup_key(
     prefix: &str,
 ) -> Result<(String, String), DomainError> {
     let f = |name: &str| format!("{prefix}{name}");
-    let source = Text::required(&f("source"), source, Limits::SOURCE)?;
-    let source_ref = Text::required(&f("source_ref"), source_ref, Limits::SOURCE_REF)?;
+    let source = Text::required_as(|| f("source"), source, Limits::SOURCE)?;
+    let source_ref = Text::required_as(|| f("source_ref"), source_ref, Limits::SOURCE_REF)?;
     // The dedup key is hashed into the alert id: no line breaks or other control characters
     // in it, so two different keys can never name the same alert.
     for (name, value) in [("source", &source), ("source_ref", &source_ref)] {
@@ -114,13 +115,26 @@ pub fn dedup_key(
 }
 
 /// A tool's original payload within [`Limits::RAW_BYTES`].
-fn check_raw(raw: &serde_json::Value, field: &str) -> Result<(), DomainError> {
-    let raw_len = serde_json::to_vec(raw)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX);
+fn check_raw(raw: &serde_json::Value, field: impl FnOnce() -> String) -> Result<(), DomainError> {
+    /// Counts the bytes of the JSON text without keeping them.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let raw_len = match serde_json::to_writer(&mut count, raw) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    };
     if raw_len > Limits::RAW_BYTES {
         return Err(DomainError::invalid(
-            field,
+            field(),
             format!(
                 "is {raw_len} bytes of JSON, at most {} are allowed",
                 Limits::RAW_BYTES
@@ -337,7 +351,7 @@ impl Aggregate for Alert {
             // Sources repeat themselves (Alertmanager re-sends resolved notifications): only
             // a change of the source's view is recorded.
             (AlertCommand::AcknowledgeAtSource { raw }, Some(s)) => {
-                check_raw(raw, "raw")?;
+                check_raw(raw, || "raw".to_owned())?;
                 Ok(if s.source_state == SourceState::Firing {
                     vec![AlertEvent::AlertAcknowledgedAtSource { raw: raw.clone() }]
                 } else {
@@ -345,7 +359,7 @@ impl Aggregate for Alert {
                 })
             }
             (AlertCommand::ResolveAtSource { raw }, Some(s)) => {
-                check_raw(raw, "raw")?;
+                check_raw(raw, || "raw".to_owned())?;
                 Ok(if s.source_state == SourceState::Resolved {
                     vec![]
                 } else {

@@ -26,7 +26,9 @@ pub struct JetStreamFeed {
     durable: String,
     ack_wait: Duration,
     messages: Option<Messages>,
-    unacked: Vec<jetstream::Message>,
+    /// Messages delivered and not yet acknowledged, with their stream sequence (parsed once).
+    unacked: Vec<(u64, jetstream::Message)>,
+    pull_batch: usize,
 }
 
 impl JetStreamFeed {
@@ -38,7 +40,14 @@ impl JetStreamFeed {
             ack_wait,
             messages: None,
             unacked: Vec::new(),
+            pull_batch: 1_000,
         }
+    }
+
+    /// Messages asked of the server per pull request (default 1,000).
+    pub fn with_pull_batch(mut self, n: usize) -> Self {
+        self.pull_batch = n.max(1);
+        self
     }
 
     fn consumer_config(&self, start: u64) -> pull::Config {
@@ -112,7 +121,7 @@ impl CommitFeed for JetStreamFeed {
         };
         let messages = consumer
             .stream()
-            .max_messages_per_batch(1_000)
+            .max_messages_per_batch(self.pull_batch)
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await
@@ -154,7 +163,7 @@ impl CommitFeed for JetStreamFeed {
                 tracestate: header("tracestate"),
                 pending: info.pending,
             });
-            self.unacked.push(message);
+            self.unacked.push((position, message));
             if batch.len() >= max {
                 break;
             }
@@ -175,18 +184,18 @@ impl CommitFeed for JetStreamFeed {
         // AckPolicy::All: acknowledging the highest message at or below `position`
         // acknowledges every message delivered before it. (Redelivered copies can sit out of
         // order in `unacked`, so pick by sequence, not by place.)
-        let seq = |m: &jetstream::Message| m.info().map(|i| i.stream_sequence).ok();
         let highest = self
             .unacked
             .iter()
-            .filter_map(|m| seq(m).filter(|s| *s <= position).map(|s| (s, m)))
+            .filter(|(s, _)| *s <= position)
             .max_by_key(|(s, _)| *s);
         if let Some((through, message)) = highest {
+            let through = *through;
             if let Err(e) = message.ack_with(AckKind::Ack).await {
                 warn!(error = %e, position, "ack failed; the commits will be redelivered and skipped");
                 return Err(LogError::Unavailable(format!("ack: {e}")));
             }
-            self.unacked.retain(|m| seq(m).is_some_and(|s| s > through));
+            self.unacked.retain(|(s, _)| *s > through);
         }
         Ok(())
     }

@@ -287,16 +287,22 @@ impl EventLog for JetStreamLog {
         let aggregate = commit.aggregate_type;
         let started = std::time::Instant::now();
         let result = async {
-            let mut headers = HeaderMap::new();
-            headers.insert(EVENT_TYPE_HEADER, commit.event_types.join(",").as_str());
-            headers.insert(AGGREGATE_TYPE_HEADER, commit.aggregate_type);
-            headers.insert(CORRELATION_HEADER, commit.correlation_id.to_string().as_str());
-            if let Some(tc) = &commit.trace_context {
-                headers.insert("traceparent", tc.traceparent.as_str());
-                if let Some(ts) = &tc.tracestate {
-                    headers.insert("tracestate", ts.as_str());
+            let event_types = commit.event_types.join(",");
+            let correlation = commit.correlation_id.to_string();
+            // Built for each attempt (a retry is rare) rather than cloned for every publish.
+            let headers = || {
+                let mut headers = HeaderMap::new();
+                headers.insert(EVENT_TYPE_HEADER, event_types.as_str());
+                headers.insert(AGGREGATE_TYPE_HEADER, commit.aggregate_type);
+                headers.insert(CORRELATION_HEADER, correlation.as_str());
+                if let Some(tc) = &commit.trace_context {
+                    headers.insert("traceparent", tc.traceparent.as_str());
+                    if let Some(ts) = &tc.tracestate {
+                        headers.insert("tracestate", ts.as_str());
+                    }
                 }
-            }
+                headers
+            };
             let payload = Bytes::from(commit.bytes);
             let msg_id = commit.commit_id.to_string();
             let mut attempt = 0;
@@ -304,7 +310,7 @@ impl EventLog for JetStreamLog {
                 attempt += 1;
                 let publish = PublishMessage::build()
                     .payload(payload.clone())
-                    .headers(headers.clone())
+                    .headers(headers())
                     .message_id(&msg_id)
                     .expected_last_subject_sequence(commit.expected_last_position);
                 let result = match self.js.send_publish(subject.clone(), publish).await {

@@ -370,7 +370,7 @@ struct AlertColumns<'a> {
     first_seen_at: Vec<chrono::DateTime<chrono::Utc>>,
     last_seen_at: Vec<chrono::DateTime<chrono::Utc>>,
     received_at: Vec<chrono::DateTime<chrono::Utc>>,
-    observables: Vec<Json<&'a serde_json::Value>>,
+    observables: Vec<Json<&'a [sems_domain::Observable]>>,
     labels: Vec<Json<&'a std::collections::BTreeMap<String, String>>>,
     raw: Vec<Option<Json<&'a serde_json::Value>>>,
     dismissal_rationale: Vec<Option<&'a str>>,

@@ -8,7 +8,11 @@
 //! 3. `stream`: `IngestAlerts` client streams — accepted alerts/s, and the ratio to the ceiling;
 //! 4. `lag`: unary ingestion paced at half the unary rate — acknowledgement → visible in the
 //!    read model (its checkpoint), p50/p99;
-//! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s.
+//! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s,
+//!    once semsd's own projector has caught up (so one projector is measured, not two).
+//!
+//! After the unary, stream and rebuild phases it prints the CPU time each process on the box
+//! (semsd, nats-server, PostgreSQL, the generator) spent per alert or event (`cpu.rs`).
 //!
 //! With `--store embedded` it measures the same against a `semsd` on the embedded SQLite
 //! store: the ceiling is then sqlx writing the same bytes into a bare SQLite table (WAL,
@@ -46,6 +50,7 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 mod cmc;
+mod cpu;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,6 +58,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sems-loadgen", about = "SeMS Response ingest benchmark")]
 struct Args {
+    /// Worker threads of the load generator's own runtime: 0 = one per core; 1 = a single
+    /// thread drives every client (no hand-offs between threads).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// semsd gRPC address.
     #[arg(long, env = "SEMS_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
@@ -85,6 +94,9 @@ struct Args {
     /// rebuild; 0 = rebuild what the phases wrote.
     #[arg(long, default_value_t = 0)]
     rebuild_events: u64,
+    /// Commits per projector transaction (and per pull request) during the rebuild.
+    #[arg(long, default_value_t = ProjectorConfig::default().batch_size)]
+    rebuild_batch: usize,
     /// Which store semsd runs on: `jetstream` or `embedded`.
     #[arg(long, default_value = "jetstream")]
     store: String,
@@ -601,7 +613,9 @@ async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Dur
     ))
 }
 
-async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64)> {
+/// Rebuilds a fresh read-model schema from sequence 1: events, events/s, and the CPU each
+/// process spent per event.
+async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64, Option<String>)> {
     let client = async_nats::connect(&args.nats_url).await?;
     let log = JetStreamLog::open(client.clone(), JetStreamConfig::default()).await?;
     let (count, _) = log.state().await?;
@@ -618,6 +632,13 @@ async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64)> {
         .await?;
     }
     let (events, last) = log.state().await?;
+    // semsd's own projector reads the same stream: let it finish projecting the fill first,
+    // so the figure is one projector rebuilding, not two sharing the cores.
+    let live = Positions::open(args).await?;
+    while live.checkpoint().await? < last {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("rebuilding {events} events from sequence 1");
     let schema = format!("bench_rebuild_{}", run.replace('-', "_"));
     let mut config = PgReadModelConfig::new(&args.database_url);
     config.schema = schema.clone();
@@ -626,11 +647,21 @@ async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64)> {
         log.clone(),
         format!("sems_projector_{schema}"),
         Duration::from_secs(30),
-    );
+    )
+    .with_pull_batch(args.rebuild_batch);
     let start = Instant::now();
+    let cpu = cpu::Sample::now();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let projector = tokio::spawn(
-        Projector::new(store.clone(), feed, ProjectorConfig::default()).run(async move {
+        Projector::new(
+            store.clone(),
+            feed,
+            ProjectorConfig {
+                batch_size: args.rebuild_batch,
+                ..ProjectorConfig::default()
+            },
+        )
+        .run(async move {
             let _ = stopped.await;
         }),
     );
@@ -638,6 +669,7 @@ async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64)> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = events as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu.per_unit(&cpu::Sample::now(), events as usize, "event");
     let _ = stop.send(());
     projector.await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
@@ -648,16 +680,36 @@ async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64)> {
         .await?
         .delete_consumer(&format!("sems_projector_{schema}"))
         .await?;
-    Ok((events, rate))
+    Ok((events, rate, cpu))
+}
+
+/// Prints the CPU each process spent per unit since `before`.
+fn print_cpu(before: &cpu::Sample, units: usize, unit: &str) {
+    if let Some(line) = before.per_unit(&cpu::Sample::now(), units, unit) {
+        println!("{line}");
+    }
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let mut runtime = match args.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    runtime.enable_all().build()?.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let run = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let has = |p: &str| args.phases.iter().any(|x| x == p);
     println!(
@@ -692,6 +744,7 @@ async fn main() -> anyhow::Result<()> {
     let mut unary_rate = None;
     if has("unary") {
         let run_u = format!("{run}-u");
+        let cpu = cpu::Sample::now();
         let (u, fsyncs) = with_fsyncs(
             &args,
             unary(&args, &run_u, args.alerts, args.concurrency, None, None),
@@ -706,9 +759,11 @@ async fn main() -> anyhow::Result<()> {
             ms(u.p99),
             fsync_text(fsyncs, args.alerts)
         );
+        print_cpu(&cpu, args.alerts, "alert");
         unary_rate = Some(u.rate);
     }
     if has("stream") {
+        let cpu = cpu::Sample::now();
         let (s, fsyncs) = with_fsyncs(&args, streaming(&args, &format!("{run}-s"))).await?;
         println!(
             "client-streaming IngestAlerts, {} streams: {s:.0} alerts/s{}{}",
@@ -716,6 +771,7 @@ async fn main() -> anyhow::Result<()> {
             ratio(s),
             fsync_text(fsyncs, args.alerts / args.streams * args.streams)
         );
+        print_cpu(&cpu, args.alerts / args.streams * args.streams, "alert");
     }
     if has("lag") {
         let rate = unary_rate.map_or(5_000.0, |r| r / 2.0);
@@ -729,8 +785,11 @@ async fn main() -> anyhow::Result<()> {
     if has("rebuild") && embedded {
         println!("projector rebuild: measured on the JetStream/PostgreSQL pair only");
     } else if has("rebuild") {
-        let (events, rate) = rebuild(&args, &run).await?;
+        let (events, rate, cpu) = rebuild(&args, &run).await?;
         println!("projector rebuild from sequence 1: {events} events at {rate:.0} events/s");
+        if let Some(line) = cpu {
+            println!("{line}");
+        }
     }
     let mut crisis = None;
     if has("cmc") {

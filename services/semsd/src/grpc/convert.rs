@@ -74,8 +74,20 @@ pub fn alert_report(
         source_ref: a.source_ref,
         title: a.title,
         description: a.description,
-        severity: Severity::from_code(&field("severity"), a.severity)?,
-        occurred_at: time(&field("occurred_at"), a.occurred_at.as_ref())?.unwrap_or(now),
+        // Field names are made only on refusal: this runs for every alert ingested.
+        severity: Severity::from_code("severity", a.severity).map_err(|e| match e {
+            sems_domain::DomainError::Invalid { field, message } => {
+                sems_domain::DomainError::Invalid {
+                    field: format!("{prefix}{field}"),
+                    message,
+                }
+            }
+            other => other,
+        })?,
+        occurred_at: match a.occurred_at.as_ref() {
+            None => now,
+            Some(t) => time(&field("occurred_at"), Some(t))?.unwrap_or(now),
+        },
         observables: a
             .observables
             .into_iter()
