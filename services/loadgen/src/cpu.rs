@@ -11,9 +11,10 @@ const PROCESSES: [&str; 4] = ["semsd", "nats-server", "postgres", "sems-loadgen"
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// CPU ticks (user and system) spent so far by every live process of each name.
+/// CPU ticks (user and system) spent so far by every live process of those names, by name
+/// and process id.
 #[derive(Debug, Clone, Default)]
-pub struct Sample(BTreeMap<&'static str, u64>);
+pub struct Sample(BTreeMap<(&'static str, u32), u64>);
 
 impl Sample {
     /// Reads `/proc` now; empty where there is no `/proc`.
@@ -24,14 +25,9 @@ impl Sample {
         };
         for entry in dir.flatten() {
             // Processes only: not `self` and `thread-self`, which would count this one again.
-            if !entry
-                .file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-            {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
-            }
+            };
             let path = entry.path();
             let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
                 continue;
@@ -47,7 +43,7 @@ impl Sample {
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             let used = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
             if let (Some(user), Some(system)) = (used(14), used(15)) {
-                *ticks.entry(*name).or_default() += user + system;
+                ticks.insert((*name, pid), user + system);
             }
         }
         Self(ticks)
@@ -55,7 +51,8 @@ impl Sample {
 
     /// CPU per unit between `self` (before) and `after`, as one line: each process in
     /// microseconds per unit, the total, and the rate two cores could sustain at that cost.
-    /// Processes that exited in between are not counted.
+    /// A process that started in between counts whole; one that exited in between is left
+    /// out (its share of the phase is lost, never subtracted from the others).
     pub fn per_unit(&self, after: &Sample, units: usize, unit: &str) -> Option<String> {
         if units == 0 || after.0.is_empty() {
             return None;
@@ -64,8 +61,12 @@ impl Sample {
         let mut total = 0.0;
         let mut parts = Vec::new();
         for name in PROCESSES {
-            let spent = after.0.get(name).copied().unwrap_or(0);
-            let spent = spent.saturating_sub(self.0.get(name).copied().unwrap_or(0));
+            let spent: u64 = after
+                .0
+                .iter()
+                .filter(|((n, _), _)| *n == name)
+                .map(|(key, now)| now.saturating_sub(self.0.get(key).copied().unwrap_or(0)))
+                .sum();
             // Idle bystanders (the machine's own nats-server, say) round to nothing.
             if micros(spent) >= 1.0 {
                 total += micros(spent);

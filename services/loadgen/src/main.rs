@@ -635,7 +635,13 @@ async fn rebuild(args: &Args, run: &str) -> anyhow::Result<(u64, f64, Option<Str
     // semsd's own projector reads the same stream: let it finish projecting the fill first,
     // so the figure is one projector rebuilding, not two sharing the cores.
     let live = Positions::open(args).await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
     while live.checkpoint().await? < last {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "semsd's projector did not reach position {last} within 10 minutes: is semsd \
+             (role all or projector) running on this stream and database?"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("rebuilding {events} events from sequence 1");
