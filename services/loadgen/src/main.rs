@@ -3,7 +3,10 @@
 //!
 //! 1. `raw`: the ceiling — async-nats publishing the same envelope bytes with the same headers
 //!    (message id, expected-last-subject-sequence, event type, trace context) to a scratch
-//!    JetStream stream, pipelined;
+//!    JetStream stream, pipelined; and the other raw components the targets were set against,
+//!    a bare tonic round trip and PostgreSQL batched inserts (`ceilings.rs`), each also as a
+//!    share of the issue's figure, so the unary and rebuild targets can be printed scaled to
+//!    the day;
 //! 2. `unary`: `IngestAlert` from C concurrent clients — accepted alerts/s, p50/p99 latency;
 //! 3. `stream`: `IngestAlerts` client streams — accepted alerts/s, and the ratio to the ceiling;
 //! 4. `lag`: unary ingestion paced at half the unary rate — acknowledgement → visible in the
@@ -49,6 +52,7 @@ use sems_readmodel::{PgReadModel, PgReadModelConfig, ProjectionStore, Projector,
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+mod ceilings;
 mod cmc;
 mod cpu;
 
@@ -398,11 +402,11 @@ struct Unary {
     p99: Duration,
 }
 
-async fn channels(args: &Args, n: usize) -> anyhow::Result<Vec<Channel>> {
+async fn channels(server: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         out.push(
-            Channel::from_shared(args.server.clone())?
+            Channel::from_shared(server.to_owned())?
                 .tcp_nodelay(true)
                 .connect()
                 .await?,
@@ -411,10 +415,30 @@ async fn channels(args: &Args, n: usize) -> anyhow::Result<Vec<Channel>> {
     Ok(out)
 }
 
-/// `count` unary ingestions from `clients` concurrent clients, optionally paced to `rate`
-/// alerts/s in total. Each acknowledgement (time, position) goes to `acks` when given.
+/// Where unary calls go and what they carry.
+#[derive(Debug, Clone)]
+struct Target {
+    server: String,
+    /// Every client on one connection, instead of one connection each.
+    shared_connection: bool,
+    request: fn(&str, usize) -> pb::IngestAlertRequest,
+}
+
+impl Target {
+    /// semsd, with the benchmark's alerts, one connection per client.
+    fn semsd(args: &Args) -> Self {
+        Self {
+            server: args.server.clone(),
+            shared_connection: false,
+            request: alert,
+        }
+    }
+}
+
+/// `count` unary calls from `clients` concurrent clients of `target`, optionally paced to
+/// `rate` calls/s in total. Each acknowledgement (time, position) goes to `acks` when given.
 async fn unary(
-    args: &Args,
+    target: &Target,
     run: &str,
     count: usize,
     clients: usize,
@@ -422,9 +446,16 @@ async fn unary(
     acks: Option<Acks>,
 ) -> anyhow::Result<Unary> {
     let next = Arc::new(AtomicUsize::new(0));
+    let connections = if target.shared_connection {
+        vec![channels(&target.server, 1).await?.remove(0); clients]
+    } else {
+        channels(&target.server, clients).await?
+    };
+    let request = target.request;
+    // The clock starts once every client is connected.
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for channel in channels(args, clients).await? {
+    for channel in connections {
         let (next, run, acks) = (next.clone(), run.to_owned(), acks.clone());
         let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
         tasks.push(tokio::spawn(async move {
@@ -440,7 +471,7 @@ async fn unary(
                     t.tick().await;
                 }
                 let sent = Instant::now();
-                let answer = client.ingest_alert(alert(&run, n)).await?.into_inner();
+                let answer = client.ingest_alert(request(&run, n)).await?.into_inner();
                 let done = Instant::now();
                 hist.record((done - sent).as_micros() as u64)?;
                 if let Some(acks) = &acks {
@@ -464,9 +495,11 @@ async fn unary(
 
 async fn streaming(args: &Args, run: &str) -> anyhow::Result<f64> {
     let per = args.alerts / args.streams;
+    let connections = channels(&args.server, args.streams).await?;
+    // The clock starts once every stream's connection is up.
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (s, channel) in channels(args, args.streams).await?.into_iter().enumerate() {
+    for (s, channel) in connections.into_iter().enumerate() {
         let run = run.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut client = AlertServiceClient::new(channel);
@@ -582,7 +615,15 @@ async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Dur
     let load = {
         let (args, run, acks) = (args.clone(), run.to_owned(), acks.clone());
         tokio::spawn(async move {
-            unary(&args, &run, count, args.concurrency, Some(rate), Some(acks)).await
+            unary(
+                &Target::semsd(&args),
+                &run,
+                count,
+                args.concurrency,
+                Some(rate),
+                Some(acks),
+            )
+            .await
         })
     };
     let mut hist = Histogram::<u64>::new(3)?;
@@ -700,6 +741,24 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// Today's shares of the issues' raw figures, per component measured.
+#[derive(Debug, Default)]
+struct Shares {
+    jetstream: Option<ceilings::Share>,
+    grpc: Option<ceilings::Share>,
+    /// PostgreSQL, or SQLite on the embedded store.
+    store: Option<ceilings::Share>,
+}
+
+impl Shares {
+    fn all(&self) -> Vec<ceilings::Share> {
+        [self.jetstream, self.grpc, self.store]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut runtime = match args.threads {
@@ -724,25 +783,74 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     );
 
     let embedded = args.store == "embedded";
+    // Today's share of what each raw component did when the targets were set.
+    let mut shares = Shares::default();
     let raw = if has("raw") {
         if embedded {
             let r = raw_sqlite(&args, &run).await?;
+            let share = ceilings::Share::of(r, ceilings::reference::SQLITE_MULTI_ROW);
             println!(
                 "raw SQLite ceiling (bare table, WAL, synchronous FULL, one 1,000-row INSERT \
-                 per transaction, same bytes): {r:.0} rows/s"
+                 per transaction, same bytes): {r:.0} rows/s ({})",
+                share.describe("#3", ceilings::reference::SQLITE_MULTI_ROW)
             );
+            shares.store = Some(share);
             Some(r)
         } else {
             let r = raw_ceiling(&args, &run).await?;
+            let share = ceilings::Share::of(r, ceilings::reference::JETSTREAM);
             println!(
-                "raw JetStream ceiling ({} in flight, same bytes and headers): {r:.0} commits/s",
-                args.raw_in_flight
+                "raw JetStream ceiling ({} in flight, same bytes and headers): {r:.0} commits/s \
+                 ({})",
+                args.raw_in_flight,
+                share.describe("#2", ceilings::reference::JETSTREAM)
             );
+            shares.jetstream = Some(share);
             Some(r)
         }
     } else {
         None
     };
+    // The other raw components the targets were set against, measured again today.
+    if has("raw") {
+        let (addr, stop) = ceilings::answer_only_server()?;
+        let mut rates = Vec::new();
+        for shared in [true, false] {
+            let target = Target {
+                server: format!("http://{addr}"),
+                shared_connection: shared,
+                request: ceilings::tiny_request,
+            };
+            let calls = ceilings::GRPC_CALLS;
+            rates.push(
+                unary(&target, &run, calls, ceilings::GRPC_IN_FLIGHT, None, None)
+                    .await?
+                    .rate,
+            );
+        }
+        let _ = stop.send(());
+        let best = rates.iter().copied().fold(0.0, f64::max);
+        let share = ceilings::Share::of(best, ceilings::reference::GRPC_UNARY);
+        println!(
+            "raw gRPC ceiling (tiny unary calls, {} in flight, a tonic server that only \
+             answers): {best:.0} calls/s ({}; one shared connection {:.0}, one per client {:.0})",
+            ceilings::GRPC_IN_FLIGHT,
+            share.describe("#2", ceilings::reference::GRPC_UNARY),
+            rates[0],
+            rates[1]
+        );
+        shares.grpc = Some(share);
+    }
+    if has("raw") && !embedded {
+        let r = ceilings::pg_batched_inserts(&args.database_url, &run, args.alerts).await?;
+        let share = ceilings::Share::of(r, ceilings::reference::PG_BATCHED_INSERTS);
+        println!(
+            "raw PostgreSQL ceiling (1,000-row UNNEST inserts of a key and the envelope JSON, \
+             one connection): {r:.0} rows/s ({})",
+            share.describe("#2", ceilings::reference::PG_BATCHED_INSERTS)
+        );
+        shares.store = Some(share);
+    }
     let ratio = |rate: f64| {
         raw.map(|r| format!(" = {:.0}% of the raw ceiling", 100.0 * rate / r))
             .unwrap_or_default()
@@ -753,7 +861,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         let cpu = cpu::Sample::now();
         let (u, fsyncs) = with_fsyncs(
             &args,
-            unary(&args, &run_u, args.alerts, args.concurrency, None, None),
+            unary(
+                &Target::semsd(&args),
+                &run_u,
+                args.alerts,
+                args.concurrency,
+                None,
+                None,
+            ),
         )
         .await?;
         println!(
@@ -766,6 +881,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             fsync_text(fsyncs, args.alerts)
         );
         print_cpu(&cpu, args.alerts, "alert");
+        // Unary uses every component: gRPC, the log and the read model.
+        let target = if embedded { 10_000.0 } else { 15_000.0 };
+        if let Some(line) = ceilings::scaled("unary", target, &shares.all(), u.rate) {
+            println!("{line}");
+        }
         unary_rate = Some(u.rate);
     }
     if has("stream") {
@@ -796,14 +916,22 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         if let Some(line) = cpu {
             println!("{line}");
         }
+        // The rebuild reads JetStream and writes PostgreSQL.
+        let used: Vec<_> = [shares.jetstream, shares.store]
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some(line) = ceilings::scaled("rebuild", 50_000.0, &used, rate) {
+            println!("{line}");
+        }
     }
     let mut crisis = None;
     if has("cmc") {
-        let channel = channels(&args, 1).await?.remove(0);
+        let channel = channels(&args.server, 1).await?.remove(0);
         crisis = Some(cmc::fill(channel, args.cmc_entries, args.cmc_concurrency).await?);
     }
     if has("watch") {
-        let channel = channels(&args, 1).await?.remove(0);
+        let channel = channels(&args.server, 1).await?.remove(0);
         let crisis = match crisis {
             Some(c) => c,
             None => cmc::fill(channel.clone(), 1_000, args.cmc_concurrency).await?,
