@@ -322,6 +322,29 @@ async fn bulk_ingest_streams_alerts_and_rejects_only_the_bad_one(backend: Backen
         49,
         "200 sent, 1 rejected, 150 distinct"
     );
+
+    // One alert more than a bulk call may carry: refused whole, naming the field, and
+    // nothing of it is appended (the call is read in full before any alert is ingested).
+    let before = s.message_count().await;
+    let too_many = (0..=semsd::BULK_MAX_ALERTS)
+        .map(|i| alert(&format!("over-{i}"), pb::Severity::Low))
+        .collect::<Vec<_>>();
+    let err = s
+        .alerts()
+        .ingest_alerts(futures::stream::iter(too_many))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("alerts") && err.message().contains("10000"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        s.message_count().await,
+        before,
+        "an over-long call appends nothing"
+    );
     s.stop().await;
 }
 
@@ -505,6 +528,39 @@ async fn health_reflection_and_trace_context_work(backend: Backend) {
             .traceparent
             .contains(trace_id)
     );
+
+    // So does it into every commit of a bulk call, each alert's own.
+    let bulk_trace = "0af7651916cd43dd8448eb211c80319c";
+    let alerts: Vec<_> = (0..3)
+        .map(|n| alert(&format!("det-bulk-{n}"), pb::Severity::Low))
+        .collect();
+    let mut request = Request::new(futures::stream::iter(alerts));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{bulk_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let answer = s
+        .alerts()
+        .ingest_alerts(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.accepted, 3);
+    let mut positions: Vec<u64> = answer.results.iter().map(|r| r.position).collect();
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), 3, "one commit per alert: {positions:?}");
+    for position in positions {
+        let stored = s.log().await.read_at(position).await.unwrap();
+        let traceparent = Envelope::decode(&stored.bytes)
+            .unwrap()
+            .trace_context
+            .unwrap()
+            .traceparent;
+        assert!(traceparent.contains(bulk_trace), "{traceparent}");
+    }
     s.stop().await;
 }
 

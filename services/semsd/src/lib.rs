@@ -24,6 +24,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tracing::info;
 
 pub use config::{Config, HttpListen, Role, Store, Threshold};
+pub use grpc::{BULK_MAX_ALERTS, BULK_MAX_BYTES};
 
 /// The sockets the API serves on, bound by the caller (tests bind port 0).
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 //! `sems.v1.AlertService`.
 
-use futures::{StreamExt, TryStreamExt};
-use sems_app::{AppError, IngestOutcome};
+use futures::StreamExt;
+use sems_app::{AppError, IngestOutcome, TraceContext};
 use sems_domain::alert::AlertCommand;
 use sems_proto::v1::{
     self as pb, CommitInfo, DismissAlertRequest, IngestAlertRequest, IngestAlertResponse,
@@ -10,10 +10,22 @@ use sems_proto::v1::{
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::{Api, command_meta, convert, principal, rpc_span, status};
+use super::{
+    Api, command_meta, convert, current_trace_context, principal, rpc_span, status,
+    traced_command_meta,
+};
 
 /// Alerts of one bulk call in flight at once.
 const BULK_CONCURRENCY: usize = 256;
+
+/// Most alerts one bulk call carries. Its answer holds one result per alert; uncapped, a call
+/// of ~45,000 alerts answers more than gRPC's default 4 MiB message limit, and the client
+/// fails to read the answer after every alert has been ingested.
+pub const BULK_MAX_ALERTS: usize = 10_000;
+
+/// Most bytes of alerts (as encoded on the wire) one bulk call carries: a call is read whole
+/// before any of it is ingested, and this bounds what that holds in memory.
+pub const BULK_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Api {
     async fn ingest_one(
@@ -21,9 +33,10 @@ impl Api {
         req: IngestAlertRequest,
         prefix: &str,
         actor: Option<String>,
+        trace_context: Option<TraceContext>,
     ) -> Result<IngestOutcome, AppError> {
         let report = convert::alert_report(req.alert, prefix, self.sems.handler().now())?;
-        let meta = command_meta(actor, convert::request_id(&req.request_id)?);
+        let meta = traced_command_meta(actor, convert::request_id(&req.request_id)?, trace_context);
         self.sems.ingest_alert(report, meta).await
     }
 }
@@ -49,7 +62,12 @@ impl AlertService for Api {
         let actor = principal(&request);
         async move {
             let outcome = self
-                .ingest_one(request.into_inner(), "alert.", actor)
+                .ingest_one(
+                    request.into_inner(),
+                    "alert.",
+                    actor,
+                    current_trace_context(),
+                )
                 .await
                 .map_err(status)?;
             Ok(Response::new(answer(&outcome)))
@@ -65,20 +83,40 @@ impl AlertService for Api {
         let span = rpc_span("AlertService", "IngestAlerts", request.metadata());
         let actor = principal(&request);
         async move {
-            let results: Vec<(usize, Result<IngestOutcome, AppError>)> = request
-                .into_inner()
-                .enumerate()
-                .map(|(i, item)| {
-                    let actor = actor.clone();
-                    async move {
-                        // A broken request stream fails the call with the client's own status.
-                        let item = item?;
-                        Ok::<_, Status>((i, self.ingest_one(item, "alert.", actor).await))
-                    }
-                })
-                .buffered(BULK_CONCURRENCY)
-                .try_collect()
-                .await?;
+            // The call is read whole before any of it is ingested, so a call over the limits
+            // is refused whole and appends nothing. A broken request stream fails the call
+            // with the client's own status, also before anything is appended.
+            let mut incoming = request.into_inner();
+            let (mut items, mut bytes) = (Vec::new(), 0);
+            while let Some(item) = incoming.message().await? {
+                bytes += prost::Message::encoded_len(&item);
+                if items.len() == BULK_MAX_ALERTS || bytes > BULK_MAX_BYTES {
+                    return Err(status(AppError::Invalid {
+                        field: "alerts".into(),
+                        message: format!(
+                            "a bulk call carries at most {BULK_MAX_ALERTS} alerts and {} MiB; \
+                             nothing of this call was ingested: send them in several calls",
+                            BULK_MAX_BYTES / (1024 * 1024)
+                        ),
+                    }));
+                }
+                items.push(item);
+            }
+            // Every alert of the call is recorded under the call's span: its trace context is
+            // taken once, not once per alert.
+            let trace_context = current_trace_context();
+            let results: Vec<(usize, Result<IngestOutcome, AppError>)> =
+                futures::stream::iter(items.into_iter().enumerate())
+                    .map(|(i, item)| {
+                        let (actor, trace_context) = (actor.clone(), trace_context.clone());
+                        async move {
+                            let outcome = self.ingest_one(item, "alert.", actor, trace_context);
+                            (i, outcome.await)
+                        }
+                    })
+                    .buffered(BULK_CONCURRENCY)
+                    .collect()
+                    .await;
             let mut response = IngestAlertsResponse::default();
             for (index, result) in results {
                 match result {

@@ -2,6 +2,7 @@
 //! become `tonic::Status` here, once ([`status`]).
 
 mod alerts;
+pub use alerts::{BULK_MAX_ALERTS, BULK_MAX_BYTES};
 mod cmc;
 mod convert;
 mod incidents;
@@ -306,13 +307,26 @@ impl tonic::service::Interceptor for Tokens {
 /// Command metadata for the current call (gRPC or webhook): the caller, request id and
 /// trace context.
 pub(crate) fn command_meta(actor: Option<String>, request_id: Option<String>) -> CommandMeta {
-    let trace_context =
-        sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
-            TraceContext {
-                traceparent,
-                tracestate,
-            }
-        });
+    traced_command_meta(actor, request_id, current_trace_context())
+}
+
+/// The trace context of the current span (the call's), to record in its commits.
+pub(crate) fn current_trace_context() -> Option<TraceContext> {
+    sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
+        TraceContext {
+            traceparent,
+            tracestate,
+        }
+    })
+}
+
+/// Command metadata with a trace context already taken (a bulk call takes it once for all its
+/// commands: they share the call's span).
+pub(crate) fn traced_command_meta(
+    actor: Option<String>,
+    request_id: Option<String>,
+    trace_context: Option<TraceContext>,
+) -> CommandMeta {
     CommandMeta {
         actor,
         request_id,
