@@ -345,6 +345,35 @@ async fn bulk_ingest_streams_alerts_and_rejects_only_the_bad_one(backend: Backen
         before,
         "an over-long call appends nothing"
     );
+
+    // So is a call over 16 MiB, however few its alerts (each would be refused for its long
+    // description anyway; the size limit refuses the call before any alert is looked at).
+    let mut heavy = alert("heavy", pb::Severity::Low);
+    heavy.alert.as_mut().unwrap().description = "x".repeat(60_000);
+    let err = s
+        .alerts()
+        .ingest_alerts(futures::stream::iter(vec![heavy; 300]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("16 MiB"), "{}", err.message());
+    assert_eq!(
+        s.message_count().await,
+        before,
+        "an over-large call appends nothing"
+    );
+
+    // Exactly the limit is one call.
+    let just_enough = (0..semsd::BULK_MAX_ALERTS)
+        .map(|i| alert(&format!("limit-{i}"), pb::Severity::Low))
+        .collect::<Vec<_>>();
+    let answer = s
+        .alerts()
+        .ingest_alerts(futures::stream::iter(just_enough))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.accepted as usize, semsd::BULK_MAX_ALERTS);
     s.stop().await;
 }
 
@@ -529,7 +558,7 @@ async fn health_reflection_and_trace_context_work(backend: Backend) {
             .contains(trace_id)
     );
 
-    // So does it into every commit of a bulk call, each alert's own.
+    // So does it into every commit of a bulk call: all of them under the call's trace.
     let bulk_trace = "0af7651916cd43dd8448eb211c80319c";
     let alerts: Vec<_> = (0..3)
         .map(|n| alert(&format!("det-bulk-{n}"), pb::Severity::Low))

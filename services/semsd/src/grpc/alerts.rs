@@ -24,7 +24,7 @@ const BULK_CONCURRENCY: usize = 256;
 pub const BULK_MAX_ALERTS: usize = 10_000;
 
 /// Most bytes of alerts (as encoded on the wire) one bulk call carries: a call is read whole
-/// before any of it is ingested, and this bounds what that holds in memory.
+/// before any of it is ingested, and this caps how much of it is read.
 pub const BULK_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Api {
