@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use opentelemetry::KeyValue;
 use sems_app::{AppendOutcome, EventLog, LogError, PendingCommit, StoredCommit};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug_span, info, warn};
 use uuid::Uuid;
 
 /// Header carrying the comma-separated event types of a commit.
@@ -277,7 +277,8 @@ impl EventLog for JetStreamLog {
 
     async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError> {
         let subject = self.subject(commit.aggregate_type, commit.aggregate_id);
-        let span = info_span!(
+        let span = debug_span!(
+            target: sems_telemetry::DETAIL,
             "eventlog.append",
             otel.kind = "producer",
             messaging.system = "nats",
@@ -325,7 +326,7 @@ impl EventLog for JetStreamLog {
                         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::MaxAckPending
                             if attempt < self.config.publish_attempts =>
                         {
-                            warn!(attempt, error = %e, "publish outcome unknown, retrying with the same message id");
+                            warn!(attempt, %subject, commit_id = %msg_id, error = %e, "publish outcome unknown, retrying with the same message id");
                             tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                         }
                         PublishErrorKind::MaxPayloadExceeded => {

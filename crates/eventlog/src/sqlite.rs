@@ -27,7 +27,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, debug_span, error, info};
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -555,7 +555,8 @@ impl EventLog for SqliteLog {
     }
 
     async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError> {
-        let span = info_span!(
+        let span = debug_span!(
+            target: sems_telemetry::DETAIL,
             "eventlog.append",
             otel.kind = "producer",
             db.system = "sqlite",

@@ -20,8 +20,17 @@ use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::Sd
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer,
+    filter::{LevelFilter, Targets},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
+
+/// Target of the spans that only an exported trace shows (one per append, where a call's
+/// span already carries the trace context its commits record). They are `DEBUG` spans under
+/// this target, recorded only when an OTLP endpoint is configured: with nothing exported
+/// they are never created, so they cost nothing.
+pub const DETAIL: &str = "sems::detail";
 
 /// Telemetry settings.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +72,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // Spans reach OpenTelemetry whatever the log filter says, so the trace context is never
     // lost by turning logs down.
-    let otel = otel_layer(tracer).with_filter(LevelFilter::INFO);
+    let otel = otel_layer(tracer).with_filter(otel_filter(exporting(config)));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
@@ -80,7 +89,7 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 /// Installs the OpenTelemetry layer only (no log output), for tests; idempotent.
 pub fn init_for_tests() {
     if let Ok(provider) = provider(&TelemetryConfig::default()) {
-        let layer = otel_layer(provider.tracer("sems-test")).with_filter(LevelFilter::INFO);
+        let layer = otel_layer(provider.tracer("sems-test")).with_filter(otel_filter(false));
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
         let logs = tracing_subscriber::fmt::layer()
             .with_test_writer()
@@ -111,6 +120,25 @@ where
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_context_activation(false)
+}
+
+/// What reaches OpenTelemetry: spans at `INFO` and above (every call's span, whose trace
+/// context each commit records, and each projector batch), and the [`DETAIL`] spans as well
+/// when they are exported.
+fn otel_filter(exporting: bool) -> Targets {
+    let filter = Targets::new().with_default(LevelFilter::INFO);
+    if exporting {
+        filter.with_target(DETAIL, LevelFilter::DEBUG)
+    } else {
+        filter
+    }
+}
+
+fn exporting(config: &TelemetryConfig) -> bool {
+    config
+        .otlp_endpoint
+        .as_deref()
+        .is_some_and(|e| !e.is_empty())
 }
 
 fn resource(config: &TelemetryConfig) -> Resource {
@@ -218,6 +246,32 @@ impl Extractor for Pairs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn detail_spans_reach_opentelemetry_only_when_exported() {
+        use tracing::Level;
+        let quiet = otel_filter(false);
+        let exported = otel_filter(true);
+        assert!(!quiet.would_enable(DETAIL, &Level::DEBUG));
+        assert!(exported.would_enable(DETAIL, &Level::DEBUG));
+        // Everything else is the same either way: call and batch spans always, no debug
+        // spans of other targets.
+        for filter in [&quiet, &exported] {
+            assert!(filter.would_enable("semsd::grpc", &Level::INFO));
+            assert!(filter.would_enable("sems_readmodel::projector", &Level::INFO));
+            assert!(!filter.would_enable("sems_eventlog::jetstream", &Level::DEBUG));
+            assert!(!filter.would_enable("h2::proto", &Level::DEBUG));
+        }
+        assert!(exporting(&TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4317".into()),
+            ..TelemetryConfig::default()
+        }));
+        assert!(!exporting(&TelemetryConfig {
+            otlp_endpoint: Some(String::new()),
+            ..TelemetryConfig::default()
+        }));
+        assert!(!exporting(&TelemetryConfig::default()));
+    }
 
     #[test]
     fn a_remote_parent_is_carried_to_children() {
