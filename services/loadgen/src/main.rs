@@ -7,10 +7,12 @@
 //!    a bare tonic round trip and PostgreSQL batched inserts (`ceilings.rs`), each also as a
 //!    share of the issue's figure, so the unary and rebuild targets can be printed scaled to
 //!    the day;
-//! 2. `unary`: `IngestAlert` from C concurrent clients — accepted alerts/s, p50/p99 latency;
+//! 2. `unary`: `IngestAlert` from C concurrent clients — accepted alerts/s, p50/p99 latency —
+//!    once with every client on one shared HTTP/2 connection and once with one connection
+//!    each, as the gRPC ceiling is measured; the faster counts;
 //! 3. `stream`: `IngestAlerts` client streams, each sending its share in calls of at most
 //!    10,000 alerts — accepted alerts/s, and the ratio to the ceiling;
-//! 4. `lag`: unary ingestion paced at half the unary rate — acknowledgement → visible in the
+//! 4. `lag`: unary ingestion paced at half the (faster) unary rate — acknowledgement → visible in the
 //!    read model (its checkpoint), p50/p99;
 //! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s,
 //!    once semsd's own projector has caught up (so one projector is measured, not two).
@@ -430,11 +432,11 @@ struct Target {
 }
 
 impl Target {
-    /// semsd, with the benchmark's alerts, one connection per client.
-    fn semsd(args: &Args) -> Self {
+    /// semsd, with the benchmark's alerts.
+    fn semsd(args: &Args, shared_connection: bool) -> Self {
         Self {
             server: args.server.clone(),
-            shared_connection: false,
+            shared_connection,
             request: alert,
         }
     }
@@ -628,7 +630,7 @@ async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Dur
         let (args, run, acks) = (args.clone(), run.to_owned(), acks.clone());
         tokio::spawn(async move {
             unary(
-                &Target::semsd(&args),
+                &Target::semsd(&args, false),
                 &run,
                 count,
                 args.concurrency,
@@ -869,36 +871,49 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     };
     let mut unary_rate = None;
     if has("unary") {
-        let run_u = format!("{run}-u");
-        let cpu = cpu::Sample::now();
-        let (u, fsyncs) = with_fsyncs(
-            &args,
-            unary(
-                &Target::semsd(&args),
-                &run_u,
-                args.alerts,
+        // Measured as the gRPC ceiling is: the 64 clients on one shared HTTP/2 connection,
+        // then each on its own; the faster counts.
+        let mut rates = Vec::new();
+        for shared in [true, false] {
+            let connections = if shared {
+                "one shared connection"
+            } else {
+                "one connection per client"
+            };
+            let cpu = cpu::Sample::now();
+            let (u, fsyncs) = with_fsyncs(
+                &args,
+                unary(
+                    &Target::semsd(&args, shared),
+                    &format!("{run}-u{}", if shared { "1" } else { "n" }),
+                    args.alerts,
+                    args.concurrency,
+                    None,
+                    None,
+                ),
+            )
+            .await?;
+            println!(
+                "unary IngestAlert, {} in flight, {connections}: {:.0} alerts/s{}, p50 {}, \
+                 p99 {}{}",
                 args.concurrency,
-                None,
-                None,
-            ),
-        )
-        .await?;
-        println!(
-            "unary IngestAlert, {} in flight: {:.0} alerts/s{}, p50 {}, p99 {}{}",
-            args.concurrency,
-            u.rate,
-            ratio(u.rate),
-            ms(u.p50),
-            ms(u.p99),
-            fsync_text(fsyncs, args.alerts)
-        );
-        print_cpu(&cpu, args.alerts, "alert");
+                u.rate,
+                ratio(u.rate),
+                ms(u.p50),
+                ms(u.p99),
+                fsync_text(fsyncs, args.alerts)
+            );
+            print_cpu(&cpu, args.alerts, "alert");
+            rates.push(u.rate);
+        }
+        let best = rates.iter().copied().fold(0.0, f64::max);
         // Unary uses every component: gRPC, the log and the read model.
         let target = if embedded { 10_000.0 } else { 15_000.0 };
-        if let Some(line) = ceilings::scaled("unary", target, &shares.all(), u.rate) {
+        println!("  unary, the faster of the two: {best:.0} alerts/s");
+        if let Some(line) = ceilings::scaled("unary", target, &shares.all(), best) {
             println!("{line}");
         }
-        unary_rate = Some(u.rate);
+        unary_rate = Some(best);
     }
     if has("stream") {
         let cpu = cpu::Sample::now();
