@@ -253,7 +253,7 @@ impl PgReadModel {
         let n = alerts.len();
         let mut c = AlertColumns::with_capacity(n);
         for a in alerts {
-            c.push(a);
+            c.push(a)?;
         }
         let set = ALERT_COLUMNS
             .iter()
@@ -263,7 +263,7 @@ impl PgReadModel {
         let sql = format!(
             "INSERT INTO alerts (alert_id, {}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
              $4::text[], $5::text[], $6::int2[], $7::text[], $8::uuid[], $9::int8[], $10::timestamptz[], \
-             $11::timestamptz[], $12::timestamptz[], $13::jsonb[], $14::jsonb[], $15::jsonb[], $16::text[], \
+             $11::timestamptz[], $12::timestamptz[], $13::json[], $14::json[], $15::json[], $16::text[], \
              $17::text[], $18::timestamptz[], $19::int8[], $20::int8[]) ON CONFLICT (alert_id) DO UPDATE SET {set}",
             ALERT_COLUMNS.join(", ")
         );
@@ -370,9 +370,10 @@ struct AlertColumns<'a> {
     first_seen_at: Vec<chrono::DateTime<chrono::Utc>>,
     last_seen_at: Vec<chrono::DateTime<chrono::Utc>>,
     received_at: Vec<chrono::DateTime<chrono::Utc>>,
-    observables: Vec<Json<&'a [sems_domain::Observable]>>,
-    labels: Vec<Json<&'a std::collections::BTreeMap<String, String>>>,
-    raw: Vec<Option<Json<&'a serde_json::Value>>>,
+    /// The three JSON columns (`json`, not `jsonb`: migration 0006) as JSON text.
+    observables: Vec<String>,
+    labels: Vec<String>,
+    raw: Vec<Option<String>>,
     dismissal_rationale: Vec<Option<&'a str>>,
     source_state: Vec<&'a str>,
     source_resolved_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
@@ -406,7 +407,7 @@ impl<'a> AlertColumns<'a> {
         }
     }
 
-    fn push(&mut self, a: &'a AlertRow) {
+    fn push(&mut self, a: &'a AlertRow) -> Result<(), AppError> {
         self.alert_id.push(a.alert_id);
         self.source.push(&a.source);
         self.source_ref.push(&a.source_ref);
@@ -419,17 +420,28 @@ impl<'a> AlertColumns<'a> {
         self.first_seen_at.push(a.first_seen_at);
         self.last_seen_at.push(a.last_seen_at);
         self.received_at.push(a.received_at);
-        self.observables.push(Json(&a.observables));
-        self.labels.push(Json(&a.labels));
+        self.observables.push(json_text(&a.observables)?);
+        self.labels.push(json_text(&a.labels)?);
         // JSON null is stored as SQL NULL, as the JSON path did.
-        self.raw.push((!a.raw.is_null()).then_some(Json(&a.raw)));
+        self.raw.push(if a.raw.is_null() {
+            None
+        } else {
+            Some(json_text(&a.raw)?)
+        });
         self.dismissal_rationale
             .push(a.dismissal_rationale.as_deref());
         self.source_state.push(&a.source_state);
         self.source_resolved_at.push(a.source_resolved_at);
         self.version.push(a.version);
         self.position.push(a.position);
+        Ok(())
     }
+}
+
+/// JSON text of a column value.
+fn json_text(value: &impl serde::Serialize) -> Result<String, AppError> {
+    serde_json::to_string(value)
+        .map_err(|e| AppError::Internal(format!("encode an alert's JSON column: {e}")))
 }
 
 fn upsert_sql(table: &str, key: &str, columns: &[&str]) -> String {
