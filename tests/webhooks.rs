@@ -350,6 +350,15 @@ async fn bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing(backend: B
             "title",
         ),
         (
+            // A NUL character anywhere in the original payload (the read model cannot hold it).
+            "/webhooks/generic",
+            json!({"source": "s", "source_ref": "r", "title": "t", "severity": "low",
+                   "raw": {"cmd": ["ok", "a\u{0}b"]}})
+            .to_string(),
+            400,
+            "raw",
+        ),
+        (
             // Resolves are checked like triggers: a dedup key with a line break…
             "/webhooks/generic",
             json!({"action": "resolve", "source": "s", "source_ref": "a\nb"}).to_string(),

@@ -114,7 +114,8 @@ pub fn dedup_key(
     Ok((source, source_ref))
 }
 
-/// A tool's original payload within [`Limits::RAW_BYTES`].
+/// A tool's original payload within [`Limits::RAW_BYTES`], with no NUL character (U+0000)
+/// in any string or key: the PostgreSQL read model cannot hold one in JSON.
 fn check_raw(raw: &serde_json::Value, field: impl FnOnce() -> String) -> Result<(), DomainError> {
     /// Counts the bytes of the JSON text without keeping them.
     struct Count(usize);
@@ -141,7 +142,36 @@ fn check_raw(raw: &serde_json::Value, field: impl FnOnce() -> String) -> Result<
             ),
         ));
     }
+    if contains_nul(raw) {
+        return Err(DomainError::invalid(
+            field(),
+            "contains a NUL character (U+0000) in a string or key",
+        ));
+    }
     Ok(())
+}
+
+/// Whether any string or object key of `value` holds U+0000 (walked without recursion, so
+/// deep nesting cannot exhaust the stack).
+pub fn contains_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(fields) => {
+                for (key, item) in fields {
+                    if key.contains('\0') {
+                        return true;
+                    }
+                    stack.push(item);
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Where an alert stands in triage.
@@ -608,6 +638,37 @@ mod tests {
         let big = serde_json::json!({"x": "y".repeat(Limits::RAW_BYTES)});
         let r = alert.decide(&AlertCommand::ResolveAtSource { raw: big }, &ctx());
         assert!(matches!(r, Err(DomainError::Invalid { field, .. }) if field == "raw"));
+    }
+
+    #[test]
+    fn a_raw_payload_holding_a_nul_character_is_refused() {
+        let alert = given(&[received(Severity::Low)]);
+        for raw in [
+            serde_json::json!({"cmd": "a\u{0}b"}),
+            serde_json::json!({"nested": [1, {"k\u{0}ey": "v"}]}),
+        ] {
+            let r = alert.decide(&AlertCommand::ResolveAtSource { raw }, &ctx());
+            assert!(
+                matches!(&r, Err(DomainError::Invalid { field, message }) if field == "raw" && message.contains("U+0000")),
+                "{r:?}"
+            );
+        }
+        // A report is checked where it enters (gRPC, webhooks), with the field's full name.
+        let mut with_nul = report(Severity::High);
+        with_nul.raw = serde_json::json!(["\u{0}"]);
+        let r = with_nul.validate("alert.");
+        assert!(
+            matches!(&r, Err(DomainError::Invalid { field, .. }) if field == "alert.raw"),
+            "{r:?}"
+        );
+        // A backslash followed by "u0000" is ordinary text.
+        let r = alert.decide(
+            &AlertCommand::ResolveAtSource {
+                raw: serde_json::json!({"cmd": "\\u0000"}),
+            },
+            &ctx(),
+        );
+        assert!(r.is_ok(), "{r:?}");
     }
 
     #[test]

@@ -29,7 +29,8 @@ use tracing_subscriber::{
 /// Target of the spans that only an exported trace shows (one per append, where a call's
 /// span already carries the trace context its commits record). They are `DEBUG` spans under
 /// this target, recorded only when an OTLP endpoint is configured: with nothing exported
-/// they are never created, so they cost nothing.
+/// (and a log filter that does not ask for them) they are never created, so they cost
+/// nothing.
 pub const DETAIL: &str = "sems::detail";
 
 /// Telemetry settings.

@@ -320,8 +320,12 @@ fn fit_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 }
 
 /// The original payload, or, when it is over [`Limits::RAW_BYTES`], its identifying part
-/// with `"truncated": true`.
-fn fit_raw(raw: Value) -> Value {
+/// with `"truncated": true`; a NUL character (which the API refuses in `raw`) replaced by
+/// U+FFFD.
+fn fit_raw(mut raw: Value) -> Value {
+    if sems_domain::alert::contains_nul(&raw) {
+        replace_nul(&mut raw);
+    }
     let fits = |v: &Value| serde_json::to_vec(v).is_ok_and(|b| b.len() <= Limits::RAW_BYTES);
     if fits(&raw) {
         return raw;
@@ -341,6 +345,28 @@ fn fit_raw(raw: Value) -> Value {
         short
     } else {
         json!({ "truncated": true })
+    }
+}
+
+/// Replaces U+0000 with U+FFFD in every string and key of `value` (without recursion).
+fn replace_nul(value: &mut Value) {
+    let fix = |s: &str| s.replace('\0', "\u{fffd}");
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => *s = fix(s),
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(fields) => {
+                if fields.keys().any(|k| k.contains('\0')) {
+                    *fields = std::mem::take(fields)
+                        .into_iter()
+                        .map(|(k, item)| (fix(&k), item))
+                        .collect();
+                }
+                stack.extend(fields.values_mut());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -895,6 +921,21 @@ mod tests {
             .err()
             .map(|p| p.text());
         assert!(err.is_some_and(|t| t.starts_with("payload.timestamp: ")));
+    }
+
+    #[test]
+    fn alertmanager_payloads_keep_their_text_with_nul_characters_replaced() {
+        let raw = json!({"receiver": "soc", "alert": {"annotations": {"cmd": "a\u{0}b"},
+                         "labels": {"k\u{0}": ["x", "\u{0}"]}, "n": 1}});
+        let fitted = fit_raw(raw);
+        assert!(!sems_domain::alert::contains_nul(&fitted));
+        assert_eq!(
+            fitted,
+            json!({"receiver": "soc", "alert": {"annotations": {"cmd": "a\u{fffd}b"},
+                   "labels": {"k\u{fffd}": ["x", "\u{fffd}"]}, "n": 1}})
+        );
+        let clean = json!({"receiver": "soc", "alert": {"status": "firing"}});
+        assert_eq!(fit_raw(clean.clone()), clean);
     }
 
     #[test]
