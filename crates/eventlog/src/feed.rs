@@ -13,7 +13,10 @@ use tracing::{info, warn};
 
 use crate::JetStreamLog;
 
-/// How long a batch waits for one more commit once it has one.
+/// How long a batch stays open for more commits once it has its first: everything ready is
+/// taken at once, and new commits join it until this long after the first. A bound on the
+/// whole batch, not on the gap between two commits: under steady traffic a gap rule would
+/// never close a batch before it is full (1,000 commits at 5,000/s is 200 ms of lag).
 const LINGER: Duration = Duration::from_millis(2);
 
 type Messages = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
@@ -139,6 +142,7 @@ impl CommitFeed for JetStreamFeed {
             Ok(None) => return Err(LogError::Unavailable("consumer stream ended".into())),
             Ok(Some(m)) => m,
         };
+        let linger_until = tokio::time::Instant::now() + LINGER;
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(item) = next {
@@ -167,11 +171,12 @@ impl CommitFeed for JetStreamFeed {
             if batch.len() >= max {
                 break;
             }
-            // Take what is ready; while commits keep arriving (catching up, bursts), linger a
-            // little so one transaction carries many of them.
+            // Take what is ready (catching up: a whole batch at once); otherwise wait for
+            // more only until the batch's linger ends, so one transaction carries what a
+            // burst brings without holding the first commit back for long.
             next = match messages.next().now_or_never() {
                 Some(item) => item,
-                None => tokio::time::timeout(LINGER, messages.next())
+                None => tokio::time::timeout_at(linger_until, messages.next())
                     .await
                     .ok()
                     .flatten(),

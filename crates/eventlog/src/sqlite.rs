@@ -41,7 +41,9 @@ const LOOKUP_CHUNK: usize = 300;
 /// Largest commit accepted: nats-server's default `max_payload` (1 MiB).
 pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
 
-/// How long a projector's batch waits for the next group commit once it has one.
+/// How long a projector's batch stays open for later group commits once it has its first
+/// commits: a bound on the whole batch, not on the gap between two group commits (under
+/// steady load a gap rule would keep a batch open until it is full).
 const LINGER: Duration = Duration::from_millis(2);
 
 /// Where and how the embedded log lives.
@@ -641,6 +643,7 @@ impl CommitFeed for SqliteFeed {
 
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<FedCommit>, LogError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let mut linger_until = None;
         let mut batch = Vec::new();
         loop {
             // Mark the current head seen before reading, so a commit landing after the read
@@ -664,9 +667,13 @@ impl CommitFeed for SqliteFeed {
             } else if got == 0 {
                 break;
             } else {
-                // Catching up or under load: linger for the next group commit so one
-                // transaction carries many of them.
-                now + LINGER
+                // Catching up or under load: linger for later group commits so one
+                // transaction carries many of them, until LINGER after the batch's first.
+                let until = *linger_until.get_or_insert(now + LINGER);
+                if now >= until {
+                    break;
+                }
+                until
             };
             if tokio::time::timeout_at(until, self.commits.changed())
                 .await

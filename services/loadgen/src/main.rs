@@ -614,16 +614,22 @@ impl Positions {
             }
         }
     }
+
+    /// Waits until the read model's checkpoint covers the log's last commit.
+    async fn caught_up(&self) -> anyhow::Result<()> {
+        let last = self.last().await?;
+        while self.checkpoint().await? < last {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
 }
 
 /// Paced ingestion at `rate`, measuring acknowledgement → read-model checkpoint.
 async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<(Duration, Duration, usize)> {
     let positions = Positions::open(args).await?;
     // Start from a caught-up read model, so the figure is the lag, not an earlier backlog.
-    let last = positions.last().await?;
-    while positions.checkpoint().await? < last {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    positions.caught_up().await?;
     let acks: Acks = Arc::default();
     let count = (rate * 10.0) as usize; // ten seconds of traffic
     let load = {
@@ -874,7 +880,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         // Measured as the gRPC ceiling is: the 64 clients on one shared HTTP/2 connection,
         // then each on its own; the faster counts.
         let mut rates = Vec::new();
+        let positions = Positions::open(&args).await?;
         for shared in [true, false] {
+            // Each mode starts on a read model that has caught up with the one before.
+            positions.caught_up().await?;
             let connections = if shared {
                 "one shared connection"
             } else {
