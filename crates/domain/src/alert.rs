@@ -174,6 +174,39 @@ pub fn contains_nul(value: &serde_json::Value) -> bool {
     false
 }
 
+/// Replaces U+0000 with U+FFFD in every string and object key of `value` (without
+/// recursion). A key that would then collide with another gets more U+FFFD until it does
+/// not, so no field is lost.
+pub fn replace_nul(value: &mut serde_json::Value) {
+    use serde_json::{Map, Value};
+    let fix = |s: &str| s.replace('\0', "\u{fffd}");
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => *s = fix(s),
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(fields) => {
+                if fields.keys().any(|k| k.contains('\0')) {
+                    let old = std::mem::take(fields);
+                    let (renamed, kept): (Vec<_>, Vec<_>) =
+                        old.into_iter().partition(|(k, _)| k.contains('\0'));
+                    let mut new: Map<String, Value> = kept.into_iter().collect();
+                    for (key, item) in renamed {
+                        let mut key = fix(&key);
+                        while new.contains_key(&key) {
+                            key.push('\u{fffd}');
+                        }
+                        new.insert(key, item);
+                    }
+                    *fields = new;
+                }
+                stack.extend(fields.values_mut());
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Where an alert stands in triage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlertStatus {
@@ -669,6 +702,21 @@ mod tests {
             &ctx(),
         );
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_without_losing_a_field() {
+        let mut raw = serde_json::json!({
+            "k\u{0}": 1, "k\u{fffd}": 2, "deep": [{"a": "x\u{0}y"}], "n": null
+        });
+        replace_nul(&mut raw);
+        assert!(!contains_nul(&raw));
+        assert_eq!(
+            raw,
+            serde_json::json!({
+                "k\u{fffd}\u{fffd}": 1, "k\u{fffd}": 2, "deep": [{"a": "x\u{fffd}y"}], "n": null
+            })
+        );
     }
 
     #[test]

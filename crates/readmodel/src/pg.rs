@@ -422,9 +422,15 @@ impl<'a> AlertColumns<'a> {
         self.received_at.push(a.received_at);
         self.observables.push(json_text(&a.observables)?);
         self.labels.push(json_text(&a.labels)?);
-        // JSON null is stored as SQL NULL, as the JSON path did.
+        // JSON null is stored as SQL NULL, as the JSON path did. A NUL character (refused
+        // since, but possibly in commits of earlier versions) is shown as U+FFFD: PostgreSQL
+        // cannot read it back out of a `json` column as part of the row.
         self.raw.push(if a.raw.is_null() {
             None
+        } else if sems_domain::alert::contains_nul(&a.raw) {
+            let mut raw = a.raw.clone();
+            sems_domain::alert::replace_nul(&mut raw);
+            Some(json_text(&raw)?)
         } else {
             Some(json_text(&a.raw)?)
         });

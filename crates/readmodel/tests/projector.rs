@@ -20,6 +20,7 @@ on_both_stores!(
     only_one_projector_instance_writes,
     a_gap_in_delivered_commits_is_refused_and_applies_nothing,
     alert_rows_keep_every_character_and_value,
+    a_nul_character_in_an_earlier_commit_is_shown_not_fatal,
 );
 
 struct World {
@@ -335,4 +336,58 @@ async fn stored_alerts(model: &TestReadModel) -> Vec<sems_readmodel::AlertRow> {
         ..AlertQuery::default()
     };
     model.list_alerts(&query).await.unwrap().items
+}
+
+/// Commits of versions that accepted U+0000 in an alert's raw payload (refused since) are
+/// projected with it shown as U+FFFD, and the row reads back on both stores (PostgreSQL
+/// cannot turn a NUL in a `json` column into the row's JSON).
+async fn a_nul_character_in_an_earlier_commit_is_shown_not_fatal(backend: Backend) {
+    let w = world(backend).await;
+    let report = AlertReport {
+        source: "edr".into(),
+        source_ref: "case-nul".into(),
+        title: "Legacy".into(),
+        description: String::new(),
+        severity: Severity::Low,
+        occurred_at: Utc::now().trunc_subsecs(6),
+        observables: vec![],
+        labels: BTreeMap::new(),
+        raw: serde_json::json!({"cmd": "nul-here"}),
+    };
+    let ingested = w
+        .sems
+        .ingest_alert(report, CommandMeta::default())
+        .await
+        .unwrap();
+    let commit = w
+        .log
+        .port()
+        .read_aggregate("alert", ingested.alert_id)
+        .await
+        .unwrap()
+        .remove(0);
+    // The same commit as an earlier version would have written it, with a NUL in `raw`.
+    let text = String::from_utf8(commit.bytes.clone()).unwrap();
+    assert!(text.contains(r#""cmd":"nul-here""#), "{text}");
+    let legacy = sems_app::StoredCommit {
+        position: commit.position,
+        bytes: text
+            .replace(r#""cmd":"nul-here""#, r#""cmd":"nul\u0000here""#)
+            .into_bytes(),
+    };
+    let decoded = ProjectedCommit::decode(&legacy).unwrap();
+    let model = store(&w, "sems_nul").await;
+    model
+        .store()
+        .apply_batch(std::slice::from_ref(&decoded))
+        .await
+        .unwrap();
+    let stored = stored_alerts(&model).await;
+    assert_eq!(stored.len(), 1);
+    let cmd = stored[0].raw["cmd"].as_str().unwrap();
+    match backend {
+        // PostgreSQL shows it as U+FFFD; the embedded store keeps JSON text as it is.
+        Backend::JetStream => assert_eq!(cmd, "nul\u{fffd}here"),
+        Backend::Embedded => assert_eq!(cmd, "nul\u{0}here"),
+    }
 }

@@ -615,13 +615,24 @@ impl Positions {
         }
     }
 
-    /// Waits until the read model's checkpoint covers the log's last commit.
+    /// Waits until the read model's checkpoint covers the log's last commit (at most ten
+    /// minutes: a read model that does not move means no projector is running).
     async fn caught_up(&self) -> anyhow::Result<()> {
         let last = self.last().await?;
-        while self.checkpoint().await? < last {
+        let give_up = Instant::now() + Duration::from_secs(600);
+        loop {
+            let checkpoint = self.checkpoint().await?;
+            if checkpoint >= last {
+                return Ok(());
+            }
+            if Instant::now() > give_up {
+                anyhow::bail!(
+                    "the read model stayed at position {checkpoint} of {last} for ten minutes: \
+                     is semsd's projector running?"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 }
 

@@ -324,7 +324,7 @@ fn fit_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
 /// U+FFFD.
 fn fit_raw(mut raw: Value) -> Value {
     if sems_domain::alert::contains_nul(&raw) {
-        replace_nul(&mut raw);
+        sems_domain::alert::replace_nul(&mut raw);
     }
     let fits = |v: &Value| serde_json::to_vec(v).is_ok_and(|b| b.len() <= Limits::RAW_BYTES);
     if fits(&raw) {
@@ -345,28 +345,6 @@ fn fit_raw(mut raw: Value) -> Value {
         short
     } else {
         json!({ "truncated": true })
-    }
-}
-
-/// Replaces U+0000 with U+FFFD in every string and key of `value` (without recursion).
-fn replace_nul(value: &mut Value) {
-    let fix = |s: &str| s.replace('\0', "\u{fffd}");
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) if s.contains('\0') => *s = fix(s),
-            Value::Array(items) => stack.extend(items.iter_mut()),
-            Value::Object(fields) => {
-                if fields.keys().any(|k| k.contains('\0')) {
-                    *fields = std::mem::take(fields)
-                        .into_iter()
-                        .map(|(k, item)| (fix(&k), item))
-                        .collect();
-                }
-                stack.extend(fields.values_mut());
-            }
-            _ => {}
-        }
     }
 }
 
