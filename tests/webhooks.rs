@@ -398,6 +398,14 @@ async fn bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing(backend: B
             "event_action",
         ),
         (json!({"event_action": "trigger"}), "routing_key"),
+        (
+            {
+                let mut nul = pd_trigger();
+                nul["links"] = json!([{"href": "https://example.org", "text": "a\u{0}b"}]);
+                nul
+            },
+            "links[0].text",
+        ),
     ] {
         let r = s.post("/v2/enqueue", &event.to_string(), &[]).await;
         assert_eq!(r.status, 400, "{event}: {}", r.body);

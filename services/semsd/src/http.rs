@@ -618,6 +618,41 @@ async fn pagerduty(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -
     .await
 }
 
+/// The path (`payload.custom_details.cmd`, `links[0].href`) of the first string or key
+/// holding U+0000 in `value`, if any.
+fn nul_path(value: &Value) -> Option<String> {
+    if !sems_domain::alert::contains_nul(value) {
+        return None;
+    }
+    let mut stack = vec![(value, String::new())];
+    while let Some((v, path)) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return Some(path),
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (item, format!("{path}[{i}]"))),
+            ),
+            Value::Object(fields) => {
+                for (key, item) in fields {
+                    let at = if path.is_empty() {
+                        key.escape_debug().to_string()
+                    } else {
+                        format!("{path}.{}", key.escape_debug())
+                    };
+                    if key.contains('\0') {
+                        return Some(at);
+                    }
+                    stack.push((item, at));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A problem naming the PagerDuty field behind ours.
 fn pd_problem(e: AppError) -> Problem {
     match e {
@@ -661,6 +696,11 @@ async fn pagerduty_inner(w: &Webhooks, e: PdEvent) -> Result<String, Problem> {
         "links": e.links,
         "images": e.images,
     });
+    // The original event is kept as the alert's raw payload, where U+0000 is refused: name
+    // the PagerDuty field that holds it rather than the one raw payload.
+    if let Some(path) = nul_path(&raw) {
+        return Err(Problem::bad(path, "contains a NUL character (U+0000)"));
+    }
     match e.event_action.as_str() {
         "trigger" => {
             let Some(p) = &e.payload else {
@@ -914,6 +954,23 @@ mod tests {
         );
         let clean = json!({"receiver": "soc", "alert": {"status": "firing"}});
         assert_eq!(fit_raw(clean.clone()), clean);
+    }
+
+    #[test]
+    fn the_path_of_a_nul_character_is_named() {
+        assert_eq!(nul_path(&json!({"a": ["x", "y"]})), None);
+        assert_eq!(
+            nul_path(&json!({"payload": {"custom_details": {"cmd": "a\u{0}"}}})).as_deref(),
+            Some("payload.custom_details.cmd")
+        );
+        assert_eq!(
+            nul_path(&json!({"links": [{"href": "ok"}, {"href": "b\u{0}"}]})).as_deref(),
+            Some("links[1].href")
+        );
+        assert_eq!(
+            nul_path(&json!({"client": {"k\u{0}": 1}})).as_deref(),
+            Some("client.k\\0")
+        );
     }
 
     #[test]
