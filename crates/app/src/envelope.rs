@@ -98,7 +98,16 @@ pub fn decode_events<E: DomainEvent>(envelope: &Envelope) -> Result<Vec<E>, LogE
 
 /// SHA-256 of `bytes` as 64 lowercase hex characters.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    // Digit by digit into a string of the final size: `hex::encode` collects it one `char`
+    // at a time through an iterator, which a profile of ingestion showed costing a third as
+    // much as the hash itself.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(bytes) {
+        hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    hex
 }
 
 /// Checks that the commits of one aggregate, in stream order, form an unbroken hash chain
@@ -116,4 +125,22 @@ pub fn verify_chain(commits: &[StoredCommit]) -> Result<String, LogError> {
         expected = sha256_hex(&c.bytes);
     }
     Ok(expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_matches_the_published_test_vectors() {
+        // FIPS 180-2, appendix B.1, and the hash of no bytes.
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }

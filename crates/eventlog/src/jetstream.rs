@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_nats::{
-    HeaderMap,
+    HeaderMap, HeaderName,
     jetstream::{
         self, Context,
         context::PublishErrorKind,
@@ -288,18 +288,30 @@ impl EventLog for JetStreamLog {
         let aggregate = commit.aggregate_type;
         let started = std::time::Instant::now();
         let result = async {
-            let event_types = commit.event_types.join(",");
-            let correlation = commit.correlation_id.to_string();
-            // Built for each attempt (a retry is rare) rather than cloned for every publish.
+            // Built for each attempt (a retry is rare) rather than cloned for every publish;
+            // static names and owned values, so building them copies no name and no string
+            // twice.
             let headers = || {
                 let mut headers = HeaderMap::new();
-                headers.insert(EVENT_TYPE_HEADER, event_types.as_str());
-                headers.insert(AGGREGATE_TYPE_HEADER, commit.aggregate_type);
-                headers.insert(CORRELATION_HEADER, correlation.as_str());
+                headers.insert(
+                    HeaderName::from_static(EVENT_TYPE_HEADER),
+                    commit.event_types.join(","),
+                );
+                headers.insert(
+                    HeaderName::from_static(AGGREGATE_TYPE_HEADER),
+                    commit.aggregate_type,
+                );
+                headers.insert(
+                    HeaderName::from_static(CORRELATION_HEADER),
+                    commit.correlation_id.to_string(),
+                );
                 if let Some(tc) = &commit.trace_context {
-                    headers.insert("traceparent", tc.traceparent.as_str());
+                    headers.insert(
+                        HeaderName::from_static("traceparent"),
+                        tc.traceparent.as_str(),
+                    );
                     if let Some(ts) = &tc.tracestate {
-                        headers.insert("tracestate", ts.as_str());
+                        headers.insert(HeaderName::from_static("tracestate"), ts.as_str());
                     }
                 }
                 headers

@@ -8,6 +8,7 @@
 
 pub mod cmc;
 mod cmc_sql;
+mod nodelay;
 mod pg;
 pub mod projection;
 mod projector;

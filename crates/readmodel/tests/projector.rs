@@ -288,6 +288,20 @@ async fn alert_rows_keep_every_character_and_value(backend: Backend) {
         .await
         .unwrap();
     caught_up(&w, &live).await;
+    // The new row went in through the leader's connection (by `COPY` on PostgreSQL): it
+    // equals the projection of its one commit.
+    let opening = w
+        .log
+        .port()
+        .read_aggregate("alert", first.alert_id)
+        .await
+        .unwrap();
+    let mut created = projection::Rows::default();
+    projection::apply(&mut created, &ProjectedCommit::decode(&opening[0]).unwrap()).unwrap();
+    assert_eq!(
+        stored_alerts(&live).await,
+        vec![created.alerts[&first.alert_id].clone()]
+    );
     // A repeat, in a later batch: the existing row is updated rather than created.
     w.sems
         .ingest_alert(report, CommandMeta::default())
