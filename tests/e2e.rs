@@ -627,7 +627,7 @@ async fn an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_s
         raw: serde_json::Value::Null,
     };
     let ingest = AlertCommand::Ingest {
-        report,
+        report: report.into(),
         incident_threshold: Severity::High,
         new_incident_id: incident_id,
     };

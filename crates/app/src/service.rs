@@ -117,7 +117,7 @@ impl Sems {
         let command = AlertCommand::Ingest {
             incident_threshold: self.incident_threshold,
             new_incident_id: Uuid::new_v5(&INCIDENT_NS, alert_id.as_bytes()),
-            report,
+            report: Arc::new(report),
         };
         let meta = CommandMeta {
             assume_new: true,

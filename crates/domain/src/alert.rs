@@ -12,7 +12,7 @@
 //! repeat after dismissal is recorded (nothing a tool reports is dropped) but does not reopen
 //! triage.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -50,9 +50,14 @@ impl AlertReport {
         // Field names are made only for the error: this runs for every alert ingested.
         let f = |name: &str| format!("{prefix}{name}");
         (self.source, self.source_ref) = dedup_key(&self.source, &self.source_ref, prefix)?;
-        self.title = Text::required_as(|| f("title"), &self.title, Limits::TITLE)?;
-        self.description =
-            Text::optional_as(|| f("description"), &self.description, Limits::DESCRIPTION)?;
+        // The report's own strings are checked in place: copied only when trimmed.
+        let take = std::mem::take;
+        self.title = Text::required_owned(|| f("title"), take(&mut self.title), Limits::TITLE)?;
+        self.description = Text::optional_owned(
+            || f("description"),
+            take(&mut self.description),
+            Limits::DESCRIPTION,
+        )?;
         if self.observables.len() > Limits::OBSERVABLES {
             return Err(DomainError::invalid(
                 f("observables"),
@@ -64,14 +69,14 @@ impl AlertReport {
             ));
         }
         for (i, o) in self.observables.iter_mut().enumerate() {
-            o.kind = Text::required_as(
+            o.kind = Text::required_owned(
                 || f(&format!("observables[{i}].type")),
-                &o.kind,
+                take(&mut o.kind),
                 Limits::OBSERVABLE_TYPE,
             )?;
-            o.value = Text::required_as(
+            o.value = Text::required_owned(
                 || f(&format!("observables[{i}].value")),
-                &o.value,
+                take(&mut o.value),
                 Limits::OBSERVABLE_VALUE,
             )?;
         }
@@ -86,8 +91,8 @@ impl AlertReport {
             ));
         }
         for (k, v) in &self.labels {
-            Text::required_as(|| f("labels.key"), k, Limits::LABEL_KEY)?;
-            Text::optional_as(|| f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE)?;
+            Text::checked(|| f("labels.key"), k, Limits::LABEL_KEY, true)?;
+            Text::checked(|| f(&format!("labels[{k}]")), v, Limits::LABEL_VALUE, false)?;
         }
         check_raw(&self.raw, || f("raw"))?;
         Ok(self)
@@ -236,8 +241,9 @@ pub enum AlertCommand {
     /// A SOC tool reports an alert (new or repeated). When its severity reaches
     /// `incident_threshold` and it is untriaged, it is promoted to `new_incident_id`.
     Ingest {
-        /// The report.
-        report: AlertReport,
+        /// The report, shared with the event that records it: an alert's first report
+        /// becomes its `AlertReceived` event without being copied.
+        report: Arc<AlertReport>,
         /// Severity at or above which an alert opens an incident.
         incident_threshold: Severity,
         /// The incident to open if this report promotes the alert.
@@ -270,7 +276,7 @@ pub enum AlertCommand {
 #[serde(tag = "type", content = "payload")]
 pub enum AlertEvent {
     /// First report of a dedup key.
-    AlertReceived(AlertReport),
+    AlertReceived(Arc<AlertReport>),
     /// A further report of the same dedup key.
     AlertRepeated {
         /// Severity of this report.
@@ -376,7 +382,7 @@ impl Aggregate for Alert {
                 let mut events = Vec::with_capacity(2);
                 let untriaged = match state {
                     None => {
-                        events.push(AlertEvent::AlertReceived(report.clone()));
+                        events.push(AlertEvent::AlertReceived(Arc::clone(report)));
                         true
                     }
                     Some(s) => {
@@ -522,7 +528,7 @@ mod tests {
 
     fn ingest(severity: Severity) -> AlertCommand {
         AlertCommand::Ingest {
-            report: report(severity),
+            report: Arc::new(report(severity)),
             incident_threshold: Severity::High,
             new_incident_id: incident(),
         }
@@ -537,7 +543,31 @@ mod tests {
     }
 
     fn received(severity: Severity) -> AlertEvent {
-        AlertEvent::AlertReceived(report(severity))
+        AlertEvent::AlertReceived(Arc::new(report(severity)))
+    }
+
+    #[test]
+    fn validation_trims_text_and_keeps_what_needs_no_trimming() {
+        let mut r = report(Severity::Low);
+        r.title = "  ET EXPLOIT possible Log4j \n".into();
+        r.description = "\tseen on the edge\t".into();
+        r.observables[0].value = " 203.0.113.7".into();
+        r.labels.insert("site".into(), "  ams ".into());
+        let v = r.validate("alert.").unwrap();
+        assert_eq!(v.title, "ET EXPLOIT possible Log4j");
+        assert_eq!(v.description, "seen on the edge");
+        assert_eq!(v.observables[0].kind, "ip");
+        assert_eq!(v.observables[0].value, "203.0.113.7");
+        // Label values are checked, not rewritten.
+        assert_eq!(v.labels["site"], "  ams ");
+
+        let mut blank = report(Severity::Low);
+        blank.observables[0].kind = " \t ".into();
+        let r = blank.validate("alert.");
+        assert!(
+            matches!(&r, Err(DomainError::Invalid { field, .. }) if field == "alert.observables[0].type"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -857,7 +887,7 @@ mod tests {
         assert!(AlertEvent::from_payload("AlertPromoted", 2, &payload).is_err());
         assert!(AlertEvent::from_payload("Alert\"Promoted", 1, &payload).is_err());
         // Every variant survives the round trip, the report with its raw payload included.
-        let r = AlertEvent::AlertReceived(report(Severity::High));
+        let r = AlertEvent::AlertReceived(Arc::new(report(Severity::High)));
         assert_eq!(
             AlertEvent::from_payload("AlertReceived", 1, &r.to_payload().unwrap()).unwrap(),
             r

@@ -76,10 +76,7 @@ impl Text {
         value: &str,
         max: usize,
     ) -> Result<String, DomainError> {
-        if value.trim().is_empty() {
-            return Err(DomainError::invalid(field(), "is required"));
-        }
-        Self::optional_as(field, value, max)
+        Self::checked(field, value, max, true).map(str::to_owned)
     }
 
     /// [`Text::optional`] with the field's name made only when the value is refused.
@@ -88,7 +85,53 @@ impl Text {
         value: &str,
         max: usize,
     ) -> Result<String, DomainError> {
+        Self::checked(field, value, max, false).map(str::to_owned)
+    }
+
+    /// [`Text::required_as`] of a value the caller owns: kept as it is when there is nothing
+    /// to trim, so checking it copies nothing.
+    pub fn required_owned(
+        field: impl FnOnce() -> String,
+        value: String,
+        max: usize,
+    ) -> Result<String, DomainError> {
+        Self::owned(field, value, max, true)
+    }
+
+    /// [`Text::optional_as`] of a value the caller owns, as [`Text::required_owned`].
+    pub fn optional_owned(
+        field: impl FnOnce() -> String,
+        value: String,
+        max: usize,
+    ) -> Result<String, DomainError> {
+        Self::owned(field, value, max, false)
+    }
+
+    fn owned(
+        field: impl FnOnce() -> String,
+        value: String,
+        max: usize,
+        required: bool,
+    ) -> Result<String, DomainError> {
+        let trimmed = Self::checked(field, &value, max, required)?;
+        Ok(if trimmed.len() == value.len() {
+            value
+        } else {
+            trimmed.to_owned()
+        })
+    }
+
+    /// The checks of every variant above, on the trimmed value, which it returns.
+    pub fn checked(
+        field: impl FnOnce() -> String,
+        value: &str,
+        max: usize,
+        required: bool,
+    ) -> Result<&str, DomainError> {
         let value = value.trim();
+        if required && value.is_empty() {
+            return Err(DomainError::invalid(field(), "is required"));
+        }
         let len = value.chars().count();
         if len > max {
             return Err(DomainError::invalid(
@@ -102,7 +145,7 @@ impl Text {
         {
             return Err(DomainError::invalid(field(), "contains control characters"));
         }
-        Ok(value.to_owned())
+        Ok(value)
     }
 }
 

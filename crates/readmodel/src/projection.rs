@@ -646,7 +646,7 @@ mod tests {
     #[test]
     fn alert_rows_count_repeats_and_follow_triage() {
         let rows = project(&[
-            alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
+            alert(1, 1, vec![AlertEvent::AlertReceived(report().into())]),
             alert(
                 2,
                 2,
@@ -682,7 +682,7 @@ mod tests {
     fn alert_rows_follow_the_source_resolving_and_firing_again() {
         let raw = serde_json::json!({"status": "resolved"});
         let rows = project(&[
-            alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
+            alert(1, 1, vec![AlertEvent::AlertReceived(report().into())]),
             alert(
                 2,
                 2,
@@ -694,7 +694,7 @@ mod tests {
             "acknowledged"
         );
         let rows = project(&[
-            alert(1, 1, vec![AlertEvent::AlertReceived(report())]),
+            alert(1, 1, vec![AlertEvent::AlertReceived(report().into())]),
             alert(2, 2, vec![AlertEvent::AlertResolvedAtSource { raw }]),
         ]);
         let a = &rows.alerts[&Uuid::from_u128(2)];
