@@ -687,7 +687,9 @@ struct Writer {
 /// Whether a connection just made with `options` may `COPY`: with Nagle's algorithm on, each
 /// `COPY` would wait ~40 ms for PostgreSQL's delayed acknowledgement (`nodelay.rs`).
 fn copy_ready(options: &PgConnectOptions) -> bool {
-    if options.get_socket().is_some() {
+    // A Unix socket (given as `socket`, or as a host that is a directory, which is also what
+    // sqlx picks when no host is given and a local socket exists) has no Nagle delay.
+    if options.get_socket().is_some() || options.get_host().starts_with('/') {
         return true;
     }
     match crate::nodelay::set_for_peer_port(options.get_port()) {
