@@ -224,11 +224,14 @@ impl SqliteReadModel {
         Ok(out)
     }
 
+    /// Writes the batch's rows. Every statement is `INSERT OR FAIL`: with the default `ABORT`
+    /// SQLite keeps a statement journal (a copy of each page a multi-row statement touches);
+    /// any failure here fails the batch, whose transaction is rolled back as a whole.
     async fn write_rows(conn: &mut SqliteConnection, rows: &Rows) -> Result<(), AppError> {
         let incidents: Vec<&IncidentRow> = rows.incidents.values().collect();
         for chunk in incidents.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO incidents (incident_id, status, level, severity, priority, opened_at, \
+                "INSERT OR FAIL INTO incidents (incident_id, status, level, severity, priority, opened_at, \
                  updated_at, title, description, doc) ",
             );
             let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
@@ -258,7 +261,7 @@ impl SqliteReadModel {
         let alerts: Vec<&AlertRow> = rows.alerts.values().collect();
         for chunk in alerts.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO alerts (alert_id, incident_id, status, received_at, doc) ",
+                "INSERT OR FAIL INTO alerts (alert_id, incident_id, status, received_at, doc) ",
             );
             let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
             q.push_values(chunk.iter().zip(docs), |mut row, (a, doc)| {
@@ -279,7 +282,7 @@ impl SqliteReadModel {
         }
         for chunk in rows.pending.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO incident_openings_pending (incident_id, alert_id, promoted_at) ",
+                "INSERT OR FAIL INTO incident_openings_pending (incident_id, alert_id, promoted_at) ",
             );
             q.push_values(chunk, |mut row, p| {
                 row.push_bind(p.incident_id.to_string())
@@ -302,8 +305,9 @@ impl SqliteReadModel {
             .map_err(unavailable("settle pending openings"))?;
         }
         for chunk in rows.notes.chunks(CHUNK) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO incident_notes (position, seq, incident_id, doc) ");
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR FAIL INTO incident_notes (position, seq, incident_id, doc) ",
+            );
             let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
             q.push_values(chunk.iter().zip(docs), |mut row, (n, doc)| {
                 row.push_bind(n.position)
