@@ -71,10 +71,94 @@ pub struct EnvelopeEvent {
     pub payload: Box<RawValue>,
 }
 
+/// An event of a commit being made: its envelope fields, and its payload as the JSON text
+/// the domain serialized, written into the envelope as it is instead of being parsed again
+/// into a [`RawValue`] and copied.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    event_id: Uuid,
+    event_type: &'static str,
+    schema_version: u32,
+    occurred_at: DateTime<Utc>,
+    late_reason: Option<String>,
+    payload: String,
+}
+
+/// [`EnvelopeEvent`] without its payload, serialized the same way, field for field.
+#[derive(Serialize)]
+struct EventHead<'a> {
+    event_id: Uuid,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    schema_version: u32,
+    occurred_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    late_reason: Option<&'a str>,
+}
+
+impl NewEvent {
+    /// `event`, serialized, with a fresh UUIDv7 id.
+    pub fn new<E: DomainEvent>(
+        event: &E,
+        occurred_at: DateTime<Utc>,
+        late_reason: Option<String>,
+    ) -> Result<Self, sems_domain::DomainError> {
+        Ok(Self {
+            event_id: Uuid::now_v7(),
+            event_type: event.event_type(),
+            schema_version: event.schema_version(),
+            occurred_at,
+            late_reason,
+            payload: event.payload_json()?,
+        })
+    }
+}
+
 impl Envelope {
     /// The stored bytes.
     pub fn encode(&self) -> Result<Vec<u8>, LogError> {
         serde_json::to_vec(self).map_err(|e| LogError::Internal(format!("encode envelope: {e}")))
+    }
+
+    /// The stored bytes of this envelope with `events` as its events (its own `events` must
+    /// be empty): the same bytes [`Envelope::encode`] gives for the same events, written
+    /// with each payload spliced in as serialized. `events` is the last field of the
+    /// envelope and `payload` the last of an event, which is what makes the splice exact.
+    pub fn encode_new(&self, events: &[NewEvent]) -> Result<Vec<u8>, LogError> {
+        let fail = |what: &str| LogError::Internal(format!("encode envelope: {what}"));
+        if !self.events.is_empty() {
+            return Err(fail("events given twice"));
+        }
+        let mut out = Vec::with_capacity(
+            512 + events
+                .iter()
+                .map(|e| 160 + e.payload.len() + e.late_reason.as_ref().map_or(0, String::len))
+                .sum::<usize>(),
+        );
+        serde_json::to_writer(&mut out, self).map_err(|e| fail(&e.to_string()))?;
+        if !out.ends_with(b"\"events\":[]}") {
+            return Err(fail("events are not the envelope's last field"));
+        }
+        out.truncate(out.len() - 2);
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let head = EventHead {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                schema_version: e.schema_version,
+                occurred_at: e.occurred_at,
+                late_reason: e.late_reason.as_deref(),
+            };
+            serde_json::to_writer(&mut out, &head).map_err(|e| fail(&e.to_string()))?;
+            out.pop();
+            out.extend_from_slice(b",\"payload\":");
+            out.extend_from_slice(e.payload.as_bytes());
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
     }
 
     /// Parses stored bytes.
@@ -129,7 +213,115 @@ pub fn verify_chain(commits: &[StoredCommit]) -> Result<String, LogError> {
 
 #[cfg(test)]
 mod tests {
+    use std::{collections::BTreeMap, sync::Arc};
+
+    use sems_domain::{
+        Level, Priority, Severity,
+        alert::{AlertEvent, AlertReport},
+        incident::IncidentEvent,
+    };
+
     use super::*;
+
+    fn head(trace: bool) -> Envelope {
+        Envelope {
+            commit_id: Uuid::now_v7(),
+            aggregate_type: "incident".into(),
+            aggregate_id: Uuid::now_v7(),
+            aggregate_version: 3,
+            recorded_at: Utc::now(),
+            actor: "ana \"the analyst\" ünïcode".into(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: trace.then(Uuid::now_v7),
+            trace_context: trace.then(|| TraceContext {
+                traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                tracestate: Some("congo=t61rcWkgMzE".into()),
+            }),
+            prev_hash: GENESIS_HASH.into(),
+            events: vec![],
+        }
+    }
+
+    /// The spliced encoding is byte for byte what serde writes for the same envelope with
+    /// its payloads as parsed values, and decodes back to the same events.
+    fn spliced_equals_serde<E: DomainEvent + PartialEq + std::fmt::Debug>(
+        events: &[E],
+        late: Option<&str>,
+        trace: bool,
+    ) {
+        let at = Utc::now();
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| NewEvent::new(e, at, late.map(str::to_owned)).unwrap())
+            .collect();
+        let head = head(trace);
+        let spliced = head.encode_new(&new).unwrap();
+        let whole = Envelope {
+            events: new
+                .iter()
+                .map(|n| EnvelopeEvent {
+                    event_id: n.event_id,
+                    event_type: n.event_type.into(),
+                    schema_version: n.schema_version,
+                    occurred_at: n.occurred_at,
+                    late_reason: n.late_reason.clone(),
+                    payload: RawValue::from_string(n.payload.clone()).unwrap(),
+                })
+                .collect(),
+            ..head
+        };
+        assert_eq!(
+            String::from_utf8(spliced.clone()).unwrap(),
+            String::from_utf8(whole.encode().unwrap()).unwrap()
+        );
+        let decoded = Envelope::decode(&spliced).unwrap();
+        assert_eq!(decode_events::<E>(&decoded).unwrap(), events);
+    }
+
+    #[test]
+    fn a_new_commit_encodes_exactly_as_serde_would() {
+        let report = AlertReport {
+            source: "edr".into(),
+            source_ref: "ref-\u{1F600}\"quoted\"".into(),
+            title: "Suspicious PowerShell".into(),
+            description: "line one\nline two\t\\".into(),
+            severity: Severity::High,
+            occurred_at: Utc::now(),
+            observables: vec![],
+            labels: BTreeMap::from([("env".into(), "prod".into())]),
+            raw: serde_json::json!({"nested": {"a": [1, 2.5, null, "x"]}}),
+        };
+        let alert = [AlertEvent::AlertReceived(Arc::new(report))];
+        spliced_equals_serde(&alert, None, false);
+        spliced_equals_serde(&alert, Some("reported late: \"outage\""), true);
+        let incident = [
+            IncidentEvent::IncidentOpened {
+                title: "Credential stuffing".into(),
+                description: String::new(),
+                severity: Severity::High,
+                priority: Priority::default_for(Severity::High),
+                level: Level::Operational,
+                alert_ids: vec![Uuid::now_v7(), Uuid::now_v7()],
+                opened_by: "ana".into(),
+            },
+            IncidentEvent::IncidentAcknowledged {
+                acknowledged_by: "bo".into(),
+            },
+        ];
+        spliced_equals_serde(&incident, None, true);
+        spliced_equals_serde(&incident[1..], Some("late"), false);
+        spliced_equals_serde::<IncidentEvent>(&[], None, false);
+
+        let mut given_twice = head(false);
+        given_twice.events = Envelope::decode(
+            &head(false)
+                .encode_new(&[NewEvent::new(&incident[1], Utc::now(), None).unwrap()])
+                .unwrap(),
+        )
+        .unwrap()
+        .events;
+        assert!(given_twice.encode_new(&[]).is_err());
+    }
 
     #[test]
     fn sha256_hex_matches_the_published_test_vectors() {

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::{
-    AppError, Clock, Envelope, EnvelopeEvent, EventLog, GENESIS_HASH, LogError, PendingCommit,
+    AppError, Clock, Envelope, EventLog, GENESIS_HASH, LogError, NewEvent, PendingCommit,
     StoredCommit, TraceContext, decode_events, sha256_hex,
 };
 
@@ -278,21 +278,13 @@ impl CommandHandler {
                 causation_id: meta.causation_id,
                 trace_context: meta.trace_context.clone(),
                 prev_hash: loaded.last_hash.clone(),
-                events: events
-                    .iter()
-                    .map(|e| {
-                        Ok(EnvelopeEvent {
-                            event_id: Uuid::now_v7(),
-                            event_type: e.event_type().to_owned(),
-                            schema_version: e.schema_version(),
-                            occurred_at: ctx.occurred_at,
-                            late_reason: ctx.late_reason.clone(),
-                            payload: e.to_payload()?,
-                        })
-                    })
-                    .collect::<Result<_, DomainError>>()?,
+                events: Vec::new(),
             };
-            let bytes = envelope.encode()?;
+            let new_events = events
+                .iter()
+                .map(|e| NewEvent::new(e, ctx.occurred_at, ctx.late_reason.clone()))
+                .collect::<Result<Vec<_>, DomainError>>()?;
+            let bytes = envelope.encode_new(&new_events)?;
             let hash = sha256_hex(&bytes);
             let pending = PendingCommit {
                 aggregate_type: A::TYPE,

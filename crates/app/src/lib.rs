@@ -13,7 +13,8 @@ mod ports;
 mod service;
 
 pub use envelope::{
-    Envelope, EnvelopeEvent, GENESIS_HASH, TraceContext, decode_events, sha256_hex, verify_chain,
+    Envelope, EnvelopeEvent, GENESIS_HASH, NewEvent, TraceContext, decode_events, sha256_hex,
+    verify_chain,
 };
 pub use error::AppError;
 pub use handler::{CommandHandler, CommandMeta, Committed, HandlerConfig};

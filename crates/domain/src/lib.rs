@@ -59,16 +59,19 @@ pub trait DomainEvent:
         1
     }
 
-    /// The event's payload as JSON (its fields, without the type name), serialized once.
-    fn to_payload(&self) -> Result<Box<RawValue>, DomainError> {
+    /// The event's payload as JSON text (its fields, without the type name), serialized
+    /// once: what the envelope stores as the event's `payload`.
+    fn payload_json(&self) -> Result<String, DomainError> {
         // Adjacently tagged events serialize as {"type":"<name>","payload":<fields>}: keep
         // the fields' bytes as they are rather than building a JSON tree and writing it again.
-        let tagged = serde_json::to_string(self)
+        let mut tagged = serde_json::to_string(self)
             .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
-        let prefix = format!("{{\"type\":\"{}\",\"payload\":", self.event_type());
-        let payload = tagged
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix('}'))
+        let prefix = tagged
+            .strip_prefix("{\"type\":\"")
+            .and_then(|rest| rest.strip_prefix(self.event_type()))
+            .and_then(|rest| rest.strip_prefix("\",\"payload\":"))
+            .filter(|rest| rest.ends_with('}'))
+            .map(|rest| tagged.len() - rest.len())
             .ok_or_else(|| {
                 // A serde tag that disagrees with event_type() must never reach the log.
                 DomainError::Internal(format!(
@@ -76,7 +79,14 @@ pub trait DomainEvent:
                     self.event_type()
                 ))
             })?;
-        RawValue::from_string(payload.to_owned())
+        tagged.pop();
+        tagged.drain(..prefix);
+        Ok(tagged)
+    }
+
+    /// The event's payload as a JSON value (see [`DomainEvent::payload_json`]).
+    fn to_payload(&self) -> Result<Box<RawValue>, DomainError> {
+        RawValue::from_string(self.payload_json()?)
             .map_err(|e| DomainError::Internal(format!("encode event payload: {e}")))
     }
 
