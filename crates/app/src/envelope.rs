@@ -103,13 +103,16 @@ impl NewEvent {
         occurred_at: DateTime<Utc>,
         late_reason: Option<String>,
     ) -> Result<Self, sems_domain::DomainError> {
+        let payload = event.payload_json()?;
+        // Spliced into the envelope unparsed: it must be JSON (it is, as serde wrote it).
+        debug_assert!(serde_json::from_str::<&RawValue>(&payload).is_ok());
         Ok(Self {
             event_id: Uuid::now_v7(),
             event_type: event.event_type(),
             schema_version: event.schema_version(),
             occurred_at,
             late_reason,
-            payload: event.payload_json()?,
+            payload,
         })
     }
 }

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -31,6 +31,12 @@ use tracing::{Instrument, debug_span, error, info};
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for a lock another one holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+// `rewind_wal` sets these as literals.
+const _: () = assert!(BUSY_TIMEOUT.as_millis() == 5000);
 
 /// Rows per multi-row `INSERT` (SQLite allows 32,766 bound values per statement).
 const INSERT_CHUNK: usize = 500;
@@ -74,7 +80,7 @@ impl SqliteLogConfig {
             max_group: 1_000,
             readers: 4,
             checkpoint_interval: Duration::from_millis(100),
-            rewind_after_bytes: 8 * 1024 * 1024,
+            rewind_after_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -112,6 +118,9 @@ struct Inner {
     appends: mpsc::Sender<Request>,
     last: watch::Sender<u64>,
     groups: AtomicU64,
+    /// The writer is rewinding the WAL: the background checkpointer stands aside, since
+    /// SQLite lets one checkpoint run at a time and refuses the other at once.
+    rewinding: AtomicBool,
 }
 
 /// The event log in one SQLite file. Clones share the writer task.
@@ -144,7 +153,7 @@ fn connect_options(path: &Path) -> SqliteConnectOptions {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(5))
+        .busy_timeout(BUSY_TIMEOUT)
 }
 
 impl SqliteLog {
@@ -169,8 +178,9 @@ impl SqliteLog {
             .await
             .map_err(|e| LogError::Internal(format!("migrate the event log: {e}")))?;
         // The writer keeps a 16 MiB page cache (a group's index pages stay in memory instead
-        // of spilling mid-transaction), statement journals in memory, and leaves WAL
-        // checkpoints to a background task, so a group commit waits for its own WAL fsync.
+        // of spilling mid-transaction), temporary files in memory, and leaves WAL checkpoints
+        // to a background task, so a group commit waits for its own WAL fsync only; once
+        // every `rewind_after_bytes` it finishes a checkpoint itself (`rewind_wal`).
         let writer_options = options
             .clone()
             .pragma("cache_size", "-16384")
@@ -195,9 +205,11 @@ impl SqliteLog {
             appends,
             last,
             groups: AtomicU64::new(0),
+            rewinding: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(
             writer,
+            writer_options,
             requests,
             Arc::downgrade(&inner),
             config.max_group.max(1),
@@ -317,6 +329,7 @@ async fn check_pragmas(conn: &mut SqliteConnection) -> Result<(), LogError> {
 /// INSERT, commits (one fsync), then answers them all.
 async fn write_loop(
     mut conn: SqliteConnection,
+    options: SqliteConnectOptions,
     mut requests: mpsc::Receiver<Request>,
     inner: std::sync::Weak<Inner>,
     max_group: usize,
@@ -331,9 +344,12 @@ async fn write_loop(
         let m = sems_telemetry::metrics();
         match outcome {
             Ok((answers, last, committed)) => {
-                if committed {
-                    since_rewind += group.iter().map(|r| r.commit.bytes.len()).sum::<usize>();
-                }
+                since_rewind += group
+                    .iter()
+                    .zip(&answers)
+                    .filter(|(_, a)| matches!(a, Ok(o) if !o.duplicate))
+                    .map(|(r, _)| r.commit.bytes.len())
+                    .sum::<usize>();
                 if let Some(inner) = inner.upgrade() {
                     if committed {
                         inner.groups.fetch_add(1, Ordering::Relaxed);
@@ -358,8 +374,17 @@ async fn write_loop(
                         .add(1, &[aggregate, KeyValue::new("outcome", outcome)]);
                     let _ = request.reply.send(answer);
                 }
-                if since_rewind >= rewind_after && rewind_wal(&mut conn).await {
-                    since_rewind = 0;
+                if since_rewind >= rewind_after {
+                    let inner = inner.upgrade();
+                    if let Some(i) = &inner {
+                        i.rewinding.store(true, Ordering::Relaxed);
+                    }
+                    if rewind_wal(&mut conn).await {
+                        since_rewind = 0;
+                        if let Some(i) = &inner {
+                            i.rewinding.store(false, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -374,21 +399,44 @@ async fn write_loop(
                     );
                     let _ = request.reply.send(Err(e.clone()));
                 }
+                // Some failures (disk full, I/O errors) make SQLite roll the transaction back
+                // itself; sqlx then still counts it open and refuses every later `BEGIN`. A
+                // fresh connection is in a known state.
+                match SqliteConnection::connect_with(&options).await {
+                    Ok(fresh) => {
+                        let _ = std::mem::replace(&mut conn, fresh).close().await;
+                    }
+                    Err(e) => {
+                        error!(error = %e, "could not reopen the event log writer; keeping the old connection");
+                    }
+                }
             }
         }
     }
     let _ = conn.close().await;
 }
 
-/// Copies what the background checkpointer has not yet copied of the WAL into the database
-/// file, on the writer's own connection after its group is answered, so no append is in
-/// flight; true when the whole WAL was copied (no reader held it back), which lets the next
-/// group rewind the WAL instead of growing it.
+/// Finishes copying the WAL into the database file on the writer's own connection, between
+/// two groups, and makes sure the next group writes the WAL from its start: `RESTART` waits
+/// until no reader still reads from the WAL (SQLite rewinds the WAL only then), at most
+/// 20 ms, with appends queueing meanwhile. True when it did; false when a reader
+/// stayed longer or the background checkpointer was still copying (it stands aside from its
+/// next round on), and the next group tries again.
 async fn rewind_wal(conn: &mut SqliteConnection) -> bool {
-    match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(&mut *conn)
-        .await
-    {
+    let result = async {
+        sqlx::query("PRAGMA busy_timeout = 20")
+            .execute(&mut *conn)
+            .await?;
+        let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
+            .fetch_one(&mut *conn)
+            .await;
+        sqlx::query("PRAGMA busy_timeout = 5000")
+            .execute(&mut *conn)
+            .await?;
+        checkpoint
+    }
+    .await;
+    match result {
         Ok((busy, frames, copied)) => busy == 0 && frames == copied,
         Err(e) => {
             tracing::warn!(error = %e, "event log checkpoint failed; the next group retries");
@@ -413,8 +461,10 @@ async fn checkpoint_loop(
             break;
         }
         tokio::time::sleep(interval).await;
-        if inner.strong_count() == 0 {
-            break;
+        match inner.upgrade() {
+            None => break,
+            Some(i) if i.rewinding.load(Ordering::Relaxed) => continue,
+            Some(_) => {}
         }
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&mut conn)

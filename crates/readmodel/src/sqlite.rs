@@ -4,6 +4,7 @@
 //! sort on; key times are integer microseconds, so sorting and paging match PostgreSQL.
 
 use std::{
+    collections::HashSet,
     fs::File,
     path::{Path, PathBuf},
     sync::Arc,
@@ -60,6 +61,7 @@ impl SqliteReadModelConfig {
 pub struct SqliteReadModel {
     pool: SqlitePool,
     writer: Arc<Mutex<SqliteConnection>>,
+    writer_options: SqliteConnectOptions,
     name: String,
     path: PathBuf,
     applied: Arc<watch::Sender<u64>>,
@@ -132,17 +134,17 @@ impl SqliteReadModel {
         .execute(&pool)
         .await
         .map_err(unavailable("create checkpoint"))?;
-        let writer = SqliteConnection::connect_with(
-            &options
-                .clone()
-                .pragma("cache_size", "-16384")
-                .pragma("temp_store", "memory"),
-        )
-        .await
-        .map_err(unavailable("open the read-model writer"))?;
+        let writer_options = options
+            .clone()
+            .pragma("cache_size", "-16384")
+            .pragma("temp_store", "memory");
+        let writer = SqliteConnection::connect_with(&writer_options)
+            .await
+            .map_err(unavailable("open the read-model writer"))?;
         let model = Self {
             pool,
             writer: Arc::new(Mutex::new(writer)),
+            writer_options,
             name,
             path: config.path.clone(),
             applied: Arc::new(watch::channel(0).0),
@@ -224,12 +226,93 @@ impl SqliteReadModel {
         Ok(out)
     }
 
-    /// Writes the batch's rows. Every statement is `INSERT OR FAIL`: with the default `ABORT`
-    /// SQLite keeps a statement journal (a copy of each page a multi-row statement touches);
-    /// any failure here fails the batch, whose transaction is rolled back as a whole.
-    async fn write_rows(conn: &mut SqliteConnection, rows: &Rows) -> Result<(), AppError> {
-        let incidents: Vec<&IncidentRow> = rows.incidents.values().collect();
-        for chunk in incidents.chunks(CHUNK) {
+    /// One batch in one transaction on the writer connection.
+    async fn apply_locked(
+        &self,
+        writer: &mut SqliteConnection,
+        commits: &[ProjectedCommit],
+    ) -> Result<Applied, AppError> {
+        let mut tx = writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(unavailable("begin"))?;
+        let checkpoint: i64 =
+            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?")
+                .bind(&self.name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable("read checkpoint"))?;
+        let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+        let (fresh, skipped) = fresh_above(commits, checkpoint)?;
+        let Some(last) = fresh.iter().map(|c| c.position).max() else {
+            tx.rollback().await.map_err(unavailable("rollback"))?;
+            return Ok(Applied {
+                applied: 0,
+                skipped,
+                checkpoint,
+            });
+        };
+        let (incidents, alerts) = projection::touched(fresh.iter().copied());
+        let mut rows = Rows::default();
+        for r in
+            Self::load_docs::<IncidentRow>(&mut tx, "incidents", "incident_id", &incidents).await?
+        {
+            rows.incidents.insert(r.incident_id, r);
+        }
+        for r in Self::load_docs::<AlertRow>(&mut tx, "alerts", "alert_id", &alerts).await? {
+            rows.alerts.insert(r.alert_id, r);
+        }
+        let existing: HashSet<Uuid> = rows
+            .incidents
+            .keys()
+            .chain(rows.alerts.keys())
+            .copied()
+            .collect();
+        let keys = cmc::touched(fresh.iter().copied());
+        let mut cmc_rows = cmc::CmcRows::with(cmc_sql::sqlite::load(&mut tx, &keys).await?);
+        for c in fresh.iter().copied() {
+            projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
+            cmc::apply(&mut cmc_rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
+        }
+        cmc_sql::sqlite::write(&mut tx, &cmc_rows).await?;
+        Self::write_rows(&mut tx, &rows, &existing).await?;
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
+        )
+        .bind(i64::try_from(last).unwrap_or(i64::MAX))
+        .bind(Utc::now().to_rfc3339())
+        .bind(&self.name)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable("write checkpoint"))?;
+        tx.commit().await.map_err(unavailable("commit"))?;
+        self.applied.send_replace(last);
+        Ok(Applied {
+            applied: fresh.len(),
+            skipped,
+            checkpoint: last,
+        })
+    }
+
+    /// Writes the batch's rows: rows it created with plain inserts, rows it loaded (`existing`)
+    /// with upserts. The inserts are `INSERT OR FAIL`: with the default `ABORT` SQLite keeps a
+    /// statement journal (a copy of each page a multi-row statement touches) to undo that one
+    /// statement, while any failure here fails the batch, rolled back as a whole. An upsert's
+    /// `DO UPDATE` keeps its journal whatever the `OR` says.
+    async fn write_rows(
+        conn: &mut SqliteConnection,
+        rows: &Rows,
+        existing: &HashSet<Uuid>,
+    ) -> Result<(), AppError> {
+        let (updated, created): (Vec<&IncidentRow>, Vec<&IncidentRow>) = rows
+            .incidents
+            .values()
+            .partition(|i| existing.contains(&i.incident_id));
+        for (chunk, upsert) in created
+            .chunks(CHUNK)
+            .map(|c| (c, false))
+            .chain(updated.chunks(CHUNK).map(|c| (c, true)))
+        {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT OR FAIL INTO incidents (incident_id, status, level, severity, priority, opened_at, \
                  updated_at, title, description, doc) ",
@@ -247,19 +330,29 @@ impl SqliteReadModel {
                     .push_bind(i.description.as_str())
                     .push_bind(doc);
             });
-            q.push(
-                " ON CONFLICT (incident_id) DO UPDATE SET status = excluded.status, \
-                 level = excluded.level, severity = excluded.severity, priority = excluded.priority, \
-                 opened_at = excluded.opened_at, updated_at = excluded.updated_at, \
-                 title = excluded.title, description = excluded.description, doc = excluded.doc",
-            );
+            if upsert {
+                q.push(
+                    " ON CONFLICT (incident_id) DO UPDATE SET status = excluded.status, \
+                     level = excluded.level, severity = excluded.severity, \
+                     priority = excluded.priority, opened_at = excluded.opened_at, \
+                     updated_at = excluded.updated_at, title = excluded.title, \
+                     description = excluded.description, doc = excluded.doc",
+                );
+            }
             q.build()
                 .execute(&mut *conn)
                 .await
                 .map_err(unavailable("write incidents"))?;
         }
-        let alerts: Vec<&AlertRow> = rows.alerts.values().collect();
-        for chunk in alerts.chunks(CHUNK) {
+        let (updated, created): (Vec<&AlertRow>, Vec<&AlertRow>) = rows
+            .alerts
+            .values()
+            .partition(|a| existing.contains(&a.alert_id));
+        for (chunk, upsert) in created
+            .chunks(CHUNK)
+            .map(|c| (c, false))
+            .chain(updated.chunks(CHUNK).map(|c| (c, true)))
+        {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT OR FAIL INTO alerts (alert_id, incident_id, status, received_at, doc) ",
             );
@@ -271,10 +364,13 @@ impl SqliteReadModel {
                     .push_bind(micros(a.received_at))
                     .push_bind(doc);
             });
-            q.push(
-                " ON CONFLICT (alert_id) DO UPDATE SET incident_id = excluded.incident_id, \
-                 status = excluded.status, received_at = excluded.received_at, doc = excluded.doc",
-            );
+            if upsert {
+                q.push(
+                    " ON CONFLICT (alert_id) DO UPDATE SET incident_id = excluded.incident_id, \
+                     status = excluded.status, received_at = excluded.received_at, \
+                     doc = excluded.doc",
+                );
+            }
             q.build()
                 .execute(&mut *conn)
                 .await
@@ -377,60 +473,21 @@ impl ProjectionStore for SqliteReadModel {
         let span = info_span!("readmodel.apply_batch", projection = %self.name, store = "sqlite", commits = commits.len());
         async {
             let mut writer = self.writer.lock().await;
-            let mut tx = writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(unavailable("begin"))?;
-            let checkpoint: i64 =
-                sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?")
-                    .bind(&self.name)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(unavailable("read checkpoint"))?;
-            let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
-            let (fresh, skipped) = fresh_above(commits, checkpoint)?;
-            let Some(last) = fresh.iter().map(|c| c.position).max() else {
-                tx.rollback().await.map_err(unavailable("rollback"))?;
-                return Ok(Applied {
-                    applied: 0,
-                    skipped,
-                    checkpoint,
-                });
-            };
-            let (incidents, alerts) = projection::touched(fresh.iter().copied());
-            let mut rows = Rows::default();
-            for r in Self::load_docs::<IncidentRow>(&mut tx, "incidents", "incident_id", &incidents)
-                .await?
-            {
-                rows.incidents.insert(r.incident_id, r);
+            let applied = self.apply_locked(&mut writer, commits).await;
+            if applied.is_err() {
+                // Some failures (disk full, I/O errors) make SQLite roll the transaction back
+                // itself; sqlx then still counts it open and refuses every later `BEGIN`. A
+                // fresh connection is in a known state.
+                match SqliteConnection::connect_with(&self.writer_options).await {
+                    Ok(fresh) => {
+                        let _ = std::mem::replace(&mut *writer, fresh).close().await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not reopen the read-model writer; keeping the old connection");
+                    }
+                }
             }
-            for r in Self::load_docs::<AlertRow>(&mut tx, "alerts", "alert_id", &alerts).await? {
-                rows.alerts.insert(r.alert_id, r);
-            }
-            let keys = cmc::touched(fresh.iter().copied());
-            let mut cmc_rows = cmc::CmcRows::with(cmc_sql::sqlite::load(&mut tx, &keys).await?);
-            for c in fresh.iter().copied() {
-                projection::apply(&mut rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
-                cmc::apply(&mut cmc_rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
-            }
-            cmc_sql::sqlite::write(&mut tx, &cmc_rows).await?;
-            Self::write_rows(&mut tx, &rows).await?;
-            sqlx::query(
-                "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
-            )
-            .bind(i64::try_from(last).unwrap_or(i64::MAX))
-            .bind(Utc::now().to_rfc3339())
-            .bind(&self.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable("write checkpoint"))?;
-            tx.commit().await.map_err(unavailable("commit"))?;
-            self.applied.send_replace(last);
-            Ok(Applied {
-                applied: fresh.len(),
-                skipped,
-                checkpoint: last,
-            })
+            applied
         }
         .instrument(span)
         .await
