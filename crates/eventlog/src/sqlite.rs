@@ -379,11 +379,25 @@ async fn write_loop(
                     if let Some(i) = &inner {
                         i.rewinding.store(true, Ordering::Relaxed);
                     }
-                    if rewind_wal(&mut conn).await {
-                        since_rewind = 0;
-                        if let Some(i) = &inner {
-                            i.rewinding.store(false, Ordering::Relaxed);
+                    let rewound = match rewind_wal(&mut conn).await {
+                        Ok(rewound) => rewound,
+                        Err(e) => {
+                            // The busy timeout may be left at 20 ms: start afresh.
+                            tracing::warn!(error = %e, "event log checkpoint failed; reopening the writer");
+                            reopen(&mut conn, &options).await;
+                            false
                         }
+                    };
+                    if rewound {
+                        since_rewind = 0;
+                    } else {
+                        // Try again after another eighth of the threshold, not after every
+                        // group: each try may wait 20 ms for a reader.
+                        since_rewind = rewind_after - rewind_after / 8;
+                    }
+                    // Idle, or done: let the background checkpointer copy the WAL's tail.
+                    if let Some(i) = inner.as_ref().filter(|_| rewound || requests.is_empty()) {
+                        i.rewinding.store(false, Ordering::Relaxed);
                     }
                 }
             }
@@ -400,20 +414,24 @@ async fn write_loop(
                     let _ = request.reply.send(Err(e.clone()));
                 }
                 // Some failures (disk full, I/O errors) make SQLite roll the transaction back
-                // itself; sqlx then still counts it open and refuses every later `BEGIN`. A
-                // fresh connection is in a known state.
-                match SqliteConnection::connect_with(&options).await {
-                    Ok(fresh) => {
-                        let _ = std::mem::replace(&mut conn, fresh).close().await;
-                    }
-                    Err(e) => {
-                        error!(error = %e, "could not reopen the event log writer; keeping the old connection");
-                    }
-                }
+                // itself; sqlx then still counts it open and refuses every later `BEGIN`.
+                reopen(&mut conn, &options).await;
             }
         }
     }
     let _ = conn.close().await;
+}
+
+/// Replaces the writer's connection with a fresh one, in a known state.
+async fn reopen(conn: &mut SqliteConnection, options: &SqliteConnectOptions) {
+    match SqliteConnection::connect_with(options).await {
+        Ok(fresh) => {
+            let _ = std::mem::replace(conn, fresh).close().await;
+        }
+        Err(e) => {
+            error!(error = %e, "could not reopen the event log writer; keeping the old connection");
+        }
+    }
 }
 
 /// Finishes copying the WAL into the database file on the writer's own connection, between
@@ -421,28 +439,19 @@ async fn write_loop(
 /// until no reader still reads from the WAL (SQLite rewinds the WAL only then), at most
 /// 20 ms, with appends queueing meanwhile. True when it did; false when a reader
 /// stayed longer or the background checkpointer was still copying (it stands aside from its
-/// next round on), and the next group tries again.
-async fn rewind_wal(conn: &mut SqliteConnection) -> bool {
-    let result = async {
-        sqlx::query("PRAGMA busy_timeout = 20")
-            .execute(&mut *conn)
-            .await?;
-        let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
-            .fetch_one(&mut *conn)
-            .await;
-        sqlx::query("PRAGMA busy_timeout = 5000")
-            .execute(&mut *conn)
-            .await?;
-        checkpoint
-    }
-    .await;
-    match result {
-        Ok((busy, frames, copied)) => busy == 0 && frames == copied,
-        Err(e) => {
-            tracing::warn!(error = %e, "event log checkpoint failed; the next group retries");
-            false
-        }
-    }
+/// next round on), and a later group tries again.
+async fn rewind_wal(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query("PRAGMA busy_timeout = 20")
+        .execute(&mut *conn)
+        .await?;
+    let checkpoint = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(RESTART)")
+        .fetch_one(&mut *conn)
+        .await;
+    sqlx::query("PRAGMA busy_timeout = 5000")
+        .execute(&mut *conn)
+        .await?;
+    let (busy, frames, copied) = checkpoint?;
+    Ok(busy == 0 && frames == copied)
 }
 
 /// Copies the WAL into the database file in the background (`PASSIVE`: never blocks the
