@@ -29,7 +29,9 @@ pub use projector::{Projector, ProjectorConfig};
 pub use query::{
     AlertQuery, Cursor, IncidentDetail, IncidentQuery, IncidentSort, IncidentSummary, Page,
 };
-pub use sqlite::{SqliteReadModel, SqliteReadModelConfig};
+pub use sqlite::{
+    PROJECTOR_BATCH as SQLITE_PROJECTOR_BATCH, SqliteReadModel, SqliteReadModelConfig,
+};
 
 /// What applying a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use sems_eventlog::{
 };
 use sems_readmodel::{
     CmcReadModel, PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig,
-    SqliteReadModel, SqliteReadModelConfig,
+    SQLITE_PROJECTOR_BATCH, SqliteReadModel, SqliteReadModelConfig,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tracing::info;
@@ -61,6 +61,7 @@ pub async fn run(
         feed,
         projection,
         reads,
+        projector,
         status,
         lock: _lock,
     } = open_stores(&config).await?;
@@ -74,7 +75,7 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
 
     if matches!(config.role, Role::All | Role::Projector) {
-        let projector = Projector::new(projection, feed, ProjectorConfig::default());
+        let projector = Projector::new(projection, feed, projector);
         let done = until_stopped();
         tasks.spawn(async move {
             projector.run(done).await;
@@ -215,6 +216,8 @@ struct Stores {
     feed: Box<dyn CommitFeed>,
     projection: Arc<dyn ProjectionStore>,
     reads: Arc<dyn CmcReadModel>,
+    /// How the projector runs on this store.
+    projector: ProjectorConfig,
     status: http::StatusFn,
     /// The embedded data directory's lock, held while semsd runs.
     lock: Option<std::fs::File>,
@@ -286,6 +289,10 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 feed: Box::new(SqliteFeed::new(log)),
                 projection: read_model.clone(),
                 reads: read_model,
+                projector: ProjectorConfig {
+                    batch_size: SQLITE_PROJECTOR_BATCH,
+                    ..ProjectorConfig::default()
+                },
                 status,
                 lock: Some(lock),
             }
@@ -342,6 +349,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 feed: Box::new(JetStreamFeed::new(log, durable, Duration::from_secs(30))),
                 projection: read_model.clone(),
                 reads: read_model,
+                projector: ProjectorConfig::default(),
                 status,
                 lock: None,
             }
