@@ -52,6 +52,12 @@ pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
 /// steady load a gap rule would keep a batch open until it is full).
 const LINGER: Duration = Duration::from_millis(2);
 
+/// Rows the feed reads per statement, and the envelope bytes after which it closes a batch
+/// (`SqliteFeed::with_limits`): a batch of thousands of commits of up to `MAX_COMMIT_BYTES`
+/// each would otherwise be held in memory whole (twice, while the one before it is written).
+const FEED_READ_ROWS: usize = 1_000;
+const FEED_BATCH_BYTES: usize = 64 * 1024 * 1024;
+
 /// Where and how the embedded log lives.
 #[derive(Debug, Clone)]
 pub struct SqliteLogConfig {
@@ -706,6 +712,8 @@ pub struct SqliteFeed {
     after: u64,
     commits: watch::Receiver<u64>,
     poll: Duration,
+    read_rows: usize,
+    batch_bytes: usize,
 }
 
 impl SqliteFeed {
@@ -717,7 +725,18 @@ impl SqliteFeed {
             after: 0,
             commits,
             poll: Duration::from_millis(50),
+            read_rows: FEED_READ_ROWS,
+            batch_bytes: FEED_BATCH_BYTES,
         }
+    }
+
+    /// The same feed reading at most `read_rows` commits per statement and closing a batch
+    /// once it holds `batch_bytes` of envelopes (a batch may exceed that by one read).
+    #[must_use]
+    pub fn with_limits(mut self, read_rows: usize, batch_bytes: usize) -> Self {
+        self.read_rows = read_rows.max(1);
+        self.batch_bytes = batch_bytes;
+        self
     }
 
     async fn read(&self, max: usize) -> Result<Vec<FedCommit>, LogError> {
@@ -754,18 +773,24 @@ impl CommitFeed for SqliteFeed {
         let deadline = tokio::time::Instant::now() + wait;
         let mut linger_until = None;
         let mut batch = Vec::new();
+        let mut bytes = 0;
         loop {
             // Mark the current head seen before reading, so a commit landing after the read
             // wakes the wait below.
             self.commits.borrow_and_update();
-            let more = self.read(max - batch.len()).await?;
+            let more = self.read((max - batch.len()).min(self.read_rows)).await?;
             let got = more.len();
             if let Some(last) = more.last() {
                 self.after = last.commit.position;
             }
+            bytes += more.iter().map(|c| c.commit.bytes.len()).sum::<usize>();
             batch.extend(more);
-            if batch.len() >= max {
+            if batch.len() >= max || bytes >= self.batch_bytes {
                 break;
+            }
+            if got == self.read_rows {
+                // More rows than one read takes are probably waiting: read them at once.
+                continue;
             }
             let now = tokio::time::Instant::now();
             let until = if batch.is_empty() {

@@ -7,15 +7,15 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sems_app::{
-    AppError, CommandHandler, CommandMeta, Envelope, EventLog, GENESIS_HASH, HandlerConfig, Sems,
-    SystemClock, sha256_hex, verify_chain,
+    AppError, CommandHandler, CommandMeta, CommitFeed, Envelope, EventLog, GENESIS_HASH,
+    HandlerConfig, Sems, SystemClock, sha256_hex, verify_chain,
 };
 use sems_domain::{
     Severity,
     alert::AlertReport,
     incident::{Incident, IncidentCommand},
 };
-use sems_eventlog::{JetStreamConfig, JetStreamLog, SqliteLog, SqliteLogConfig};
+use sems_eventlog::{JetStreamConfig, JetStreamLog, SqliteFeed, SqliteLog, SqliteLogConfig};
 use sems_testkit::{Backend, NatsServer, TestLog, TestStores, on_both_stores};
 use uuid::Uuid;
 
@@ -460,6 +460,72 @@ async fn the_embedded_log_rewinds_its_wal_under_steady_appends() {
         rewound < 1024 * 1024,
         "the writer should have rewound the WAL every 64 KiB of commits: {rewound} bytes"
     );
+}
+
+/// The embedded feed reads a batch in statements of a bounded number of rows, and closes it
+/// once it holds enough envelope bytes: a batch bound of thousands of commits of up to
+/// 1 MiB each must not mean gigabytes held in memory.
+#[tokio::test]
+async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its_byte_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(SqliteLogConfig::new(dir.path().join("events.db")))
+        .await
+        .unwrap();
+    let h = handler(&TestLog::Sqlite(log.clone()), "ana");
+    let (id, _) = opened_incident(&h).await;
+    let text = "x".repeat(5_000);
+    for _ in 0..9 {
+        h.execute::<Incident>(id, &note(&text), &CommandMeta::default())
+            .await
+            .unwrap();
+    }
+    let sizes = |batch: &[sems_app::FedCommit]| {
+        (
+            batch.iter().map(|c| c.commit.position).collect::<Vec<_>>(),
+            batch.iter().map(|c| c.commit.bytes.len()).sum::<usize>(),
+        )
+    };
+
+    // Three rows per statement, no byte bound: one batch of all ten, read in four statements.
+    let mut feed = SqliteFeed::new(log.clone()).with_limits(3, usize::MAX);
+    feed.open(0).await.unwrap();
+    let (positions, _) = sizes(
+        &feed
+            .next_batch(1_000, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(positions, (1..=10).collect::<Vec<_>>());
+
+    // Two rows per statement and a bound of 15,000 bytes: each note's commit is over 5,000
+    // bytes, so a batch closes after its second statement.
+    let mut feed = SqliteFeed::new(log.clone()).with_limits(2, 15_000);
+    feed.open(0).await.unwrap();
+    let mut batches = Vec::new();
+    loop {
+        let batch = feed
+            .next_batch(1_000, Duration::from_millis(100))
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        batches.push(sizes(&batch));
+    }
+    let positions: Vec<_> = batches.iter().map(|(p, _)| p.clone()).collect();
+    assert_eq!(
+        positions,
+        [vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]],
+        "batch sizes in bytes: {:?}",
+        batches.iter().map(|(_, b)| b).collect::<Vec<_>>()
+    );
+    assert!(batches[0].1 >= 15_000 && batches[1].1 >= 15_000 && batches[2].1 < 15_000);
+
+    // The batch bound still holds within a read.
+    let mut feed = SqliteFeed::new(log).with_limits(2, usize::MAX);
+    feed.open(4).await.unwrap();
+    let (positions, _) = sizes(&feed.next_batch(3, Duration::from_secs(5)).await.unwrap());
+    assert_eq!(positions, [5, 6, 7]);
 }
 
 /// A projector's batch takes what is ready and stays open only briefly for more: commits

@@ -51,7 +51,7 @@ pub struct SqliteReadModelConfig {
 /// index: a transaction of N alerts writes nearly N such pages, so larger transactions
 /// share more of them. In alternating benchmark runs, 4,000 instead of 1,000 took 4–11%
 /// less `semsd` CPU per streamed alert (docs/BENCHMARKS.md). Batches only reach the bound
-/// while the projector catches up: at half load they stay far below either value.
+/// while the projector catches up; the feed also closes a batch at 64 MiB of envelopes.
 pub const PROJECTOR_BATCH: usize = 4_000;
 
 impl SqliteReadModelConfig {
