@@ -18,6 +18,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use futures::TryStreamExt as _;
 use opentelemetry::KeyValue;
 use sems_app::{
     AppendOutcome, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
@@ -52,9 +53,10 @@ pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
 /// steady load a gap rule would keep a batch open until it is full).
 const LINGER: Duration = Duration::from_millis(2);
 
-/// Rows the feed reads per statement, and the envelope bytes after which it closes a batch
-/// (`SqliteFeed::with_limits`): a batch of thousands of commits of up to `MAX_COMMIT_BYTES`
-/// each would otherwise be held in memory whole (twice, while the one before it is written).
+/// Rows the feed reads per statement, and the envelope bytes at which it closes a batch
+/// (`SqliteFeed::with_limits`; a batch exceeds them by its last commit at most): a batch of
+/// thousands of commits of up to `MAX_COMMIT_BYTES` each would otherwise be held in memory
+/// whole (twice, while the one before it is written).
 const FEED_READ_ROWS: usize = 1_000;
 const FEED_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
@@ -731,7 +733,7 @@ impl SqliteFeed {
     }
 
     /// The same feed reading at most `read_rows` commits per statement and closing a batch
-    /// once it holds `batch_bytes` of envelopes (a batch may exceed that by one read).
+    /// at the commit that brings its envelopes to `batch_bytes`.
     #[must_use]
     pub fn with_limits(mut self, read_rows: usize, batch_bytes: usize) -> Self {
         self.read_rows = read_rows.max(1);
@@ -739,26 +741,34 @@ impl SqliteFeed {
         self
     }
 
-    async fn read(&self, max: usize) -> Result<Vec<FedCommit>, LogError> {
-        let rows = sqlx::query(
+    /// Up to `max` commits after `self.after`, stopping at the commit that brings their
+    /// envelopes to `budget` bytes (rows are streamed, so the rest are never held).
+    async fn read(&self, max: usize, budget: usize) -> Result<Vec<FedCommit>, LogError> {
+        let mut rows = sqlx::query(
             "SELECT position, bytes, traceparent, tracestate FROM commits WHERE position > ? \
              ORDER BY position LIMIT ?",
         )
         .bind(i64::try_from(self.after).unwrap_or(i64::MAX))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.log.inner.readers)
-        .await
-        .map_err(sqlite_error("read commits"))?;
-        rows.iter()
-            .map(|r| {
-                Ok(FedCommit {
-                    commit: stored(r)?,
-                    traceparent: r.try_get("traceparent").map_err(corrupt)?,
-                    tracestate: r.try_get("tracestate").map_err(corrupt)?,
-                    pending: 0,
-                })
-            })
-            .collect()
+        .fetch(&self.log.inner.readers);
+        let mut read = Vec::new();
+        let mut bytes = 0;
+        while bytes < budget
+            && let Some(r) = rows
+                .try_next()
+                .await
+                .map_err(sqlite_error("read commits"))?
+        {
+            let commit = FedCommit {
+                commit: stored(&r)?,
+                traceparent: r.try_get("traceparent").map_err(corrupt)?,
+                tracestate: r.try_get("tracestate").map_err(corrupt)?,
+                pending: 0,
+            };
+            bytes += commit.commit.bytes.len();
+            read.push(commit);
+        }
+        Ok(read)
     }
 }
 
@@ -774,11 +784,16 @@ impl CommitFeed for SqliteFeed {
         let mut linger_until = None;
         let mut batch = Vec::new();
         let mut bytes = 0;
+        // Whether the last read returned every row it asked for (more may be waiting).
+        let mut was_full = false;
         loop {
             // Mark the current head seen before reading, so a commit landing after the read
             // wakes the wait below.
             self.commits.borrow_and_update();
-            let more = self.read((max - batch.len()).min(self.read_rows)).await?;
+            let want = (max - batch.len()).min(self.read_rows);
+            let more = self
+                .read(want, self.batch_bytes.saturating_sub(bytes))
+                .await?;
             let got = more.len();
             if let Some(last) = more.last() {
                 self.after = last.commit.position;
@@ -788,27 +803,31 @@ impl CommitFeed for SqliteFeed {
             if batch.len() >= max || bytes >= self.batch_bytes {
                 break;
             }
-            if got == self.read_rows {
-                // More rows than one read takes are probably waiting: read them at once.
+            let now = tokio::time::Instant::now();
+            if !batch.is_empty() {
+                // Catching up or under load: the batch stays open for later group commits,
+                // so one transaction carries many of them, until LINGER after its first.
+                linger_until.get_or_insert(now + LINGER);
+            }
+            if got == want {
+                // A full read: read on at once.
+                was_full = true;
                 continue;
             }
-            let now = tokio::time::Instant::now();
-            let until = if batch.is_empty() {
-                if now >= deadline {
-                    break;
+            let until = match linger_until {
+                None => {
+                    if now >= deadline {
+                        break;
+                    }
+                    (now + self.poll).min(deadline)
                 }
-                (now + self.poll).min(deadline)
-            } else if got == 0 {
-                break;
-            } else {
-                // Catching up or under load: linger for later group commits so one
-                // transaction carries many of them, until LINGER after the batch's first.
-                let until = *linger_until.get_or_insert(now + LINGER);
-                if now >= until {
-                    break;
-                }
-                until
+                // Woken, but nothing new: the batch is done (after a full read, an empty
+                // one only means the log had no more yet: linger as after a partial one).
+                Some(_) if got == 0 && !was_full => break,
+                Some(until) if now >= until => break,
+                Some(until) => until,
             };
+            was_full = false;
             if tokio::time::timeout_at(until, self.commits.changed())
                 .await
                 .is_err()

@@ -486,7 +486,7 @@ async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its
         )
     };
 
-    // Three rows per statement, no byte bound: one batch of all ten, read in four statements.
+    // Three rows per statement, no byte bound: one batch of all ten, read on while full.
     let mut feed = SqliteFeed::new(log.clone()).with_limits(3, usize::MAX);
     feed.open(0).await.unwrap();
     let (positions, _) = sizes(
@@ -498,7 +498,7 @@ async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its
     assert_eq!(positions, (1..=10).collect::<Vec<_>>());
 
     // Two rows per statement and a bound of 15,000 bytes: each note's commit is over 5,000
-    // bytes, so a batch closes after its second statement.
+    // bytes, so a batch closes at its third or fourth commit, wherever the bound is reached.
     let mut feed = SqliteFeed::new(log.clone()).with_limits(2, 15_000);
     feed.open(0).await.unwrap();
     let mut batches = Vec::new();
@@ -515,11 +515,22 @@ async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its
     let positions: Vec<_> = batches.iter().map(|(p, _)| p.clone()).collect();
     assert_eq!(
         positions,
-        [vec![1, 2, 3, 4], vec![5, 6, 7, 8], vec![9, 10]],
+        [vec![1, 2, 3, 4], vec![5, 6, 7], vec![8, 9, 10]],
         "batch sizes in bytes: {:?}",
         batches.iter().map(|(_, b)| b).collect::<Vec<_>>()
     );
-    assert!(batches[0].1 >= 15_000 && batches[1].1 >= 15_000 && batches[2].1 < 15_000);
+    assert!(batches.iter().all(|(_, b)| *b >= 15_000));
+
+    // Within one statement, the batch closes at the commit that reaches the byte bound.
+    let mut feed = SqliteFeed::new(log.clone()).with_limits(1_000, 15_000);
+    feed.open(0).await.unwrap();
+    let (positions, bytes) = sizes(
+        &feed
+            .next_batch(1_000, Duration::from_secs(5))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(positions, [1, 2, 3, 4], "{bytes} bytes");
 
     // The batch bound still holds within a read.
     let mut feed = SqliteFeed::new(log).with_limits(2, usize::MAX);
