@@ -26,7 +26,7 @@ pub struct TraceContext {
 }
 
 /// One commit: every event one command produced, for one aggregate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Idempotency key; also the `Nats-Msg-Id`.
     pub commit_id: Uuid,
@@ -71,6 +71,18 @@ pub struct EnvelopeEvent {
     pub payload: Box<RawValue>,
 }
 
+impl PartialEq for EnvelopeEvent {
+    /// Field for field; payloads by their stored text.
+    fn eq(&self, other: &Self) -> bool {
+        self.event_id == other.event_id
+            && self.event_type == other.event_type
+            && self.schema_version == other.schema_version
+            && self.occurred_at == other.occurred_at
+            && self.late_reason == other.late_reason
+            && self.payload.get() == other.payload.get()
+    }
+}
+
 /// An event of a commit being made: its envelope fields, and its payload as the JSON text
 /// the domain serialized, written into the envelope as it is instead of being parsed again
 /// into a [`RawValue`] and copied.
@@ -113,6 +125,20 @@ impl NewEvent {
             occurred_at,
             late_reason,
             payload,
+        })
+    }
+
+    /// The event as decoding the envelope [`Envelope::encode_new`] writes gives it: the
+    /// payload is the same text, checked to be JSON.
+    pub fn to_envelope_event(&self) -> Result<EnvelopeEvent, LogError> {
+        Ok(EnvelopeEvent {
+            event_id: self.event_id,
+            event_type: self.event_type.to_owned(),
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at,
+            late_reason: self.late_reason.clone(),
+            payload: RawValue::from_string(self.payload.clone())
+                .map_err(|e| LogError::Internal(format!("payload of {}: {e}", self.event_type)))?,
         })
     }
 }

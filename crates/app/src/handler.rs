@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::{
-    AppError, Clock, Envelope, EventLog, GENESIS_HASH, LogError, NewEvent, PendingCommit,
-    StoredCommit, TraceContext, decode_events, sha256_hex,
+    AppError, AppendTap, AppendedCommit, Clock, Envelope, EventLog, GENESIS_HASH, LogError,
+    NewEvent, PendingCommit, StoredCommit, TraceContext, decode_events, sha256_hex,
 };
 
 /// Namespace of commit ids derived from client request ids.
@@ -132,6 +132,7 @@ pub struct CommandHandler {
     clock: Arc<dyn Clock>,
     config: HandlerConfig,
     cache: Mutex<HashMap<CacheKey, Arc<dyn Any + Send + Sync>>>,
+    tap: Option<Arc<dyn AppendTap>>,
 }
 
 impl CommandHandler {
@@ -142,7 +143,14 @@ impl CommandHandler {
             clock,
             config,
             cache: Mutex::new(HashMap::new()),
+            tap: None,
         }
+    }
+
+    /// This handler, showing every commit it appends to `tap`.
+    pub fn with_tap(mut self, tap: Arc<dyn AppendTap>) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// The recorded actor.
@@ -286,6 +294,11 @@ impl CommandHandler {
                 .collect::<Result<Vec<_>, DomainError>>()?;
             let bytes = envelope.encode_new(&new_events)?;
             let hash = sha256_hex(&bytes);
+            let tapped = self
+                .tap
+                .as_ref()
+                .filter(|t| t.accepting())
+                .map(|_| bytes.clone());
             let pending = PendingCommit {
                 aggregate_type: A::TYPE,
                 aggregate_id: id,
@@ -302,20 +315,31 @@ impl CommandHandler {
                     return self.replay::<A>(id, commit_id, outcome.position).await;
                 }
                 Ok(outcome) => {
+                    let version = envelope.aggregate_version;
                     let mut next = (*loaded).clone();
                     for e in &events {
                         next.state.evolve(e);
                     }
-                    next.version = envelope.aggregate_version;
+                    next.version = version;
                     next.last_position = outcome.position;
                     next.last_hash = hash;
                     next.remember(commit_id, outcome.position);
                     let state = next.state.clone();
                     self.store(id, next);
+                    if let (Some(tap), Some(bytes)) = (&self.tap, tapped) {
+                        show(
+                            &**tap,
+                            outcome.position,
+                            bytes,
+                            envelope,
+                            &new_events,
+                            &events,
+                        );
+                    }
                     return Ok(Committed {
                         aggregate_id: id,
                         state,
-                        version: envelope.aggregate_version,
+                        version,
                         position: outcome.position,
                         commit_id,
                         replayed: false,
@@ -477,6 +501,38 @@ fn extend<A: Aggregate>(
         loaded.remember(envelope.commit_id, c.position);
     }
     Ok(None)
+}
+
+/// Shows an appended commit to `tap`, with the envelope as decoding `bytes` gives it. A
+/// payload that is not JSON (which `NewEvent` rules out) is not shown: the projector then
+/// decodes the commit from the log as it would without a tap.
+fn show<E: Send + Sync + 'static>(
+    tap: &dyn AppendTap,
+    position: u64,
+    bytes: Vec<u8>,
+    head: Envelope,
+    new_events: &[NewEvent],
+    events: &Vec<E>,
+) {
+    if !tap.wants(position) {
+        return;
+    }
+    let Ok(decoded) = new_events
+        .iter()
+        .map(NewEvent::to_envelope_event)
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    tap.appended(AppendedCommit {
+        position,
+        bytes,
+        envelope: Envelope {
+            events: decoded,
+            ..head
+        },
+        events,
+    });
 }
 
 fn backoff(attempt: u32) -> Duration {

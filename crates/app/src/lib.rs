@@ -20,8 +20,8 @@ pub use error::AppError;
 pub use handler::{CommandHandler, CommandMeta, Committed, HandlerConfig};
 pub use handshake::{EscalationOutcome, HandoverOutcome, crisis_id_for};
 pub use ports::{
-    AppendOutcome, Clock, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
-    SystemClock,
+    AppendOutcome, AppendTap, AppendedCommit, Clock, CommitFeed, EventLog, FedCommit, LogError,
+    PendingCommit, StoredCommit, SystemClock,
 };
 pub use service::{
     IncidentOpening, IngestOutcome, Sems, SourceSignal, SourceUpdateOutcome, alert_id_for,

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::TraceContext;
+use crate::{Envelope, TraceContext};
 
 /// A commit as stored: its global position and its exact bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +91,38 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends a commit if the aggregate's last commit is still at
     /// `expected_last_position`; a commit id seen before returns the original position.
     async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError>;
+}
+
+/// A commit this process has just appended, as the handler knows it: the stored bytes, the
+/// envelope with its events, and the domain events themselves (a `Vec` of the aggregate's
+/// event type, behind [`Any`](std::any::Any)).
+#[derive(Debug)]
+pub struct AppendedCommit<'a> {
+    /// Position in the log.
+    pub position: u64,
+    /// The bytes the log stored.
+    pub bytes: Vec<u8>,
+    /// The envelope, as decoding `bytes` gives it.
+    pub envelope: Envelope,
+    /// The events, as decoding the envelope's payloads gives them: `&Vec<A::Event>`.
+    pub events: &'a (dyn std::any::Any + Send + Sync),
+}
+
+/// Sees every commit the handler appends, once the log has acknowledged it. Used in one
+/// process that both appends and projects, so that the projector need not parse again
+/// what was encoded a moment before (`docs/DECISIONS.md`, "The decode hand-off"). It must
+/// not block: it runs on the command's path.
+pub trait AppendTap: Send + Sync + 'static {
+    /// Whether it would take a commit now: asked before the command keeps a copy of its
+    /// bytes for it.
+    fn accepting(&self) -> bool;
+
+    /// Whether it would take the commit at `position`: asked once the log has acknowledged
+    /// it, before the handed commit is built.
+    fn wants(&self, position: u64) -> bool;
+
+    /// Called once per appended commit it wants (never for duplicates or refusals).
+    fn appended(&self, commit: AppendedCommit<'_>);
 }
 
 /// The server clock.

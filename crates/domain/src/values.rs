@@ -32,6 +32,10 @@ impl Limits {
     pub const LABEL_VALUE: usize = 500;
     /// The raw original payload, as serialized JSON bytes.
     pub const RAW_BYTES: usize = 64 * 1024;
+    /// Levels of arrays and objects in the raw original payload: well inside the 128 that
+    /// serde_json parses, so that the stored event, which wraps it in a few more, always
+    /// decodes again.
+    pub const RAW_DEPTH: usize = 64;
     /// Reasons, rationales, resolutions and notes.
     pub const RATIONALE: usize = 4_000;
     /// Note text.

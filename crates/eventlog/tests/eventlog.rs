@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sems_app::{
-    AppError, CommandHandler, CommandMeta, CommitFeed, Envelope, EventLog, GENESIS_HASH,
-    HandlerConfig, Sems, SystemClock, sha256_hex, verify_chain,
+    AppError, AppendTap, AppendedCommit, CommandHandler, CommandMeta, CommitFeed, Envelope,
+    EventLog, GENESIS_HASH, HandlerConfig, Sems, SystemClock, sha256_hex, verify_chain,
 };
 use sems_domain::{
     Severity,
@@ -50,6 +50,59 @@ fn handler(log: &TestLog, actor: &str) -> Arc<CommandHandler> {
             ..HandlerConfig::default()
         },
     ))
+}
+
+/// Records what a handler shows of its appends (as `semsd`'s role `all` hands them to its
+/// projector).
+#[derive(Default)]
+struct Shown(std::sync::Mutex<Vec<(u64, Vec<u8>, Envelope)>>);
+
+impl AppendTap for Shown {
+    fn accepting(&self) -> bool {
+        true
+    }
+
+    fn wants(&self, _position: u64) -> bool {
+        true
+    }
+
+    fn appended(&self, commit: AppendedCommit<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((commit.position, commit.bytes, commit.envelope));
+    }
+}
+
+impl Shown {
+    /// The positions shown, in order, after checking that each shown commit is what the
+    /// log holds at its position: the same bytes, and the envelope they decode to.
+    async fn checked_against(&self, log: &TestLog) -> Vec<u64> {
+        let shown = self.0.lock().unwrap().clone();
+        let mut positions = Vec::new();
+        for (position, bytes, envelope) in shown {
+            let stored = log.port().read_at(position).await.unwrap();
+            assert_eq!(stored.bytes, bytes, "bytes shown for position {position}");
+            assert_eq!(Envelope::decode(&stored.bytes).unwrap(), envelope);
+            positions.push(position);
+        }
+        positions.sort();
+        positions
+    }
+}
+
+fn handler_showing(log: &TestLog, actor: &str, shown: &Arc<Shown>) -> Arc<CommandHandler> {
+    Arc::new(
+        CommandHandler::new(
+            log.port(),
+            Arc::new(SystemClock),
+            HandlerConfig {
+                actor: actor.into(),
+                ..HandlerConfig::default()
+            },
+        )
+        .with_tap(shown.clone()),
+    )
 }
 
 fn open() -> IncidentCommand {
@@ -131,7 +184,11 @@ async fn the_stream_is_created_as_the_contract_says_and_a_wrong_one_is_refused()
 async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order(backend: Backend) {
     let (_stores, log) = start(backend).await;
     // Two handlers with their own caches: two API replicas racing on one incident.
-    let (a, b) = (handler(&log, "ana"), handler(&log, "bo"));
+    let shown = Arc::new(Shown::default());
+    let (a, b) = (
+        handler_showing(&log, "ana", &shown),
+        handler_showing(&log, "bo", &shown),
+    );
     let (id, _) = opened_incident(&a).await;
     b.load::<Incident>(id).await.unwrap(); // both caches hold version 1
 
@@ -174,12 +231,17 @@ async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order(backe
         .collect();
     assert_eq!(versions, (1..=commits.len() as u64).collect::<Vec<_>>());
     verify_chain(&commits).unwrap();
+    // Each commit that took effect was shown once, as stored; no attempt that lost a
+    // conflict was.
+    let stored: Vec<u64> = commits.iter().map(|c| c.position).collect();
+    assert_eq!(shown.checked_against(&log).await, stored);
 }
 
 async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing(backend: Backend) {
     let (_stores, log) = start(backend).await;
-    let h = handler(&log, "ana");
-    let (id, _) = opened_incident(&h).await;
+    let shown = Arc::new(Shown::default());
+    let h = handler_showing(&log, "ana", &shown);
+    let (id, opened) = opened_incident(&h).await;
     let meta = CommandMeta {
         request_id: Some("req-42".into()),
         ..Default::default()
@@ -201,7 +263,7 @@ async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing
     );
 
     // A fresh process (no cache) retrying the same request: the log's dedup answers.
-    let other = handler(&log, "ana");
+    let other = handler_showing(&log, "ana", &shown);
     let third = other
         .execute::<Incident>(id, &note("isolated host"), &meta)
         .await
@@ -211,13 +273,18 @@ async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing
     assert_eq!(log.state().await.unwrap().0, count, "nothing appended");
 
     // The same request id from another actor is another request.
-    let bo = handler(&log, "bo");
+    let bo = handler_showing(&log, "bo", &shown);
     let fourth = bo
         .execute::<Incident>(id, &note("isolated host"), &meta)
         .await
         .unwrap();
     assert!(!fourth.replayed);
     assert_eq!(log.state().await.unwrap().0, count + 1);
+    // Replays and duplicates are not shown: only the three commits appended.
+    assert_eq!(
+        shown.checked_against(&log).await,
+        vec![opened, first.position, fourth.position]
+    );
 }
 
 /// JetStream: nats-server killed with SIGKILL and started again. Embedded: every handle on

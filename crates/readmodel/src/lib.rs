@@ -8,6 +8,7 @@
 
 pub mod cmc;
 mod cmc_sql;
+mod handoff;
 mod nodelay;
 mod pg;
 pub mod projection;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 pub use cmc_sql::{CrisisDetail, TimelineQuery};
+pub use handoff::{HAND_OFF_CAPACITY, HandOff};
 pub use pg::{PgReadModel, PgReadModelConfig};
 pub use projection::{AlertRow, IncidentRow, NoteRow, ProjectedCommit, RoleHolder};
 pub use projector::{Projector, ProjectorConfig};

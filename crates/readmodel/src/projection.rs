@@ -19,7 +19,7 @@ use sems_domain::{
 };
 
 /// A commit decoded for projection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProjectedCommit {
     /// Position in the log.
     pub position: u64,
@@ -30,7 +30,7 @@ pub struct ProjectedCommit {
 }
 
 /// The events of one commit, by aggregate type.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Events {
     /// Events of an alert.
     Alert(Vec<AlertEvent>),

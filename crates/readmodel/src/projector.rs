@@ -9,7 +9,7 @@ use opentelemetry::KeyValue;
 use sems_app::{AppError, CommitFeed, FedCommit};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::{Applied, ProjectedCommit, ProjectionStore};
+use crate::{Applied, HandOff, ProjectedCommit, ProjectionStore};
 
 /// Tuning of a projector.
 #[derive(Debug, Clone)]
@@ -45,6 +45,7 @@ pub struct Projector<F: CommitFeed> {
     store: Arc<dyn ProjectionStore>,
     feed: F,
     config: ProjectorConfig,
+    hand_off: Option<Arc<HandOff>>,
 }
 
 impl<F: CommitFeed> Projector<F> {
@@ -54,7 +55,15 @@ impl<F: CommitFeed> Projector<F> {
             store,
             feed,
             config,
+            hand_off: None,
         }
+    }
+
+    /// This projector, taking the commits that `hand_off` holds instead of decoding them
+    /// again (where their bytes are the delivered bytes).
+    pub fn with_hand_off(mut self, hand_off: Arc<HandOff>) -> Self {
+        self.hand_off = Some(hand_off);
+        self
     }
 
     /// Runs until `shutdown` resolves. A batch already fetched is applied and acknowledged
@@ -62,7 +71,11 @@ impl<F: CommitFeed> Projector<F> {
     pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            match self.lead(shutdown.as_mut()).await {
+            let led = self.lead(shutdown.as_mut()).await;
+            if let Some(h) = &self.hand_off {
+                h.close();
+            }
+            match led {
                 Ok(Lead::ShutDown) => return,
                 Ok(Lead::Standby) => {}
                 Err(e) => {
@@ -98,6 +111,9 @@ impl<F: CommitFeed> Projector<F> {
             checkpoint, "projector leading"
         );
         self.feed.open(checkpoint).await?;
+        if let Some(h) = &self.hand_off {
+            h.open(checkpoint);
+        }
         // Two stages: while one batch is written (in PostgreSQL), the next is fetched and
         // decoded (here). Batches are still written one after the other, in stream order, and
         // each is acknowledged only after its transaction has committed.
@@ -110,7 +126,7 @@ impl<F: CommitFeed> Projector<F> {
             };
             let prepared = match batch
                 .map_err(AppError::from)
-                .and_then(|b| prepare(self.store.name(), &b))
+                .and_then(|b| prepare(self.store.name(), &b, self.hand_off.as_deref()))
             {
                 Ok(Some(p)) => p,
                 Ok(None) => {
@@ -207,8 +223,12 @@ struct Writing {
 /// Most trace links recorded on one batch span.
 const MAX_LINKS: usize = 32;
 
-/// Decodes a fetched batch; `None` when it is empty.
-fn prepare(projection: &str, batch: &[FedCommit]) -> Result<Option<Prepared>, AppError> {
+/// Decodes a fetched batch (or takes its commits from the hand-off); `None` when it is empty.
+fn prepare(
+    projection: &str,
+    batch: &[FedCommit],
+    hand_off: Option<&HandOff>,
+) -> Result<Option<Prepared>, AppError> {
     let Some((last, pending)) = batch.last().map(|c| (c.commit.position, c.pending)) else {
         return Ok(None);
     };
@@ -216,9 +236,25 @@ fn prepare(projection: &str, batch: &[FedCommit]) -> Result<Option<Prepared>, Ap
     for c in batch.iter().take(MAX_LINKS) {
         sems_telemetry::link_remote(&span, c.traceparent.as_deref(), c.tracestate.as_deref());
     }
+    let mut handed = hand_off
+        .map(|h| h.take(batch))
+        .unwrap_or_default()
+        .into_iter();
     let commits = batch
         .iter()
-        .map(|c| ProjectedCommit::decode(&c.commit))
+        .map(|c| match handed.next().flatten() {
+            Some(p) => {
+                // The test suite's builds check every handed commit against the log.
+                debug_assert_eq!(
+                    ProjectedCommit::decode(&c.commit).ok().as_ref(),
+                    Some(&p),
+                    "the handed commit differs from the log's at position {}",
+                    c.commit.position
+                );
+                Ok(p)
+            }
+            None => ProjectedCommit::decode(&c.commit),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| AppError::Internal(format!("undecodable commit: {e}")))?;
     Ok(Some(Prepared {

@@ -9,7 +9,7 @@ use chrono::{SubsecRound, Utc};
 use sems_app::{CommandHandler, CommandMeta, CommitFeed, HandlerConfig, Sems, SystemClock};
 use sems_domain::{Observable, Severity, alert::AlertReport, incident::IncidentCommand};
 use sems_readmodel::{
-    AlertQuery, IncidentReadModel, ProjectedCommit, Projector, ProjectorConfig, projection,
+    AlertQuery, HandOff, IncidentReadModel, ProjectedCommit, Projector, ProjectorConfig, projection,
 };
 use sems_testkit::{Backend, TestLog, TestReadModel, TestStores, on_both_stores};
 use tokio::sync::oneshot;
@@ -27,14 +27,23 @@ struct World {
     stores: TestStores,
     log: TestLog,
     sems: Sems,
+    /// What the handler appends, decoded, as `semsd`'s role `all` hands it to its projector.
+    hand_off: Arc<HandOff>,
 }
 
 async fn world(backend: Backend) -> World {
     let stores = TestStores::start(backend).await.unwrap();
     let log = stores.log().await.unwrap();
-    let handler = CommandHandler::new(log.port(), Arc::new(SystemClock), HandlerConfig::default());
+    let hand_off = Arc::new(HandOff::default());
+    let handler = CommandHandler::new(log.port(), Arc::new(SystemClock), HandlerConfig::default())
+        .with_tap(hand_off.clone());
     let sems = Sems::new(Arc::new(handler), Severity::High);
-    World { stores, log, sems }
+    World {
+        stores,
+        log,
+        sems,
+        hand_off,
+    }
 }
 
 fn report(i: usize) -> AlertReport {
@@ -103,12 +112,23 @@ fn config() -> ProjectorConfig {
 
 /// Starts a projector; dropping the returned sender stops it.
 fn spawn(store: TestReadModel, feed: Box<dyn CommitFeed>) -> oneshot::Sender<()> {
+    spawn_with(store, feed, None)
+}
+
+/// Starts a projector, taking what `hand_off` holds when there is one.
+fn spawn_with(
+    store: TestReadModel,
+    feed: Box<dyn CommitFeed>,
+    hand_off: Option<Arc<HandOff>>,
+) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(
-        Projector::new(store.store(), feed, config()).run(async move {
-            let _ = stopped.await;
-        }),
-    );
+    let mut projector = Projector::new(store.store(), feed, config());
+    if let Some(h) = hand_off {
+        projector = projector.with_hand_off(h);
+    }
+    tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
     stop
 }
 
@@ -200,15 +220,30 @@ async fn a_crash_between_commit_and_ack_applies_nothing_twice(backend: Backend) 
 async fn a_rebuild_from_sequence_1_produces_identical_rows(backend: Backend) {
     let w = world(backend).await;
     let live = store(&w, "sems").await;
-    // The live projection follows the activity as it happens, batch by batch.
-    let stop = spawn(live.clone(), feed(&w, "projector_sems"));
-    for round in 0..3 {
+    // The live projection takes the commits the handler hands off (as in `semsd`'s role
+    // `all`): those of the first round, all held when it starts, then the others as they
+    // come, batch by batch.
+    w.hand_off.open(0); // as the projector does when it leads from checkpoint 0
+    activity(&w, 0).await;
+    let (_, first_round) = w.log.state().await.unwrap();
+    let stop = spawn_with(
+        live.clone(),
+        feed(&w, "projector_sems"),
+        Some(w.hand_off.clone()),
+    );
+    for round in 1..3 {
         activity(&w, round).await;
     }
     caught_up(&w, &live).await;
     drop(stop);
+    assert!(
+        w.hand_off.used() >= first_round,
+        "the live projector took the {first_round} commits held for it: {}",
+        w.hand_off.used()
+    );
 
-    // A rebuild: a fresh generation (schema or file) and consumer from sequence 1.
+    // A rebuild, decoding every commit from the log: a fresh generation (schema or file) and
+    // consumer from sequence 1.
     let rebuilt = store(&w, "sems_v2").await;
     let stop = spawn(rebuilt.clone(), feed(&w, "projector_sems_v2"));
     caught_up(&w, &rebuilt).await;
@@ -265,7 +300,11 @@ async fn a_gap_in_delivered_commits_is_refused_and_applies_nothing(backend: Back
 async fn alert_rows_keep_every_character_and_value(backend: Backend) {
     let w = world(backend).await;
     let live = store(&w, "sems").await;
-    let stop = spawn(live.clone(), feed(&w, "projector_sems"));
+    let stop = spawn_with(
+        live.clone(),
+        feed(&w, "projector_sems"),
+        Some(w.hand_off.clone()),
+    );
     let tricky = "tab\there, line\nbreak, CR\r, back\\slash \\N \\t \"quoted\" — ünïcødé ✓";
     let report = AlertReport {
         source: "edr".into(),
@@ -280,7 +319,13 @@ async fn alert_rows_keep_every_character_and_value(backend: Backend) {
             value: "C:\\Users\\x\t\"y\"".into(),
         }],
         labels: BTreeMap::from([("k\\ey".to_string(), "v\ta\nl".to_string())]),
-        raw: serde_json::json!({"cmd": "a\\b\t\"c\"\n", "nested": [1.5, null, {"x": "\\N"}]}),
+        raw: serde_json::json!({
+            "cmd": "a\\b\t\"c\"\n",
+            "nested": [1.5, null, {"x": "\\N"}],
+            // Floats whose shortest text a fast parser may read one unit off.
+            "floats": [0.1, 0.30000000000000004, 5e-324, 2.2250738585072014e-308,
+                       1.7976931348623157e308, 9007199254740993.0, 123456789.12345679]
+        }),
     };
     let first = w
         .sems

@@ -17,8 +17,8 @@ use sems_eventlog::{
     copy_to_jetstream,
 };
 use sems_readmodel::{
-    CmcReadModel, PgReadModel, PgReadModelConfig, ProjectionStore, Projector, ProjectorConfig,
-    SQLITE_PROJECTOR_BATCH, SqliteReadModel, SqliteReadModelConfig,
+    CmcReadModel, HandOff, PgReadModel, PgReadModelConfig, ProjectionStore, Projector,
+    ProjectorConfig, SQLITE_PROJECTOR_BATCH, SqliteReadModel, SqliteReadModelConfig,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tracing::info;
@@ -73,9 +73,15 @@ pub async fn run(
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
+    // One process appending and projecting: the projector takes the commits the handler
+    // has just encoded instead of decoding them again (docs/DECISIONS.md).
+    let hand_off = (config.role == Role::All).then(|| Arc::new(HandOff::default()));
 
     if matches!(config.role, Role::All | Role::Projector) {
-        let projector = Projector::new(projection, feed, projector);
+        let mut projector = Projector::new(projection, feed, projector);
+        if let Some(h) = &hand_off {
+            projector = projector.with_hand_off(h.clone());
+        }
         let done = until_stopped();
         tasks.spawn(async move {
             projector.run(done).await;
@@ -87,7 +93,7 @@ pub async fn run(
         let listener = listeners
             .grpc
             .context("the api role needs a gRPC listener")?;
-        let handler = CommandHandler::new(
+        let mut handler = CommandHandler::new(
             log,
             Arc::new(SystemClock),
             HandlerConfig {
@@ -95,6 +101,9 @@ pub async fn run(
                 ..HandlerConfig::default()
             },
         );
+        if let Some(h) = hand_off {
+            handler = handler.with_tap(h);
+        }
         let sems = Arc::new(Sems::new(
             Arc::new(handler),
             config.domain.incident_threshold.severity(),

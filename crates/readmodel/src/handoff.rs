@@ -1,0 +1,397 @@
+//! The decode hand-off: in a process that both appends and projects (`semsd`'s role `all`),
+//! the command handler hands each commit it appended to the projector already decoded, so
+//! the projector does not parse again what was encoded a moment before. The projector uses
+//! a handed commit only when its bytes are, byte for byte, the bytes the log delivers at
+//! that position; anything else it decodes from the log as always. `docs/DECISIONS.md`,
+//! "The decode hand-off".
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use sems_app::{AppendTap, AppendedCommit, FedCommit};
+use sems_domain::{
+    Aggregate,
+    alert::{Alert, AlertEvent},
+    crisis::{Crisis, CrisisEvent},
+    handover::{Handover, HandoverEvent},
+    incident::{Incident, IncidentEvent},
+};
+
+use crate::projection::{Events, ProjectedCommit};
+
+/// Commits held for the projector at most. When it is that far behind, later commits are
+/// not held (it decodes them from the log when their turn comes): it takes those held
+/// first, and the hand-off fills again behind them.
+pub const HAND_OFF_CAPACITY: usize = 8_192;
+
+/// Memory the held commits may take at most, counted as three times their stored size (the
+/// bytes, the envelope with its payloads, the decoded events).
+pub const HAND_OFF_BYTES: usize = 64 << 20;
+
+/// Decoded commits waiting for the projector, by position.
+pub struct HandOff {
+    inner: Mutex<Waiting>,
+    capacity: usize,
+    budget: usize,
+    used: AtomicU64,
+}
+
+#[derive(Default)]
+struct Waiting {
+    /// A projector leads and takes from here; while none does, nothing is held.
+    open: bool,
+    /// The projector has taken every position up to here: later offers at or below it are
+    /// too late to be used.
+    taken_through: u64,
+    /// What the held commits count against the budget.
+    size: usize,
+    commits: BTreeMap<u64, Handed>,
+}
+
+impl Waiting {
+    fn has_room(&self, capacity: usize, budget: usize) -> bool {
+        self.open && self.commits.len() < capacity && self.size < budget
+    }
+
+    fn remove(&mut self, position: u64) -> Option<Handed> {
+        let h = self.commits.remove(&position)?;
+        self.size -= h.size;
+        Some(h)
+    }
+
+    /// Lets go of everything at or below `position`.
+    fn let_go_through(&mut self, position: u64) -> BTreeMap<u64, Handed> {
+        let kept = self.commits.split_off(&position.saturating_add(1));
+        let gone = std::mem::replace(&mut self.commits, kept);
+        self.size -= gone.values().map(|h| h.size).sum::<usize>();
+        gone
+    }
+}
+
+struct Handed {
+    bytes: Vec<u8>,
+    size: usize,
+    commit: ProjectedCommit,
+}
+
+impl Default for HandOff {
+    fn default() -> Self {
+        Self::with_limits(HAND_OFF_CAPACITY, HAND_OFF_BYTES)
+    }
+}
+
+impl HandOff {
+    /// A hand-off holding at most `capacity` commits and `budget` bytes (counted as
+    /// [`HAND_OFF_BYTES`] says), closed until a projector leads.
+    pub fn with_limits(capacity: usize, budget: usize) -> Self {
+        Self {
+            inner: Mutex::new(Waiting::default()),
+            capacity,
+            budget,
+            used: AtomicU64::new(0),
+        }
+    }
+
+    /// A projector leads from `checkpoint`: hold commits after it from now on.
+    pub fn open(&self, checkpoint: u64) {
+        let gone = {
+            let mut w = self.lock();
+            w.open = true;
+            w.taken_through = checkpoint;
+            w.let_go_through(checkpoint)
+        };
+        drop(gone);
+    }
+
+    /// The projector no longer leads (it stands by, failed, or stopped): hold nothing.
+    pub fn close(&self) {
+        let gone = {
+            let mut w = self.lock();
+            w.open = false;
+            w.size = 0;
+            std::mem::take(&mut w.commits)
+        };
+        drop(gone);
+    }
+
+    /// The projector's side: for each commit of a delivered batch (in position order), the
+    /// handed commit when its bytes are the delivered bytes, else `None`. Everything held at
+    /// or below the batch's last position is let go.
+    pub fn take(&self, batch: &[FedCommit]) -> Vec<Option<ProjectedCommit>> {
+        let Some(last) = batch.last().map(|c| c.commit.position) else {
+            return Vec::new();
+        };
+        let (found, gone) = {
+            let mut w = self.lock();
+            let found: Vec<Option<Handed>> =
+                batch.iter().map(|c| w.remove(c.commit.position)).collect();
+            w.taken_through = w.taken_through.max(last);
+            (found, w.let_go_through(last))
+        };
+        drop(gone);
+        let taken: Vec<Option<ProjectedCommit>> = batch
+            .iter()
+            .zip(found)
+            .map(|(c, h)| h.filter(|h| h.bytes == c.commit.bytes).map(|h| h.commit))
+            .collect();
+        let used = taken.iter().filter(|t| t.is_some()).count();
+        self.used.fetch_add(used as u64, Ordering::Relaxed);
+        taken
+    }
+
+    /// How many commits the projector has taken from the hand-off instead of decoding them.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// How many commits are held.
+    pub fn held(&self) -> usize {
+        self.lock().commits.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // A panic while holding the lock leaves only a map of optional shortcuts behind.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The events of a commit, by its aggregate type, when the handler's events are of that
+/// aggregate's event type.
+fn events_of(aggregate_type: &str, events: &(dyn std::any::Any + Send + Sync)) -> Option<Events> {
+    match aggregate_type {
+        Alert::TYPE => events
+            .downcast_ref::<Vec<AlertEvent>>()
+            .cloned()
+            .map(Events::Alert),
+        Incident::TYPE => events
+            .downcast_ref::<Vec<IncidentEvent>>()
+            .cloned()
+            .map(Events::Incident),
+        Handover::TYPE => events
+            .downcast_ref::<Vec<HandoverEvent>>()
+            .cloned()
+            .map(Events::Handover),
+        Crisis::TYPE => events
+            .downcast_ref::<Vec<CrisisEvent>>()
+            .cloned()
+            .map(Events::Crisis),
+        _ => None,
+    }
+}
+
+impl AppendTap for HandOff {
+    fn accepting(&self) -> bool {
+        self.lock().has_room(self.capacity, self.budget)
+    }
+
+    fn wants(&self, position: u64) -> bool {
+        let w = self.lock();
+        position > w.taken_through && w.has_room(self.capacity, self.budget)
+    }
+
+    fn appended(&self, commit: AppendedCommit<'_>) {
+        let AppendedCommit {
+            position,
+            bytes,
+            envelope,
+            events,
+        } = commit;
+        let Some(events) = events_of(&envelope.aggregate_type, events) else {
+            return;
+        };
+        let handed = Handed {
+            size: bytes.len().saturating_mul(3),
+            bytes,
+            commit: ProjectedCommit {
+                position,
+                envelope,
+                events,
+            },
+        };
+        let mut w = self.lock();
+        if position > w.taken_through && w.has_room(self.capacity, self.budget) {
+            w.size += handed.size;
+            if let Some(replaced) = w.commits.insert(position, handed) {
+                w.size -= replaced.size;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::Utc;
+    use sems_app::{Envelope, GENESIS_HASH, NewEvent, StoredCommit};
+    use sems_domain::{Severity, alert::AlertReport};
+    use uuid::Uuid;
+
+    use super::*;
+
+    /// An alert commit at `position` as the handler would show it, and as the log delivers it.
+    fn appended(position: u64, title: &str) -> (Vec<u8>, Envelope, Vec<AlertEvent>) {
+        let events = vec![AlertEvent::AlertReceived(Arc::new(AlertReport {
+            source: "edr".into(),
+            source_ref: format!("ref-{position}"),
+            title: title.into(),
+            description: String::new(),
+            severity: Severity::High,
+            occurred_at: Utc::now(),
+            observables: vec![],
+            labels: Default::default(),
+            raw: serde_json::json!({"score": 0.1 + 0.2, "n": position}),
+        }))];
+        let head = Envelope {
+            commit_id: Uuid::now_v7(),
+            aggregate_type: Alert::TYPE.into(),
+            aggregate_id: Uuid::now_v7(),
+            aggregate_version: 1,
+            recorded_at: Utc::now(),
+            actor: "semsd".into(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            trace_context: None,
+            prev_hash: GENESIS_HASH.into(),
+            events: vec![],
+        };
+        let new: Vec<NewEvent> = events
+            .iter()
+            .map(|e| NewEvent::new(e, Utc::now(), None).unwrap())
+            .collect();
+        let bytes = head.encode_new(&new).unwrap();
+        let envelope = Envelope {
+            events: new.iter().map(|n| n.to_envelope_event().unwrap()).collect(),
+            ..head
+        };
+        (bytes, envelope, events)
+    }
+
+    fn offer(h: &HandOff, position: u64, title: &str) -> Vec<u8> {
+        let (bytes, envelope, events) = appended(position, title);
+        h.appended(AppendedCommit {
+            position,
+            bytes: bytes.clone(),
+            envelope,
+            events: &events,
+        });
+        bytes
+    }
+
+    fn fed(position: u64, bytes: Vec<u8>) -> FedCommit {
+        FedCommit {
+            commit: StoredCommit { position, bytes },
+            traceparent: None,
+            tracestate: None,
+            pending: 0,
+        }
+    }
+
+    /// A hand-off open from position 0, as the projector opens it when it leads.
+    fn opened(capacity: usize, budget: usize) -> HandOff {
+        let h = HandOff::with_limits(capacity, budget);
+        h.open(0);
+        h
+    }
+
+    #[test]
+    fn a_handed_commit_is_what_decoding_the_delivered_bytes_gives() {
+        let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
+        let first = offer(&h, 7, "first");
+        let second = offer(&h, 8, "second");
+        let batch = [fed(7, first.clone()), fed(8, second.clone())];
+        let taken = h.take(&batch);
+        for (t, c) in taken.iter().zip(&batch) {
+            let decoded = ProjectedCommit::decode(&c.commit).unwrap();
+            assert_eq!(t.as_ref(), Some(&decoded));
+        }
+        assert_eq!(h.used(), 2);
+        assert_eq!(h.held(), 0);
+    }
+
+    #[test]
+    fn other_bytes_at_the_position_are_decoded_not_taken() {
+        let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
+        offer(&h, 3, "what the handler encoded");
+        let (other, _, _) = appended(3, "what the log holds");
+        assert_eq!(h.take(&[fed(3, other)]), vec![None]);
+        assert_eq!(h.used(), 0);
+        assert_eq!(h.held(), 0, "the position is let go all the same");
+    }
+
+    #[test]
+    fn offers_the_projector_has_passed_are_let_go_or_refused() {
+        let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
+        offer(&h, 5, "never in a batch");
+        let six = offer(&h, 6, "delivered");
+        let twelve = offer(&h, 12, "later");
+        // The batch ends at 10: 5 and 6 go, 12 stays.
+        assert_eq!(h.take(&[fed(6, six.clone()), fed(10, six)]).len(), 2);
+        assert_eq!(h.held(), 1);
+        // An offer at or below what was taken comes too late.
+        assert!(!h.wants(9));
+        offer(&h, 9, "late");
+        assert_eq!(h.held(), 1);
+        assert!(h.take(&[fed(12, twelve)])[0].is_some());
+        assert_eq!(h.used(), 2);
+    }
+
+    #[test]
+    fn at_its_capacity_later_commits_are_not_held_until_the_projector_takes_some() {
+        let h = opened(3, HAND_OFF_BYTES);
+        let bytes: Vec<Vec<u8>> = (1..=5).map(|p| offer(&h, p, "alert")).collect();
+        assert_eq!(h.held(), 3);
+        assert!(!h.accepting() && !h.wants(6), "full");
+        let fed_all: Vec<FedCommit> = bytes
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| fed(i as u64 + 1, b))
+            .collect();
+        let taken: Vec<bool> = h.take(&fed_all[..2]).iter().map(Option::is_some).collect();
+        assert_eq!(taken, [true, true], "the oldest are kept for the projector");
+        assert!(h.accepting() && h.wants(6) && !h.wants(2));
+        // 4 and 5 came while it was full: decoded from the log.
+        let taken: Vec<bool> = h.take(&fed_all[2..]).iter().map(Option::is_some).collect();
+        assert_eq!(taken, [true, false, false]);
+        assert_eq!(h.held(), 0);
+    }
+
+    #[test]
+    fn held_commits_stay_within_the_memory_budget() {
+        let one = appended(1, "alert").0.len() * 3;
+        let h = opened(HAND_OFF_CAPACITY, one * 3 / 2);
+        for p in 1..=5 {
+            offer(&h, p, "alert");
+        }
+        assert_eq!(h.held(), 2);
+        assert!(!h.accepting());
+    }
+
+    #[test]
+    fn nothing_is_held_while_no_projector_leads() {
+        let h = HandOff::default();
+        assert!(!h.accepting());
+        offer(&h, 1, "before any projector leads");
+        assert_eq!(h.held(), 0);
+        h.open(0);
+        offer(&h, 2, "while one leads");
+        assert_eq!(h.held(), 1);
+        h.close();
+        assert_eq!(
+            h.held(),
+            0,
+            "a projector that stops leading lets go of everything"
+        );
+        assert!(!h.accepting());
+        // Leading again from a checkpoint: nothing at or below it is wanted.
+        h.open(10);
+        assert!(!h.wants(10) && h.wants(11));
+    }
+}
