@@ -33,11 +33,16 @@ pub const HAND_OFF_CAPACITY: usize = 8_192;
 /// bytes, the envelope with its payloads, the decoded events).
 pub const HAND_OFF_BYTES: usize = 64 << 20;
 
+/// One handed commit in this many is also decoded from the log's bytes and compared, in
+/// every build: a difference (which the tests rule out) closes the hand-off for good.
+pub const HAND_OFF_CHECK_EVERY: u64 = 1_024;
+
 /// Decoded commits waiting for the projector, by position.
 pub struct HandOff {
     inner: Mutex<Waiting>,
     capacity: usize,
     budget: usize,
+    check_every: u64,
     used: AtomicU64,
 }
 
@@ -45,6 +50,8 @@ pub struct HandOff {
 struct Waiting {
     /// A projector leads and takes from here; while none does, nothing is held.
     open: bool,
+    /// A handed commit differed from the log's: nothing is held again.
+    broken: bool,
     /// The projector has taken every position up to here: later offers at or below it are
     /// too late to be used.
     taken_through: u64,
@@ -55,7 +62,7 @@ struct Waiting {
 
 impl Waiting {
     fn has_room(&self, capacity: usize, budget: usize) -> bool {
-        self.open && self.commits.len() < capacity && self.size < budget
+        self.open && !self.broken && self.commits.len() < capacity && self.size < budget
     }
 
     fn remove(&mut self, position: u64) -> Option<Handed> {
@@ -93,8 +100,16 @@ impl HandOff {
             inner: Mutex::new(Waiting::default()),
             capacity,
             budget,
+            check_every: HAND_OFF_CHECK_EVERY,
             used: AtomicU64::new(0),
         }
+    }
+
+    /// This hand-off, checking one handed commit in `n` against the log's bytes.
+    #[cfg(test)]
+    fn checking_every(mut self, n: u64) -> Self {
+        self.check_every = n.max(1);
+        self
     }
 
     /// A projector leads from `checkpoint`: hold commits after it from now on.
@@ -110,9 +125,19 @@ impl HandOff {
 
     /// The projector no longer leads (it stands by, failed, or stopped): hold nothing.
     pub fn close(&self) {
+        self.close_and(false);
+    }
+
+    /// A handed commit differed from the log's: hold nothing, ever again.
+    fn close_for_good(&self) {
+        self.close_and(true);
+    }
+
+    fn close_and(&self, broken: bool) {
         let gone = {
             let mut w = self.lock();
             w.open = false;
+            w.broken |= broken;
             w.size = 0;
             std::mem::take(&mut w.commits)
         };
@@ -139,8 +164,23 @@ impl HandOff {
             .zip(found)
             .map(|(c, h)| h.filter(|h| h.bytes == c.commit.bytes).map(|h| h.commit))
             .collect();
-        let used = taken.iter().filter(|t| t.is_some()).count();
-        self.used.fetch_add(used as u64, Ordering::Relaxed);
+        let before = self.used.load(Ordering::Relaxed);
+        let mut used = 0;
+        for (c, t) in batch.iter().zip(&taken) {
+            let Some(handed) = t else { continue };
+            if (before + used).is_multiple_of(self.check_every)
+                && ProjectedCommit::decode(&c.commit).ok().as_ref() != Some(handed)
+            {
+                tracing::error!(
+                    position = c.commit.position,
+                    "a handed commit differs from the log's; the projector decodes every commit from now on"
+                );
+                self.close_for_good();
+                return vec![None; batch.len()];
+            }
+            used += 1;
+        }
+        self.used.fetch_add(used, Ordering::Relaxed);
         taken
     }
 
@@ -275,7 +315,13 @@ mod tests {
     }
 
     fn offer(h: &HandOff, position: u64, title: &str) -> Vec<u8> {
-        let (bytes, envelope, events) = appended(position, title);
+        offer_with(h, position, title, |_| {})
+    }
+
+    /// Offers a commit as the handler shows it, after `alter` changed its envelope.
+    fn offer_with(h: &HandOff, position: u64, title: &str, alter: fn(&mut Envelope)) -> Vec<u8> {
+        let (bytes, mut envelope, events) = appended(position, title);
+        alter(&mut envelope);
         h.appended(AppendedCommit {
             position,
             bytes: bytes.clone(),
@@ -372,6 +418,38 @@ mod tests {
         }
         assert_eq!(h.held(), 2);
         assert!(!h.accepting());
+    }
+
+    /// A handed commit whose bytes are the log's but whose values are not (what a decoder
+    /// that reads back other values than were encoded would give).
+    fn offer_altered(h: &HandOff, position: u64) -> Vec<u8> {
+        offer_with(h, position, "altered", |e| e.actor.push('!'))
+    }
+
+    #[test]
+    fn a_checked_commit_that_differs_from_the_log_closes_the_hand_off_for_good() {
+        let h = HandOff::default().checking_every(2);
+        h.open(0);
+        let first = offer(&h, 1, "checked: the first");
+        let second = offer_altered(&h, 2);
+        let third = offer(&h, 3, "checked: the third");
+        let taken = h.take(&[fed(1, first), fed(2, second), fed(3, third)]);
+        assert_eq!(
+            taken.iter().map(Option::is_some).collect::<Vec<_>>(),
+            [true, true, true],
+            "only one commit in two is checked"
+        );
+        assert_eq!(h.used(), 3);
+        let fourth = offer(&h, 4, "unchecked");
+        let fifth = offer_altered(&h, 5);
+        let sixth = offer(&h, 6, "after it");
+        let taken = h.take(&[fed(4, fourth), fed(5, fifth), fed(6, sixth)]);
+        assert_eq!(taken, vec![None, None, None], "the whole batch is decoded");
+        assert_eq!(h.used(), 3, "a batch decoded whole counts for nothing");
+        assert_eq!(h.held(), 0);
+        assert!(!h.accepting(), "closed");
+        h.open(6);
+        assert!(!h.accepting() && !h.wants(7), "for good");
     }
 
     #[test]
