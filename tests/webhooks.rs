@@ -388,8 +388,14 @@ async fn bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing(backend: B
     let huge = json!({"routing_key": "k", "dedup_key": "srv01/mysql", "event_action": "resolve",
                       "payload": {"summary": "x", "source": "y", "severity": "info",
                                   "custom_details": {"dump": "z".repeat(70_000)}}});
+    // Details nested deeper than the API keeps (64 levels of arrays and objects in `raw`).
+    let deep = (0..70).fold(json!("leaf"), |inner, _| json!({ "more": inner }));
+    let deep = json!({"routing_key": "k", "dedup_key": "srv01/deep", "event_action": "trigger",
+                      "payload": {"summary": "x", "source": "y", "severity": "info",
+                                  "custom_details": deep}});
     for (event, names) in [
         (huge, "payload.custom_details"),
+        (deep, "payload.custom_details"),
         (no_summary, "payload.summary"),
         (bad_severity, "payload.severity"),
         (no_key.take(), "dedup_key"),
