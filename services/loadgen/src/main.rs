@@ -423,6 +423,34 @@ async fn channels(server: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     Ok(out)
 }
 
+/// Waits until semsd answers a query: it binds its port before opening its stores (and
+/// migrating them), so a connection succeeds before the read model's tables exist.
+async fn wait_until_serving(server: &str) -> anyhow::Result<()> {
+    use sems_proto::v1::incident_query_service_client::IncidentQueryServiceClient;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let attempt = async {
+            let channel = channels(server, 1).await?.remove(0);
+            IncidentQueryServiceClient::new(channel)
+                .list_incidents(pb::ListIncidentsRequest {
+                    page_size: 1,
+                    ..Default::default()
+                })
+                .await?;
+            anyhow::Ok(())
+        };
+        let error = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".to_owned(),
+        };
+        if Instant::now() > deadline {
+            anyhow::bail!("semsd at {server} is not serving after 120 s: {error}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Where unary calls go and what they carry.
 #[derive(Debug, Clone)]
 struct Target {
@@ -814,6 +842,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args.alerts, args.concurrency, args.streams
     );
 
+    if args.phases.iter().any(|p| p != "raw") {
+        wait_until_serving(&args.server).await?;
+    }
     let embedded = args.store == "embedded";
     // Today's share of what each raw component did when the targets were set.
     let mut shares = Shares::default();
