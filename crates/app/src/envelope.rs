@@ -37,6 +37,7 @@ pub struct Envelope {
     /// The aggregate's version after this commit (number of events applied).
     pub aggregate_version: u64,
     /// Server clock when the commit was made (UTC).
+    #[serde(serialize_with = "sems_domain::time::serialize_utc")]
     pub recorded_at: DateTime<Utc>,
     /// The authenticated principal; never a client-supplied string.
     pub actor: String,
@@ -96,13 +97,16 @@ pub struct NewEvent {
     payload: String,
 }
 
-/// [`EnvelopeEvent`] without its payload, serialized the same way, field for field.
+/// [`EnvelopeEvent`] without its payload, serialized the same way, field for field (its
+/// time through [`sems_domain::time::serialize_utc`], which writes chrono's text: the test
+/// below checks the two encodings agree byte for byte).
 #[derive(Serialize)]
 struct EventHead<'a> {
     event_id: Uuid,
     #[serde(rename = "type")]
     event_type: &'a str,
     schema_version: u32,
+    #[serde(serialize_with = "sems_domain::time::serialize_utc")]
     occurred_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     late_reason: Option<&'a str>,

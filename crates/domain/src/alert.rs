@@ -34,6 +34,7 @@ pub struct AlertReport {
     /// Impact as the tool grades it.
     pub severity: Severity,
     /// When the tool saw it.
+    #[serde(serialize_with = "crate::time::serialize_utc")]
     pub occurred_at: DateTime<Utc>,
     /// Observables (IPs, hashes, users…).
     pub observables: Vec<Observable>,

@@ -10,6 +10,7 @@ pub mod crisis;
 mod error;
 pub mod handover;
 pub mod incident;
+pub mod time;
 mod values;
 
 pub use error::DomainError;
