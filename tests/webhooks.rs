@@ -384,15 +384,23 @@ async fn bad_payloads_get_a_4xx_naming_the_problem_and_append_nothing(backend: B
     assert_eq!(s.message_count().await, before, "nothing appended");
     // …and a resolve of a known alert carrying more than 64 KiB is refused.
     s.post("/v2/enqueue", &pd_trigger().to_string(), &[]).await;
-    let before = s.message_count().await;
     let huge = json!({"routing_key": "k", "dedup_key": "srv01/mysql", "event_action": "resolve",
                       "payload": {"summary": "x", "source": "y", "severity": "info",
                                   "custom_details": {"dump": "z".repeat(70_000)}}});
-    // Details nested deeper than the API keeps (64 levels of arrays and objects in `raw`).
-    let deep = (0..70).fold(json!("leaf"), |inner, _| json!({ "more": inner }));
-    let deep = json!({"routing_key": "k", "dedup_key": "srv01/deep", "event_action": "trigger",
-                      "payload": {"summary": "x", "source": "y", "severity": "info",
-                                  "custom_details": deep}});
+    // Details nested deeper than the API keeps: 64 levels of arrays and objects in the
+    // event, which holds them two levels down. 62 of theirs are kept, 63 refused.
+    let nested = |levels: usize, key: &str| {
+        let details = (1..levels).fold(json!({"leaf": 1}), |inner, _| json!({ "more": inner }));
+        json!({"routing_key": "k", "dedup_key": key, "event_action": "trigger",
+               "payload": {"summary": "x", "source": "y", "severity": "info",
+                           "custom_details": details}})
+    };
+    let kept = s
+        .post("/v2/enqueue", &nested(62, "srv01/deep-62").to_string(), &[])
+        .await;
+    assert_eq!(kept.status, 202, "{}", kept.body);
+    let before = s.message_count().await;
+    let deep = nested(63, "srv01/deep-63");
     for (event, names) in [
         (huge, "payload.custom_details"),
         (deep, "payload.custom_details"),

@@ -168,7 +168,7 @@ fn check_raw(raw: &serde_json::Value, field: impl FnOnce() -> String) -> Result<
 }
 
 /// Levels of arrays and objects in `value` (0 for a scalar), walked without recursion.
-fn depth_of(value: &serde_json::Value) -> usize {
+pub fn depth_of(value: &serde_json::Value) -> usize {
     use serde_json::Value;
     let mut deepest = 0;
     let mut stack = vec![(value, 1)];

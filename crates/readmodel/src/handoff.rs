@@ -256,7 +256,10 @@ impl AppendTap for HandOff {
             },
         };
         let mut w = self.lock();
-        if position > w.taken_through && w.has_room(self.capacity, self.budget) {
+        if position > w.taken_through
+            && w.has_room(self.capacity, self.budget)
+            && w.size + handed.size <= self.budget
+        {
             w.size += handed.size;
             if let Some(replaced) = w.commits.insert(position, handed) {
                 w.size -= replaced.size;
@@ -412,12 +415,14 @@ mod tests {
     #[test]
     fn held_commits_stay_within_the_memory_budget() {
         let one = appended(1, "alert").0.len() * 3;
-        let h = opened(HAND_OFF_CAPACITY, one * 3 / 2);
+        let h = opened(HAND_OFF_CAPACITY, one * 5 / 2);
         for p in 1..=5 {
             offer(&h, p, "alert");
         }
-        assert_eq!(h.held(), 2);
-        assert!(!h.accepting());
+        assert_eq!(h.held(), 2, "a third would go over the budget");
+        let h = opened(HAND_OFF_CAPACITY, one / 2);
+        offer(&h, 1, "larger than the whole budget");
+        assert_eq!(h.held(), 0);
     }
 
     /// A handed commit whose bytes are the log's but whose values are not (what a decoder

@@ -653,6 +653,39 @@ fn nul_path(value: &Value) -> Option<String> {
     None
 }
 
+/// The path of an array or object in `value` nested deeper than `max` levels (the
+/// root is level 1), if any.
+fn too_deep_path(value: &Value, max: usize) -> Option<String> {
+    if sems_domain::alert::depth_of(value) <= max {
+        return None;
+    }
+    let mut stack = vec![(value, String::new(), 1)];
+    while let Some((v, path, level)) = stack.pop() {
+        let nested = matches!(v, Value::Array(_) | Value::Object(_));
+        if nested && level > max {
+            return Some(path);
+        }
+        match v {
+            Value::Array(items) => stack.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| (item, format!("{path}[{i}]"), level + 1)),
+            ),
+            Value::Object(fields) => stack.extend(fields.iter().map(|(key, item)| {
+                let at = if path.is_empty() {
+                    key.escape_debug().to_string()
+                } else {
+                    format!("{path}.{}", key.escape_debug())
+                };
+                (item, at, level + 1)
+            })),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A problem naming the PagerDuty field behind ours.
 fn pd_problem(e: AppError) -> Problem {
     match e {
@@ -700,6 +733,13 @@ async fn pagerduty_inner(w: &Webhooks, e: PdEvent) -> Result<String, Problem> {
     // the PagerDuty field that holds it rather than the one raw payload.
     if let Some(path) = nul_path(&raw) {
         return Err(Problem::bad(path, "contains a NUL character (U+0000)"));
+    }
+    let max = sems_domain::Limits::RAW_DEPTH;
+    if let Some(path) = too_deep_path(&raw, max) {
+        return Err(Problem::bad(
+            path,
+            format!("is nested more than {max} levels of arrays and objects deep in the event"),
+        ));
     }
     match e.event_action.as_str() {
         "trigger" => {
@@ -954,6 +994,25 @@ mod tests {
         );
         let clean = json!({"receiver": "soc", "alert": {"status": "firing"}});
         assert_eq!(fit_raw(clean.clone()), clean);
+    }
+
+    #[test]
+    fn the_path_of_the_first_value_nested_too_deep_is_named() {
+        let deep = |levels: usize| {
+            (1..levels).fold(json!({"leaf": 1}), |inner, _| json!({ "more": inner }))
+        };
+        // The event wraps its custom details two levels deep: 62 of theirs make 64.
+        let event = |details| json!({"payload": {"custom_details": details}, "links": []});
+        assert_eq!(too_deep_path(&event(deep(62)), 64), None);
+        let path = too_deep_path(&event(deep(63)), 64).unwrap();
+        assert_eq!(
+            path,
+            format!("payload.custom_details{}", ".more".repeat(62))
+        );
+        assert_eq!(
+            too_deep_path(&json!({"links": [[[1]]]}), 3).as_deref(),
+            Some("links[0][0]")
+        );
     }
 
     #[test]
