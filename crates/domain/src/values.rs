@@ -172,7 +172,7 @@ fn forbidden_control(c: char) -> bool {
 /// Who acts, when, and when what they report happened in the world.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The authenticated principal (from server configuration until authentication lands).
+    /// The authenticated principal (the caller's token's, or the server's configured one).
     pub actor: String,
     /// The server clock at the time of the command (becomes `recorded_at`).
     pub now: DateTime<Utc>,

@@ -393,11 +393,52 @@ pub struct DecideArgs {
     entry: EntryArgs,
 }
 
+/// The sections of a brief file, as `HandoverBrief` names them.
+const BRIEF_SECTIONS: [&str; 16] = [
+    "situation",
+    "situation_as_at",
+    "confidence",
+    "history",
+    "objectives",
+    "actions_taken",
+    "resources_committed",
+    "open_risks",
+    "open_actions",
+    "key_contacts",
+    "communications",
+    "constraints",
+    "potential_most_likely",
+    "potential_worst_case",
+    "authority_requested",
+    "known_unknowns",
+];
+
 fn read_brief(path: &PathBuf) -> Result<pb::HandoverBrief, CtlError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CtlError::Usage(format!("--brief {}: {e}", path.display())))?;
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| CtlError::Usage(format!("--brief {} is not JSON: {e}", path.display())))?;
+    let Some(sections) = v.as_object() else {
+        return Err(CtlError::Usage(format!(
+            "--brief {} is not a JSON object of sections (docs/examples/brief.json is one)",
+            path.display()
+        )));
+    };
+    // A misspelt or mistyped section would otherwise read as missing, and the server would
+    // name the right section without saying why it was not found.
+    for (key, value) in sections {
+        if !BRIEF_SECTIONS.contains(&key.as_str()) {
+            return Err(CtlError::Usage(format!(
+                "--brief: unknown section {key:?}; the sections are {}",
+                BRIEF_SECTIONS.join(", ")
+            )));
+        }
+        if !value.is_string() {
+            return Err(CtlError::Usage(format!(
+                "--brief: section {key:?} must be a string, not {value}"
+            )));
+        }
+    }
     let f = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)

@@ -397,7 +397,7 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         .to_owned();
 
     let brief = s.state.path().join("brief.json");
-    let mut doc = serde_json::json!({
+    let doc = serde_json::json!({
         "situation": "OT network encrypted", "situation_as_at": "2026-11-27T09:00:00Z",
         "confidence": "MEDIUM", "history": "h", "objectives": "o", "actions_taken": "a",
         "resources_committed": "r", "open_risks": "r", "open_actions": "a",
@@ -419,8 +419,28 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         "{}",
         incomplete.stderr
     );
-    doc["known_unknowns"] = "entry vector".into();
-    std::fs::write(&brief, doc.to_string()).unwrap();
+    // A misspelt section is named as such, before anything is sent.
+    let mut typo = doc.clone();
+    typo["objective"] = "o".into();
+    std::fs::write(&brief, typo.to_string()).unwrap();
+    let misspelt = s
+        .ctl(&strs(&with_token(
+            "t-tom.tactical",
+            &["handover", "offer", &handover, "--brief", brief_arg],
+        )))
+        .await;
+    assert_eq!(misspelt.code, 2, "{}", misspelt.stderr);
+    assert!(
+        misspelt.stderr.contains("unknown section \"objective\""),
+        "{}",
+        misspelt.stderr
+    );
+    // The example brief the docs point to is complete and accepted as it is.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/examples/brief.json"
+    );
+    std::fs::copy(example, &brief).unwrap();
     let offered = s
         .ctl(&strs(&with_token(
             "t-tom.tactical",

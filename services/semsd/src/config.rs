@@ -126,7 +126,8 @@ impl GrpcArgs {
 /// Domain settings.
 #[derive(Debug, Clone, Args)]
 pub struct DomainArgs {
-    /// The principal recorded as actor of every command, until authentication lands.
+    /// The principal recorded as actor of webhook calls, and of gRPC calls when no
+    /// --tokens-file authenticates them.
     #[arg(long, env = "SEMS_ACTOR", default_value = "semsd")]
     pub actor: String,
     /// How long a handover may wait for the CMC's answer (from its first offer, or from the

@@ -23,9 +23,9 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use sems_app::{AppError, CommandMeta, Sems, SourceSignal};
+use sems_app::{AppError, CommandMeta, IngestOutcome, Sems, SourceSignal, SourceUpdateOutcome};
 use sems_domain::{Limits, Observable, Severity, Text, alert::AlertReport};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tracing::{Instrument, Span, info_span, warn};
@@ -188,9 +188,106 @@ impl From<AppError> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({ "error": self.text(), "field": self.field });
+        let body = ProblemBody {
+            error: self.text(),
+            field: self.field,
+        };
         (self.status, axum::Json(body)).into_response()
     }
+}
+
+/// A problem's body. Answers are structs, not `json!` maps, so their keys come in the order
+/// the docs show (a `serde_json` map sorts them).
+#[derive(Serialize)]
+struct ProblemBody {
+    error: String,
+    field: Option<String>,
+}
+
+/// The answer of the Alertmanager and generic endpoints.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Ingested(Ingested),
+    Updated(Updated),
+    Results { results: Vec<AmResult> },
+}
+
+/// An alert reported (generic `trigger`).
+#[derive(Serialize)]
+struct Ingested {
+    alert_id: uuid::Uuid,
+    repeat: bool,
+    incident_id: Option<uuid::Uuid>,
+    position: u64,
+    version: u64,
+    replayed: bool,
+}
+
+impl From<IngestOutcome> for Ingested {
+    fn from(o: IngestOutcome) -> Self {
+        Self {
+            alert_id: o.alert_id,
+            repeat: o.repeat,
+            incident_id: o.incident_id,
+            position: o.position,
+            version: o.version,
+            replayed: o.replayed,
+        }
+    }
+}
+
+/// What the source said of an alert (generic `acknowledge` and `resolve`).
+#[derive(Serialize)]
+struct Updated {
+    alert_id: uuid::Uuid,
+    known: bool,
+    changed: bool,
+    position: u64,
+}
+
+impl From<SourceUpdateOutcome> for Updated {
+    fn from(o: SourceUpdateOutcome) -> Self {
+        Self {
+            alert_id: o.alert_id,
+            known: o.known,
+            changed: o.changed,
+            position: o.position,
+        }
+    }
+}
+
+/// One alert of an Alertmanager notification.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum AmResult {
+    Firing {
+        source_ref: String,
+        status: &'static str,
+        alert_id: uuid::Uuid,
+        repeat: bool,
+        incident_id: Option<uuid::Uuid>,
+        position: u64,
+    },
+    Resolved {
+        source_ref: String,
+        status: &'static str,
+        alert_id: uuid::Uuid,
+        known: bool,
+        changed: bool,
+        position: u64,
+    },
+}
+
+/// PagerDuty's answers, with its keys in its order.
+#[derive(Serialize)]
+struct PdAnswer {
+    status: &'static str,
+    message: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dedup_key: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<String>,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
@@ -445,7 +542,7 @@ async fn bearer_call<'a, F>(
     handle: impl FnOnce(&'a Webhooks) -> F,
 ) -> Response
 where
-    F: Future<Output = Result<Value, Problem>> + 'a,
+    F: Future<Output = Result<Answer, Problem>> + 'a,
 {
     async move {
         if !w.bearer_ok(headers) {
@@ -468,7 +565,7 @@ async fn alertmanager(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes
     .await
 }
 
-async fn alertmanager_inner(w: &Webhooks, body: &[u8]) -> Result<Value, Problem> {
+async fn alertmanager_inner(w: &Webhooks, body: &[u8]) -> Result<Answer, Problem> {
     let p: AmPayload = parse(body)?;
     if p.version != "4" {
         return Err(Problem::bad(
@@ -493,14 +590,14 @@ async fn alertmanager_inner(w: &Webhooks, body: &[u8]) -> Result<Value, Problem>
             AmItem::Firing(report) => {
                 let source_ref = report.source_ref.clone();
                 let o = w.sems.ingest_alert(*report, meta()).await?;
-                json!({
-                    "source_ref": source_ref,
-                    "status": "firing",
-                    "alert_id": o.alert_id,
-                    "repeat": o.repeat,
-                    "incident_id": o.incident_id,
-                    "position": o.position,
-                })
+                AmResult::Firing {
+                    source_ref,
+                    status: "firing",
+                    alert_id: o.alert_id,
+                    repeat: o.repeat,
+                    incident_id: o.incident_id,
+                    position: o.position,
+                }
             }
             AmItem::Resolved {
                 source_ref,
@@ -519,18 +616,18 @@ async fn alertmanager_inner(w: &Webhooks, body: &[u8]) -> Result<Value, Problem>
                         m,
                     )
                     .await?;
-                json!({
-                    "source_ref": source_ref,
-                    "status": "resolved",
-                    "alert_id": o.alert_id,
-                    "known": o.known,
-                    "changed": o.changed,
-                    "position": o.position,
-                })
+                AmResult::Resolved {
+                    source_ref,
+                    status: "resolved",
+                    alert_id: o.alert_id,
+                    known: o.known,
+                    changed: o.changed,
+                    position: o.position,
+                }
             }
         });
     }
-    Ok(json!({ "results": results }))
+    Ok(Answer::Results { results })
 }
 
 // ---------------------------------------------------------------- PagerDuty Events API v2
@@ -579,11 +676,12 @@ struct PdPayload {
 fn pd_invalid(errors: Vec<String>) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        axum::Json(json!({
-            "status": "invalid event",
-            "message": "Event object is invalid",
-            "errors": errors,
-        })),
+        axum::Json(PdAnswer {
+            status: "invalid event",
+            message: "Event object is invalid",
+            dedup_key: None,
+            errors,
+        }),
     )
         .into_response()
 }
@@ -603,11 +701,12 @@ async fn pagerduty(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -
         match pagerduty_inner(&w, event).await {
             Ok(dedup_key) => (
                 StatusCode::ACCEPTED,
-                axum::Json(json!({
-                    "status": "success",
-                    "message": "Event processed",
-                    "dedup_key": dedup_key,
-                })),
+                axum::Json(PdAnswer {
+                    status: "success",
+                    message: "Event processed",
+                    dedup_key: Some(dedup_key),
+                    errors: Vec::new(),
+                }),
             )
                 .into_response(),
             Err(p) if p.status == StatusCode::BAD_REQUEST => pd_invalid(vec![p.text()]),
@@ -879,7 +978,7 @@ async fn generic(State(w): State<Webhooks>, headers: HeaderMap, body: Bytes) -> 
     .await
 }
 
-async fn generic_inner(w: &Webhooks, body: &[u8]) -> Result<Value, Problem> {
+async fn generic_inner(w: &Webhooks, body: &[u8]) -> Result<Answer, Problem> {
     let a: GenericAlert = parse(body)?;
     let now = w.sems.handler().now();
     let mut m = meta();
@@ -918,14 +1017,7 @@ async fn generic_inner(w: &Webhooks, body: &[u8]) -> Result<Value, Problem> {
             .validate("")
             .map_err(|e| Problem::from(AppError::from(e)))?;
             let o = w.sems.ingest_alert(report, m).await?;
-            Ok(json!({
-                "alert_id": o.alert_id,
-                "repeat": o.repeat,
-                "incident_id": o.incident_id,
-                "position": o.position,
-                "version": o.version,
-                "replayed": o.replayed,
-            }))
+            Ok(Answer::Ingested(o.into()))
         }
         action @ ("acknowledge" | "resolve") => {
             if let Some(at) = occurred_at {
@@ -940,12 +1032,7 @@ async fn generic_inner(w: &Webhooks, body: &[u8]) -> Result<Value, Problem> {
                 .sems
                 .alert_source_update(&a.source, &a.source_ref, signal, a.raw, m)
                 .await?;
-            Ok(json!({
-                "alert_id": o.alert_id,
-                "known": o.known,
-                "changed": o.changed,
-                "position": o.position,
-            }))
+            Ok(Answer::Updated(o.into()))
         }
         other => Err(Problem::bad(
             "action",
