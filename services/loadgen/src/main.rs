@@ -14,7 +14,8 @@
 //! 3. `stream`: `IngestAlerts` client streams, each sending its share in calls of at most
 //!    10,000 alerts — accepted alerts/s, and the ratio to the ceiling;
 //! 4. `lag`: unary ingestion paced at half the (faster) unary rate — acknowledgement → visible in the
-//!    read model (its checkpoint), p50/p99;
+//!    read model (its checkpoint), p50/p99 — once with Poisson arrivals (independent sources)
+//!    and once with every client calling at once, once a period (`--lag-arrivals`);
 //! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s,
 //!    once semsd's own projector has caught up (so one projector is measured, not two).
 //!
@@ -133,6 +134,11 @@ struct Args {
     /// One entry every this many milliseconds.
     #[arg(long, default_value_t = 20)]
     watch_every_ms: u64,
+    /// How the lag phase's paced calls arrive, each in a run of its own, in this order:
+    /// `poisson` (independent sources; the figure judged against the target) and `bursts`
+    /// (every client at once, once a period).
+    #[arg(long, value_delimiter = ',', default_value = "poisson,bursts")]
+    lag_arrivals: Vec<Arrivals>,
     /// Phases to run.
     #[arg(
         long,
@@ -471,6 +477,77 @@ impl Target {
     }
 }
 
+/// How paced calls arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Arrivals {
+    /// Each client on its own Poisson process (exponential gaps, scheduled ahead whatever
+    /// the answers take): independent sources, as alerts from many sensors arrive.
+    Poisson,
+    /// Every client on the same fixed grid: all of them call at once, once a period (the
+    /// load generator's pacing until 2026-11-28). A harsher load than the same rate spread.
+    Bursts,
+}
+
+impl Arrivals {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Poisson => "Poisson arrivals",
+            Self::Bursts => "in bursts of every client at once",
+        }
+    }
+}
+
+/// A client's pacing: when its next call is due.
+struct Pace {
+    arrivals: Arrivals,
+    period: Duration,
+    next: tokio::time::Instant,
+    /// splitmix64 state; seeded per client, so runs repeat their schedules.
+    seed: u64,
+}
+
+impl Pace {
+    fn new(arrivals: Arrivals, period: Duration, client: usize) -> Self {
+        let mut pace = Self {
+            arrivals,
+            period,
+            next: tokio::time::Instant::now(),
+            seed: 0x5eed_0000_0000_0000 ^ client as u64,
+        };
+        if arrivals == Arrivals::Poisson {
+            // Start each client at a random point of its process, not all together.
+            let gap = pace.gap();
+            pace.next += gap;
+        }
+        pace
+    }
+
+    /// The next gap: fixed for bursts, exponential with mean `period` for Poisson.
+    fn gap(&mut self) -> Duration {
+        match self.arrivals {
+            Arrivals::Bursts => self.period,
+            Arrivals::Poisson => {
+                self.seed = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.seed;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^= z >> 31;
+                // Uniform in (0, 1]: 53 random bits.
+                let u = ((z >> 11) + 1) as f64 / (1u64 << 53) as f64;
+                self.period.mul_f64(-u.ln())
+            }
+        }
+    }
+
+    /// Waits until the next call is due (at once if it is overdue: the schedule does not
+    /// wait for answers), then schedules the one after.
+    async fn wait(&mut self) {
+        tokio::time::sleep_until(self.next).await;
+        let gap = self.gap();
+        self.next += gap;
+    }
+}
+
 /// `count` unary calls from `clients` concurrent clients of `target`, optionally paced to
 /// `rate` calls/s in total. Each acknowledgement (time, position) goes to `acks` when given.
 async fn unary(
@@ -478,7 +555,7 @@ async fn unary(
     run: &str,
     count: usize,
     clients: usize,
-    rate: Option<f64>,
+    rate: Option<(f64, Arrivals)>,
     acks: Option<Acks>,
 ) -> anyhow::Result<Unary> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -491,20 +568,21 @@ async fn unary(
     // The clock starts once every client is connected.
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for channel in connections {
+    for (c, channel) in connections.into_iter().enumerate() {
         let (next, run, acks) = (next.clone(), run.to_owned(), acks.clone());
-        let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r));
+        let mut pace = rate.map(|(r, arrivals)| {
+            Pace::new(arrivals, Duration::from_secs_f64(clients as f64 / r), c)
+        });
         tasks.push(tokio::spawn(async move {
             let mut client = AlertServiceClient::new(channel);
             let mut hist = Histogram::<u64>::new(3)?;
-            let mut tick = interval.map(tokio::time::interval);
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
                 if n >= count {
                     return Ok::<_, anyhow::Error>(hist);
                 }
-                if let Some(t) = tick.as_mut() {
-                    t.tick().await;
+                if let Some(p) = pace.as_mut() {
+                    p.wait().await;
                 }
                 let sent = Instant::now();
                 let answer = client.ingest_alert(request(&run, n)).await?.into_inner();
@@ -675,7 +753,7 @@ struct Lag {
     calls: Unary,
 }
 
-async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<Lag> {
+async fn lag(args: &Args, run: &str, rate: f64, arrivals: Arrivals) -> anyhow::Result<Lag> {
     let positions = Positions::open(args).await?;
     // Start from a caught-up read model, so the figure is the lag, not an earlier backlog.
     positions.caught_up().await?;
@@ -689,7 +767,7 @@ async fn lag(args: &Args, run: &str, rate: f64) -> anyhow::Result<Lag> {
                 &run,
                 count,
                 args.concurrency,
-                Some(rate),
+                Some((rate, arrivals)),
                 Some(acks),
             )
             .await
@@ -993,16 +1071,19 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     if has("lag") {
         let rate = unary_rate.map_or(5_000.0, |r| r / 2.0);
-        let l = lag(&args, &format!("{run}-l"), rate).await?;
-        println!(
-            "read-model lag at {rate:.0} alerts/s ({} alerts): p50 {}, p99 {} \
-             (the calls themselves: p50 {}, p99 {})",
-            l.alerts,
-            ms(l.p50),
-            ms(l.p99),
-            ms(l.calls.p50),
-            ms(l.calls.p99)
-        );
+        for (i, &arrivals) in args.lag_arrivals.iter().enumerate() {
+            let l = lag(&args, &format!("{run}-l{i}"), rate, arrivals).await?;
+            println!(
+                "read-model lag at {rate:.0} alerts/s, {} ({} alerts): p50 {}, p99 {} \
+                 (the calls themselves: p50 {}, p99 {})",
+                arrivals.name(),
+                l.alerts,
+                ms(l.p50),
+                ms(l.p99),
+                ms(l.calls.p50),
+                ms(l.calls.p99)
+            );
+        }
     }
     if has("rebuild") && embedded {
         println!("projector rebuild: measured on the JetStream/PostgreSQL pair only");
