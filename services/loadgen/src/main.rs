@@ -15,7 +15,8 @@
 //!    10,000 alerts — accepted alerts/s, and the ratio to the ceiling;
 //! 4. `lag`: unary ingestion paced at half the (faster) unary rate — acknowledgement → visible in the
 //!    read model (its checkpoint), p50/p99 — once with Poisson arrivals (independent sources)
-//!    and once with every client calling at once, once a period (`--lag-arrivals`);
+//!    and once with every client calling at once, once a period (`--lag-arrivals`;
+//!    `--lag-rate` sets another rate);
 //! 5. `rebuild`: a projector rebuilding a fresh read-model schema from sequence 1 — events/s,
 //!    once semsd's own projector has caught up (so one projector is measured, not two).
 //!
@@ -139,6 +140,10 @@ struct Args {
     /// (every client at once, once a period).
     #[arg(long, value_delimiter = ',', default_value = "poisson,bursts")]
     lag_arrivals: Vec<Arrivals>,
+    /// The lag phase's rate (alerts/s) instead of half the faster unary rate (5,000 when
+    /// the unary phase does not run): to compare builds at one rate.
+    #[arg(long, value_parser = positive_rate)]
+    lag_rate: Option<f64>,
     /// Phases to run.
     #[arg(
         long,
@@ -146,6 +151,15 @@ struct Args {
         default_value = "raw,unary,stream,lag,rebuild"
     )]
     phases: Vec<String>,
+}
+
+/// A rate in calls/s: finite, and at least 0.1 (ten seconds of it make one call).
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.1 => Ok(r),
+        Ok(_) => Err(format!("{text} is not a rate of at least 0.1 calls/s")),
+        Err(e) => Err(format!("{text}: {e}")),
+    }
 }
 
 /// A realistic alert (~0.5 KiB once in its envelope); `n` makes its dedup key unique.
@@ -414,6 +428,10 @@ struct Unary {
     rate: f64,
     p50: Duration,
     p99: Duration,
+    /// Paced calls that fell due while their client's call before was still unanswered,
+    /// and so left late (only in bursts: Poisson calls leave when due, whatever is in
+    /// flight).
+    late: usize,
 }
 
 async fn channels(server: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
@@ -478,10 +496,13 @@ impl Target {
 }
 
 /// How paced calls arrive.
+///
+/// Poisson calls are sent open-loop: each leaves when due, whatever its client still has
+/// in flight. Bursts keep one call in flight per client, as the phase always did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Arrivals {
-    /// Each client on its own Poisson process (exponential gaps, scheduled ahead whatever
-    /// the answers take): independent sources, as alerts from many sensors arrive.
+    /// Each client on its own Poisson process (exponential gaps, each call sent when due
+    /// whatever is in flight): independent sources, as alerts from many sensors arrive.
     Poisson,
     /// Every client on the same fixed grid: all of them call at once, once a period (the
     /// load generator's pacing until 2026-11-28). A harsher load than the same rate spread.
@@ -491,7 +512,7 @@ enum Arrivals {
 impl Arrivals {
     fn name(self) -> &'static str {
         match self {
-            Self::Poisson => "Poisson arrivals",
+            Self::Poisson => "Poisson arrivals, open loop",
             Self::Bursts => "in bursts of every client at once",
         }
     }
@@ -539,12 +560,16 @@ impl Pace {
         }
     }
 
-    /// Waits until the next call is due (at once if it is overdue: the schedule does not
-    /// wait for answers), then schedules the one after.
-    async fn wait(&mut self) {
-        tokio::time::sleep_until(self.next).await;
+    /// Waits until the next call is due (at once if it is overdue: the schedule is set
+    /// ahead, whatever the answers take), schedules the one after, and says when this one
+    /// was due. A client has one call in flight, so a call falling due before the answer
+    /// to the one before leaves late.
+    async fn wait(&mut self) -> tokio::time::Instant {
+        let due = self.next;
+        tokio::time::sleep_until(due).await;
         let gap = self.gap();
         self.next += gap;
+        due
     }
 }
 
@@ -574,36 +599,77 @@ async fn unary(
             Pace::new(arrivals, Duration::from_secs_f64(clients as f64 / r), c)
         });
         tasks.push(tokio::spawn(async move {
-            let mut client = AlertServiceClient::new(channel);
+            let client = AlertServiceClient::new(channel);
             let mut hist = Histogram::<u64>::new(3)?;
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= count {
-                    return Ok::<_, anyhow::Error>(hist);
+            let mut late = 0;
+            let call = |n: usize| {
+                let mut client = client.clone();
+                let request = request(&run, n);
+                async move {
+                    let sent = Instant::now();
+                    let answer = client.ingest_alert(request).await?.into_inner();
+                    anyhow::Ok((sent, Instant::now(), answer.position))
                 }
-                if let Some(p) = pace.as_mut() {
-                    p.wait().await;
-                }
-                let sent = Instant::now();
-                let answer = client.ingest_alert(request(&run, n)).await?.into_inner();
-                let done = Instant::now();
+            };
+            let mut record = |(sent, done, position): (Instant, Instant, u64)| {
                 hist.record((done - sent).as_micros() as u64)?;
                 if let Some(acks) = &acks {
                     acks.lock()
                         .map_err(|_| anyhow::anyhow!("lock"))?
-                        .push_back((done, answer.position));
+                        .push_back((done, position));
                 }
+                anyhow::Ok(())
+            };
+            match pace.as_mut() {
+                // Open loop: each call leaves when it is due, whatever is still in flight.
+                Some(p) if p.arrivals == Arrivals::Poisson => {
+                    let mut in_flight = FuturesUnordered::new();
+                    let mut sending = true;
+                    while sending || !in_flight.is_empty() {
+                        tokio::select! {
+                            Some(answered) = in_flight.next() => record(answered?)?,
+                            _ = p.wait(), if sending => {
+                                let n = next.fetch_add(1, Ordering::Relaxed);
+                                if n < count {
+                                    in_flight.push(call(n));
+                                } else {
+                                    sending = false;
+                                }
+                            }
+                        }
+                    }
+                }
+                // One call in flight: a call due before the answer to the one before
+                // leaves late.
+                _ => loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        break;
+                    }
+                    if let Some(p) = pace.as_mut() {
+                        let ready = tokio::time::Instant::now();
+                        if p.wait().await < ready {
+                            late += 1;
+                        }
+                    }
+                    record(call(n).await?)?;
+                },
             }
+            Ok::<_, anyhow::Error>((hist, late))
         }));
     }
     let mut hist = Histogram::<u64>::new(3)?;
+    let mut late = 0;
     for t in tasks {
-        hist.add(t.await??)?;
+        let (h, l) = t.await??;
+        hist.add(h)?;
+        late += l;
     }
     Ok(Unary {
         rate: count as f64 / start.elapsed().as_secs_f64(),
         p50: Duration::from_micros(hist.value_at_quantile(0.5)),
         p99: Duration::from_micros(hist.value_at_quantile(0.99)),
+        late,
     })
 }
 
@@ -1070,18 +1136,27 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         print_cpu(&cpu, args.alerts / args.streams * args.streams, "alert");
     }
     if has("lag") {
-        let rate = unary_rate.map_or(5_000.0, |r| r / 2.0);
+        let rate = args
+            .lag_rate
+            .unwrap_or_else(|| unary_rate.map_or(5_000.0, |r| r / 2.0));
         for (i, &arrivals) in args.lag_arrivals.iter().enumerate() {
             let l = lag(&args, &format!("{run}-l{i}"), rate, arrivals).await?;
+            let late = match arrivals {
+                Arrivals::Poisson => String::new(),
+                Arrivals::Bursts => format!(
+                    "; {:.1}% fell due while their client's call before was unanswered",
+                    100.0 * l.calls.late as f64 / l.alerts.max(1) as f64
+                ),
+            };
             println!(
                 "read-model lag at {rate:.0} alerts/s, {} ({} alerts): p50 {}, p99 {} \
-                 (the calls themselves: p50 {}, p99 {})",
+                 (the calls themselves: p50 {}, p99 {}{late})",
                 arrivals.name(),
                 l.alerts,
                 ms(l.p50),
                 ms(l.p99),
                 ms(l.calls.p50),
-                ms(l.calls.p99)
+                ms(l.calls.p99),
             );
         }
     }
@@ -1123,4 +1198,45 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_gaps_average_the_period_and_bursts_keep_the_grid() {
+        let period = Duration::from_millis(20);
+        let mut poisson = Pace::new(Arrivals::Poisson, period, 3);
+        let n = 100_000;
+        let gaps: Vec<Duration> = (0..n).map(|_| poisson.gap()).collect();
+        let mean = gaps.iter().sum::<Duration>().as_secs_f64() / n as f64;
+        assert!(
+            (mean / period.as_secs_f64() - 1.0).abs() < 0.02,
+            "mean gap {mean} s against {period:?}"
+        );
+        // Exponential: about 1 - 1/e of the gaps are shorter than the mean.
+        let short = gaps.iter().filter(|g| **g < period).count() as f64 / n as f64;
+        assert!((short - 0.632).abs() < 0.01, "{short}");
+        // Clients do not share a schedule.
+        let mut other = Pace::new(Arrivals::Poisson, period, 4);
+        assert_ne!(
+            (0..8).map(|_| other.gap()).collect::<Vec<_>>(),
+            gaps[..8].to_vec()
+        );
+        let mut bursts = Pace::new(Arrivals::Bursts, period, 3);
+        assert!(
+            bursts.next <= tokio::time::Instant::now(),
+            "the first call is due at once"
+        );
+        assert!((0..5).all(|_| bursts.gap() == period));
+    }
+
+    #[test]
+    fn a_lag_rate_must_be_a_positive_finite_number() {
+        assert_eq!(positive_rate("3400"), Ok(3400.0));
+        for bad in ["0", "-1", "NaN", "inf", "0.01", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad}");
+        }
+    }
 }
