@@ -602,21 +602,53 @@ impl ProjectionStore for PgReadModel {
             // that connection is lost, so is the lock, and the writes fail with it.
             let mut writer = self.writer.lock().await;
             let copy = writer.as_ref().is_some_and(|w| w.copy);
+            // The checkpoint as the leader's writer last committed it, taken out here and put
+            // back only after a commit: after any failure it is read again.
+            let known = writer.as_mut().and_then(|w| w.checkpoint.take());
+            if let Some(checkpoint) = known {
+                let (fresh, skipped) = fresh_above(commits, checkpoint)?;
+                if fresh.is_empty() {
+                    if let Some(w) = writer.as_mut() {
+                        w.checkpoint = Some(checkpoint);
+                    }
+                    return Ok(Applied {
+                        applied: 0,
+                        skipped,
+                        checkpoint,
+                    });
+                }
+            }
             let mut tx = match writer.as_mut() {
                 Some(w) => w.conn.begin().await.map_err(unavailable("begin"))?,
                 None => self.pool.begin().await.map_err(unavailable("begin"))?,
             };
-            let checkpoint: i64 =
-                sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+            // Without a known checkpoint, read it and lock its row. With one, save that round
+            // trip: the write below moves the checkpoint only from the value known, so
+            // anything else that moved it makes this batch fail, not apply twice.
+            let checkpoint = match known {
+                Some(c) => c,
+                None => {
+                    let c: i64 = sqlx::query_scalar(
+                        "SELECT position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+                    )
                     .bind(&self.name)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(unavailable("lock checkpoint"))?;
-            let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
+                    u64::try_from(c).unwrap_or(0)
+                }
+            };
             let (fresh, skipped) = fresh_above(commits, checkpoint)?;
             let Some(last) = fresh.iter().map(|c| c.position).max() else {
                 tx.commit().await.map_err(unavailable("commit"))?;
-                return Ok(Applied { applied: 0, skipped, checkpoint });
+                if let Some(w) = writer.as_mut() {
+                    w.checkpoint = Some(checkpoint);
+                }
+                return Ok(Applied {
+                    applied: 0,
+                    skipped,
+                    checkpoint,
+                });
             };
             let (incidents, alerts) = projection::touched(fresh.iter().copied());
             let mut rows = Self::load_rows(&mut tx, &incidents, &alerts).await?;
@@ -629,15 +661,35 @@ impl ProjectionStore for PgReadModel {
             }
             cmc_sql::postgres::write(&mut tx, &cmc_rows).await?;
             Self::write_rows(&mut tx, &rows, copy.then_some(&existing)).await?;
-            sqlx::query("UPDATE projection_checkpoints SET position = $2, updated_at = now() WHERE name = $1")
-                .bind(&self.name)
-                .bind(i64::try_from(last).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable("write checkpoint"))?;
+            let moved = sqlx::query(
+                "UPDATE projection_checkpoints SET position = $2, updated_at = now() \
+                 WHERE name = $1 AND position = $3",
+            )
+            .bind(&self.name)
+            .bind(i64::try_from(last).unwrap_or(i64::MAX))
+            .bind(i64::try_from(checkpoint).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable("write checkpoint"))?
+            .rows_affected();
+            if moved != 1 {
+                // Dropping the transaction rolls the batch back.
+                return Err(AppError::Unavailable(format!(
+                    "projection {}: its checkpoint is no longer at {checkpoint}, where this \
+                     writer left it; the batch is not applied",
+                    self.name
+                )));
+            }
             tx.commit().await.map_err(unavailable("commit"))?;
+            if let Some(w) = writer.as_mut() {
+                w.checkpoint = Some(last);
+            }
             self.applied.send_replace(last);
-            Ok(Applied { applied: fresh.len(), skipped, checkpoint: last })
+            Ok(Applied {
+                applied: fresh.len(),
+                skipped,
+                checkpoint: last,
+            })
         }
         .instrument(span)
         .await
@@ -670,7 +722,11 @@ impl ProjectionStore for PgReadModel {
         }
         // The lock lives as long as this connection, which the batches then write through.
         let copy = copy_ready(&options);
-        *self.writer.lock().await = Some(Writer { conn, copy });
+        *self.writer.lock().await = Some(Writer {
+            conn,
+            copy,
+            checkpoint: None,
+        });
         Ok(Some(Box::new(WriterGuard {
             writer: self.writer.clone(),
         })))
@@ -682,6 +738,9 @@ struct Writer {
     conn: PgConnection,
     /// New alert rows go in by `COPY` (its socket has `TCP_NODELAY`, or is a Unix socket).
     copy: bool,
+    /// The checkpoint as this writer last committed it; `None` until read, and after any
+    /// batch that failed.
+    checkpoint: Option<u64>,
 }
 
 /// Whether a connection just made with `options` may `COPY`: with Nagle's algorithm on, each

@@ -294,6 +294,58 @@ async fn a_gap_in_delivered_commits_is_refused_and_applies_nothing(backend: Back
     assert_eq!(s.apply_batch(&shuffled).await.unwrap().checkpoint, 20);
 }
 
+/// The leader's writer remembers the checkpoint it committed instead of reading it again
+/// for every batch; anything else that moved the checkpoint makes the next batch fail and
+/// apply nothing, and the batch after it starts from the checkpoint read again.
+#[tokio::test]
+async fn a_checkpoint_moved_under_the_leader_fails_its_next_batch() {
+    let w = world(Backend::JetStream).await;
+    activity(&w, 0).await;
+    let model = store(&w, "moved").await;
+    let s = model.store();
+    let _lock = s
+        .try_lock()
+        .await
+        .unwrap()
+        .expect("the only instance leads");
+    let log = w.log.port();
+    let mut commits = Vec::new();
+    for position in 1..=30 {
+        commits.push(ProjectedCommit::decode(&log.read_at(position).await.unwrap()).unwrap());
+    }
+    assert_eq!(s.apply_batch(&commits[..10]).await.unwrap().checkpoint, 10);
+    // A redelivery is skipped from the remembered checkpoint.
+    let again = s.apply_batch(&commits[..10]).await.unwrap();
+    assert_eq!(
+        (again.applied, again.skipped, again.checkpoint),
+        (0, 10, 10)
+    );
+    let at_10 = model.dump().await.unwrap();
+
+    // Something else moves the checkpoint (here by hand: what the lock rules out).
+    let admin = sqlx::PgPool::connect(&w.stores.database_url().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE moved.projection_checkpoints SET position = 12")
+        .execute(&admin)
+        .await
+        .unwrap();
+    // The leader, remembering 10, writes 11 to 20, but its checkpoint write finds 12: the
+    // whole batch is rolled back.
+    let err = s.apply_batch(&commits[10..20]).await.unwrap_err();
+    assert!(err.to_string().contains("no longer at 10"), "{err}");
+    same_rows(&model.dump().await.unwrap(), &at_10);
+    assert_eq!(s.checkpoint().await.unwrap(), 12);
+
+    // The next batch starts from the checkpoint read again.
+    let after = s.apply_batch(&commits[10..25]).await.unwrap();
+    assert_eq!(
+        (after.applied, after.skipped, after.checkpoint),
+        (13, 2, 25)
+    );
+    assert_eq!(s.apply_batch(&commits[25..]).await.unwrap().checkpoint, 30);
+}
+
 /// A new alert row and the same row changed by a later batch are stored exactly as the pure
 /// projection computed them, whatever their text holds (escapes, control characters, `\N`,
 /// non-ASCII), on both stores.
