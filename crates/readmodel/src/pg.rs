@@ -608,14 +608,7 @@ impl ProjectionStore for PgReadModel {
             if let Some(checkpoint) = known {
                 let (fresh, skipped) = fresh_above(commits, checkpoint)?;
                 if fresh.is_empty() {
-                    if let Some(w) = writer.as_mut() {
-                        w.checkpoint = Some(checkpoint);
-                    }
-                    return Ok(Applied {
-                        applied: 0,
-                        skipped,
-                        checkpoint,
-                    });
+                    return Ok(remember(&mut writer, skipped, checkpoint));
                 }
             }
             let mut tx = match writer.as_mut() {
@@ -641,14 +634,7 @@ impl ProjectionStore for PgReadModel {
             let (fresh, skipped) = fresh_above(commits, checkpoint)?;
             let Some(last) = fresh.iter().map(|c| c.position).max() else {
                 tx.commit().await.map_err(unavailable("commit"))?;
-                if let Some(w) = writer.as_mut() {
-                    w.checkpoint = Some(checkpoint);
-                }
-                return Ok(Applied {
-                    applied: 0,
-                    skipped,
-                    checkpoint,
-                });
+                return Ok(remember(&mut writer, skipped, checkpoint));
             };
             let (incidents, alerts) = projection::touched(fresh.iter().copied());
             let mut rows = Self::load_rows(&mut tx, &incidents, &alerts).await?;
@@ -734,6 +720,19 @@ impl ProjectionStore for PgReadModel {
 }
 
 /// The connection that holds the projection's lock, which the leader writes through.
+/// A batch that applied nothing: the leader's writer knows its checkpoint is still
+/// `checkpoint`.
+fn remember(writer: &mut Option<Writer>, skipped: usize, checkpoint: u64) -> Applied {
+    if let Some(w) = writer.as_mut() {
+        w.checkpoint = Some(checkpoint);
+    }
+    Applied {
+        applied: 0,
+        skipped,
+        checkpoint,
+    }
+}
+
 struct Writer {
     conn: PgConnection,
     /// New alert rows go in by `COPY` (its socket has `TCP_NODELAY`, or is a Unix socket).
