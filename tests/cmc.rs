@@ -31,6 +31,8 @@ on_both_stores!(
     the_full_story_from_alert_to_stand_down,
     calls_without_a_valid_token_are_refused,
     an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
+    a_stand_down_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
+    a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_tactical,
 );
 
 const PEOPLE: [&str; 4] = ["tom.tactical", "carla.cmc", "lena.loggist", "paul.press"];
@@ -199,6 +201,20 @@ async fn escalated(s: &Server, tom: &mut As, source_ref: &str) -> (String, Strin
         .unwrap()
         .into_inner()
         .handover_id;
+    (incident_id, handover_id)
+}
+
+/// As [`escalated`], with the handover offered by `tom` with a complete brief.
+async fn offered(s: &Server, tom: &mut As, source_ref: &str) -> (String, String) {
+    let (incident_id, handover_id) = escalated(s, tom, source_ref).await;
+    tom.handovers
+        .offer_handover(pb::OfferHandoverRequest {
+            handover_id: handover_id.clone(),
+            brief: Some(full_brief()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     (incident_id, handover_id)
 }
 
@@ -602,6 +618,17 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
         .record_decision(decision(&crisis_id, d4, "Stand the CMC down", &[]))
         .await
         .unwrap();
+    // While the CMC commands, the incident is not resolved below it.
+    let resolve = || pb::ResolveIncidentRequest {
+        incident_id: incident_id.clone(),
+        resolution: "sorters restored from clean images".into(),
+        ..Default::default()
+    };
+    let before = s.message_count().await;
+    let refused = tom.incidents.resolve_incident(resolve()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("CMC"), "{}", refused.message());
+    assert_eq!(s.message_count().await, before);
     let stood_down = carla
         .crisis
         .stand_down(pb::StandDownRequest {
@@ -627,6 +654,48 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
                 .await
         ),
         Code::FailedPrecondition
+    );
+
+    // The stand-down gave command back to TACTICAL, within the same call.
+    let incidents = || {
+        sems_proto::v1::incident_query_service_client::IncidentQueryServiceClient::with_interceptor(
+            s.channel.clone(),
+            Bearer(token("tom.tactical")),
+        )
+    };
+    let returned = incidents()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+            consistency: at(stood_down.position),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(returned.level, pb::Level::Tactical as i32);
+    let resolved = tom
+        .incidents
+        .resolve_incident(resolve())
+        .await
+        .unwrap()
+        .into_inner();
+    let resolved = incidents()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+            consistency: at(resolved.position),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .incident
+        .unwrap();
+    assert_eq!(
+        (resolved.status, resolved.level),
+        (
+            pb::IncidentStatus::Resolved as i32,
+            pb::Level::Tactical as i32
+        )
     );
 
     // The timeline, entry by entry, in the order recorded.
@@ -957,15 +1026,7 @@ async fn an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_s
     let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
     let mut tom = as_(&s, "tom.tactical");
     let mut carla = as_(&s, "carla.cmc");
-    let (incident_id, handover_id) = escalated(&s, &mut tom, "half-accepted").await;
-    tom.handovers
-        .offer_handover(pb::OfferHandoverRequest {
-            handover_id: handover_id.clone(),
-            brief: Some(full_brief()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (incident_id, handover_id) = offered(&s, &mut tom, "half-accepted").await;
 
     // The first of the acceptance's three commits, and no more: the call stopped there.
     let handover_id = Uuid::parse_str(&handover_id).unwrap();
@@ -1034,5 +1095,215 @@ async fn an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_s
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    s.stop().await;
+}
+
+async fn a_stand_down_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep(
+    backend: Backend,
+) {
+    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock};
+    use sems_domain::crisis::{Crisis, CrisisCommand};
+    let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
+    let mut tom = as_(&s, "tom.tactical");
+    let mut carla = as_(&s, "carla.cmc");
+    let (incident_id, handover_id) = offered(&s, &mut tom, "half-stood-down").await;
+    let accepted = carla
+        .handovers
+        .accept_handover(pb::AcceptHandoverRequest {
+            handover_id: handover_id.clone(),
+            authority_delegated: "all".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let crisis_id = accepted.crisis_id;
+    let decided = Uuid::now_v7();
+    carla
+        .crisis
+        .record_decision(decision(&crisis_id, decided, "Stand the CMC down", &[]))
+        .await
+        .unwrap();
+
+    // The stand-down's own commit, and no more: the call stopped before giving command back.
+    let handler = CommandHandler::new(
+        s.log().await,
+        std::sync::Arc::new(SystemClock),
+        HandlerConfig {
+            actor: "carla.cmc".into(),
+            ..HandlerConfig::default()
+        },
+    );
+    let stood_down = handler
+        .execute::<Crisis>(
+            Uuid::parse_str(&crisis_id).unwrap(),
+            &CrisisCommand::StandDown {
+                handed_to: "tom.tactical".into(),
+                decision_id: decided,
+            },
+            &CommandMeta::default(),
+        )
+        .await
+        .unwrap();
+    let mut reads =
+        sems_proto::v1::incident_query_service_client::IncidentQueryServiceClient::with_interceptor(
+            s.channel.clone(),
+            Bearer(token("tom.tactical")),
+        );
+    let level = |i: pb::IncidentDetail| i.incident.unwrap().level;
+    let at_stand_down = reads
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+            consistency: at(stood_down.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(level(at_stand_down), pb::Level::Strategic as i32);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let i = reads
+            .get_incident(pb::GetIncidentRequest {
+                incident_id: incident_id.clone(),
+                consistency: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if level(i) == pb::Level::Tactical as i32 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not return command"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.stop().await;
+}
+
+async fn a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_tactical(
+    backend: Backend,
+) {
+    let s = start(backend).await;
+    let mut tom = as_(&s, "tom.tactical");
+    let mut carla = as_(&s, "carla.cmc");
+    let (incident_id, handover_id) = escalated(&s, &mut tom, "withdrawn").await;
+    let resolve = || pb::ResolveIncidentRequest {
+        incident_id: incident_id.clone(),
+        resolution: "contained at site A before the CMC answered".into(),
+        ..Default::default()
+    };
+    let withdraw = |reason: &str| pb::WithdrawHandoverRequest {
+        handover_id: handover_id.clone(),
+        reason: reason.into(),
+        request_id: String::new(),
+    };
+
+    // While the request is pending the incident is not resolved; a withdrawal needs a reason.
+    let before = s.message_count().await;
+    assert_eq!(
+        code(tom.incidents.resolve_incident(resolve()).await),
+        Code::FailedPrecondition
+    );
+    let no_reason = tom
+        .handovers
+        .withdraw_handover(withdraw(" "))
+        .await
+        .unwrap_err();
+    assert_eq!(no_reason.code(), Code::InvalidArgument);
+    assert!(
+        no_reason.message().contains("reason"),
+        "{}",
+        no_reason.message()
+    );
+    assert_eq!(s.message_count().await, before);
+
+    // Withdrawn while still drafting: the handover is closed, the request too.
+    let answer = tom
+        .handovers
+        .withdraw_handover(withdraw("contained at site A; no CMC needed"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.crisis_id.is_empty());
+    let position = answer.commit.unwrap().position;
+    let h = carla
+        .reads
+        .get_handover(pb::GetHandoverRequest {
+            handover_id: handover_id.clone(),
+            consistency: at(position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            h.status.as_str(),
+            h.withdrawn_by.as_str(),
+            h.withdraw_reason.as_str(),
+            h.command_stays_at.as_str()
+        ),
+        (
+            "WITHDRAWN",
+            "tom.tactical",
+            "contained at site A; no CMC needed",
+            "TACTICAL"
+        )
+    );
+    assert!(h.withdrawn_at.is_some() && h.waiting_since.is_none());
+    let pending = carla
+        .reads
+        .list_handovers(pb::ListHandoversRequest {
+            pending_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        pending
+            .handovers
+            .iter()
+            .all(|p| p.handover_id != handover_id)
+    );
+    let incident = sems_proto::v1::incident_query_service_client::IncidentQueryServiceClient::with_interceptor(
+        s.channel.clone(),
+        Bearer(token("tom.tactical")),
+    )
+    .get_incident(pb::GetIncidentRequest {
+        incident_id: incident_id.clone(),
+        consistency: at(position),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .incident
+    .unwrap();
+    assert!(!incident.crisis_escalation_requested);
+    assert_eq!(incident.level, pb::Level::Tactical as i32);
+
+    // Closed: neither side changes it any more, and nothing is appended.
+    let before = s.message_count().await;
+    assert_eq!(
+        code(tom.handovers.withdraw_handover(withdraw("again")).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            carla
+                .handovers
+                .decline_handover(pb::DeclineHandoverRequest {
+                    handover_id: handover_id.clone(),
+                    reason: "too late".into(),
+                    request_id: String::new(),
+                })
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(s.message_count().await, before);
+    tom.incidents.resolve_incident(resolve()).await.unwrap();
     s.stop().await;
 }

@@ -1,8 +1,11 @@
 //! The Resilience Handshake across aggregates: a crisis-escalation request on an incident
 //! starts a handover; the handover's acceptance activates a crisis and passes the incident's
-//! command to `STRATEGIC`; its decline closes the incident's request. Each step is one commit
-//! on one aggregate with an id derived from the step before, so a retried call, or
-//! [`Sems::complete_handover`], finishes what a stopped call left half done — exactly once.
+//! command to `STRATEGIC`; its decline or withdrawal closes the incident's request; the
+//! crisis's stand-down
+//! returns the command of every incident it took to `TACTICAL`. Each step is one commit on
+//! one aggregate with an id derived from the step before, so a retried call, or
+//! [`Sems::complete_handover`] and [`Sems::complete_stand_down`], finishes what a stopped
+//! call left half done — exactly once.
 
 use sems_domain::{
     crisis::{Crisis, CrisisCommand},
@@ -22,8 +25,9 @@ const DECLARED_NS: Uuid = Uuid::from_u128(0x5e35_dec1_0000_4000_8000_0000_0000_0
 /// Namespace of the commit ids of the handshake's follow-up steps.
 const STEP_NS: Uuid = Uuid::from_u128(0x5e35_57e9_0000_4000_8000_0000_0000_0007);
 
-fn step(handover_id: Uuid, name: &str) -> Uuid {
-    let mut key = handover_id.as_bytes().to_vec();
+/// The commit id of the follow-up step `name` of the handover or crisis `origin`.
+fn step(origin: Uuid, name: &str) -> Uuid {
+    let mut key = origin.as_bytes().to_vec();
     key.extend_from_slice(name.as_bytes());
     Uuid::new_v5(&STEP_NS, &key)
 }
@@ -90,7 +94,8 @@ impl Sems {
     }
 
     /// A command on a handover: drafting, offering, clarification, acceptance (which
-    /// activates the crisis and passes command) or decline (which closes the request).
+    /// activates the crisis and passes command), decline or withdrawal (which close the
+    /// request).
     pub async fn handover_command(
         &self,
         handover_id: Uuid,
@@ -130,9 +135,9 @@ impl Sems {
         })
     }
 
-    /// Finishes the steps an accepted or declined handover implies (crisis activation and
-    /// the incident's command, or the closing of its request), if a stopped call left them
-    /// undone. Idempotent. Returns the crisis (when accepted) and the last position written.
+    /// Finishes the steps an accepted, declined or withdrawn handover implies (crisis
+    /// activation and the incident's command, or the closing of its request), if a stopped
+    /// call left them undone. Idempotent. Returns the crisis (when accepted) and the last position written.
     pub async fn complete_handover(
         &self,
         handover_id: Uuid,
@@ -198,10 +203,17 @@ impl Sems {
                 )?;
                 Ok((Some(crisis_id), crisis.max(incident)))
             }
-            HandoverStatus::Declined => {
-                let close = IncidentCommand::CloseDeclinedEscalation {
-                    handover_id,
-                    reason: s.declined.clone().unwrap_or_default(),
+            HandoverStatus::Declined | HandoverStatus::Withdrawn => {
+                let close = if s.status == HandoverStatus::Declined {
+                    IncidentCommand::CloseDeclinedEscalation {
+                        handover_id,
+                        reason: s.declined.clone().unwrap_or_default(),
+                    }
+                } else {
+                    IncidentCommand::CloseWithdrawnEscalation {
+                        handover_id,
+                        reason: s.withdrawn.clone().unwrap_or_default(),
+                    }
                 };
                 let incident = done(
                     self.handler()
@@ -252,19 +264,83 @@ impl Sems {
             .await
     }
 
-    /// Any other command on a crisis.
+    /// Any other command on a crisis. A stand-down also returns the command of the incidents
+    /// the crisis took. Returns the crisis's commit and the last position written (the
+    /// follow-up steps included).
     pub async fn crisis_command(
         &self,
         crisis_id: Uuid,
         command: CrisisCommand,
         meta: CommandMeta,
-    ) -> Result<Committed<Crisis>, AppError> {
+    ) -> Result<(Committed<Crisis>, u64), AppError> {
         if matches!(command, CrisisCommand::Activate { .. }) {
             return Err(AppError::Internal("use declare_crisis".into()));
         }
-        self.handler()
+        let stand_down = matches!(command, CrisisCommand::StandDown { .. });
+        let crisis = self
+            .handler()
             .execute::<Crisis>(crisis_id, &command, &meta)
+            .await?;
+        let mut position = crisis.position;
+        if stand_down {
+            let returned = self
+                .return_command(crisis_id, &crisis.state, &meta, crisis.commit_id)
+                .await?;
+            position = position.max(returned);
+        }
+        Ok((crisis, position))
+    }
+
+    /// Returns the command of the incidents a stood-down crisis took, if a stopped call left
+    /// that undone. Idempotent. Returns the last position written.
+    pub async fn complete_stand_down(&self, crisis_id: Uuid) -> Result<u64, AppError> {
+        let (crisis, _) = self.handler().load_fresh::<Crisis>(crisis_id).await?;
+        self.return_command(crisis_id, &crisis, &CommandMeta::default(), crisis_id)
             .await
+    }
+
+    async fn return_command(
+        &self,
+        crisis_id: Uuid,
+        crisis: &Crisis,
+        meta: &CommandMeta,
+        cause: Uuid,
+    ) -> Result<u64, AppError> {
+        let Some(s) = crisis.state() else {
+            return Err(AppError::NotFound(format!("crisis {crisis_id}")));
+        };
+        let Some((decision_id, handed_to)) = &s.stood_down else {
+            return Ok(0);
+        };
+        let mut position = 0;
+        // Every linked incident is asked; the rules refuse those this crisis does not command
+        // (linked without a handover, or already given back), and a refusal is done.
+        for incident_id in &s.incident_ids {
+            let give_back = IncidentCommand::ReturnFromStrategic {
+                crisis_id,
+                decision_id: *decision_id,
+                handed_to: handed_to.clone(),
+            };
+            let step_id = step(crisis_id, &format!("return {incident_id}"));
+            // Command returns when the crisis stood down: a stand-down logged late (with
+            // its reason) returns command as of then. A repair knows no such time: now.
+            let follow = CommandMeta {
+                occurred_at: meta.occurred_at,
+                late_reason: meta.late_reason.clone(),
+                ..self.follow_up(meta, cause, step_id)
+            };
+            let written = match self
+                .handler()
+                .execute::<Incident>(*incident_id, &give_back, &follow)
+                .await
+            {
+                Ok(c) => c.position,
+                Err(AppError::Precondition(_) | AppError::NotFound(_)) => 0,
+                Err(e) => return Err(e),
+            };
+            position = position.max(written);
+        }
+        Ok(position)
     }
 
     /// Metadata of a step caused by `cause`, under the derived commit id `commit_id`.

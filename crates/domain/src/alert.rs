@@ -590,7 +590,8 @@ mod tests {
         assert_eq!(v.description, "seen on the edge");
         assert_eq!(v.observables[0].kind, "ip");
         assert_eq!(v.observables[0].value, "203.0.113.7");
-        // Label values are checked, not rewritten.
+        // Labels are the tool's own key/value pairs: checked, kept as sent (a tool may tell
+        // " site" from "site", and an Alertmanager group must not fail on it).
         assert_eq!(v.labels["site"], "  ams ");
 
         let mut blank = report(Severity::Low);
@@ -932,15 +933,135 @@ mod tests {
 
     #[test]
     fn commands_on_an_unknown_alert_are_not_found() {
-        let err = given(&[])
+        for command in [
+            AlertCommand::Dismiss {
+                rationale: "r".into(),
+            },
+            AlertCommand::Promote {
+                incident_id: incident(),
+            },
+        ] {
+            let err = given(&[]).decide(&command, &ctx()).unwrap_err();
+            assert!(matches!(err, DomainError::NotFound(_)), "{command:?}");
+        }
+    }
+
+    #[test]
+    fn an_untriaged_alert_is_promoted_into_the_incident_opened_from_it() {
+        let untriaged = given(&[received(Severity::Low)]);
+        let events = untriaged
             .decide(
-                &AlertCommand::Dismiss {
-                    rationale: "r".into(),
+                &AlertCommand::Promote {
+                    incident_id: incident(),
                 },
                 &ctx(),
             )
-            .unwrap_err();
-        assert!(matches!(err, DomainError::NotFound(_)));
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![AlertEvent::AlertPromoted {
+                incident_id: incident()
+            }]
+        );
+        let promoted = given(&[received(Severity::Low), events[0].clone()]);
+        assert_eq!(promoted.incident_id(), Some(incident()));
+        // Promoted once: the same incident again is refused like any other.
+        assert!(matches!(
+            promoted.decide(
+                &AlertCommand::Promote {
+                    incident_id: incident()
+                },
+                &ctx()
+            ),
+            Err(DomainError::Precondition(_))
+        ));
+    }
+
+    #[test]
+    fn a_dismissed_alert_is_not_dismissed_again() {
+        let dismissed = given(&[
+            received(Severity::Low),
+            AlertEvent::AlertDismissed {
+                rationale: "scanner noise".into(),
+                dismissed_by: "x".into(),
+            },
+        ]);
+        assert!(matches!(
+            dismissed.decide(
+                &AlertCommand::Dismiss {
+                    rationale: "still noise".into()
+                },
+                &ctx()
+            ),
+            Err(DomainError::Precondition(_))
+        ));
+    }
+
+    #[test]
+    fn every_limit_of_a_report_names_its_field() {
+        let refused = |change: &dyn Fn(&mut AlertReport), name: &str| {
+            let mut r = report(Severity::Low);
+            change(&mut r);
+            let err = r.validate("alert.").unwrap_err();
+            assert!(
+                matches!(&err, DomainError::Invalid { field, .. } if field == name),
+                "{name}: {err:?}"
+            );
+        };
+        refused(
+            &|r| r.source = "s".repeat(Limits::SOURCE + 1),
+            "alert.source",
+        );
+        refused(&|r| r.source = "suri\tcata".into(), "alert.source");
+        refused(&|r| r.source = " ".into(), "alert.source");
+        refused(
+            &|r| r.source_ref = "r".repeat(Limits::SOURCE_REF + 1),
+            "alert.source_ref",
+        );
+        refused(
+            &|r| r.description = "d".repeat(Limits::DESCRIPTION + 1),
+            "alert.description",
+        );
+        refused(
+            &|r| {
+                r.observables = (0..=Limits::OBSERVABLES)
+                    .map(|i| Observable {
+                        kind: "ip".into(),
+                        value: format!("10.0.0.{i}"),
+                    })
+                    .collect()
+            },
+            "alert.observables",
+        );
+        refused(
+            &|r| {
+                r.labels = (0..=Limits::LABELS)
+                    .map(|i| (format!("k{i}"), "v".into()))
+                    .collect()
+            },
+            "alert.labels",
+        );
+        refused(
+            &|r| {
+                r.labels
+                    .insert("k".repeat(Limits::LABEL_KEY + 1), "v".into());
+            },
+            "alert.labels.key",
+        );
+        refused(
+            &|r| {
+                r.labels
+                    .insert("site".into(), "v".repeat(Limits::LABEL_VALUE + 1));
+            },
+            "alert.labels[site]",
+        );
+        // At the limits, accepted.
+        let mut r = report(Severity::Low);
+        r.source = "s".repeat(Limits::SOURCE);
+        r.labels = (0..Limits::LABELS)
+            .map(|i| (format!("k{i}"), "v".repeat(Limits::LABEL_VALUE)))
+            .collect();
+        assert!(r.validate("alert.").is_ok());
     }
 
     #[test]

@@ -736,8 +736,8 @@ pub struct CrisisState {
     pub communications: HashMap<Uuid, CommunicationState>,
     /// Stabilising.
     pub stabilising: bool,
-    /// Stood down.
-    pub stood_down: bool,
+    /// Stood down: the decision behind it and who takes control next.
+    pub stood_down: Option<(Uuid, String)>,
     /// Reviewed after stand-down.
     pub reviewed: bool,
 }
@@ -859,7 +859,7 @@ impl Aggregate for Crisis {
             ));
         }
         if let CrisisCommand::RecordReview { findings } = command {
-            if !s.stood_down {
+            if s.stood_down.is_none() {
                 return Err(DomainError::precondition(
                     "a crisis is reviewed after it stands down",
                 ));
@@ -869,7 +869,7 @@ impl Aggregate for Crisis {
                 reviewed_by: actor,
             }]);
         }
-        if s.stood_down {
+        if s.stood_down.is_some() {
             return Err(DomainError::precondition(
                 "the crisis has stood down: only its post-crisis review can be recorded",
             ));
@@ -1353,7 +1353,7 @@ impl Aggregate for Crisis {
                 actions: Default::default(),
                 communications: Default::default(),
                 stabilising: false,
-                stood_down: false,
+                stood_down: None,
                 reviewed: false,
             });
             return;
@@ -1438,7 +1438,11 @@ impl Aggregate for Crisis {
             CrisisEvent::DecisionSuperseded { decision_id, .. } => {
                 s.decisions.insert(*decision_id, false);
             }
-            CrisisEvent::CrisisStoodDown { .. } => s.stood_down = true,
+            CrisisEvent::CrisisStoodDown {
+                decision_id,
+                handed_to,
+                ..
+            } => s.stood_down = Some((*decision_id, handed_to.clone())),
             CrisisEvent::CrisisStabilising { .. } => s.stabilising = true,
             CrisisEvent::CrisisReviewed { .. } => s.reviewed = true,
         }

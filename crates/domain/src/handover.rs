@@ -1,7 +1,8 @@
 //! The Handover aggregate — the Resilience Handshake: the two-party transfer of command of a
 //! TACTICAL incident to the Crisis Management Centre (STRATEGIC), with a written brief.
 //!
-//! started → drafting → offered → (clarification requested → offered)… → accepted | declined
+//! started → drafting → offered → (clarification requested → offered)… → accepted | declined,
+//! or withdrawn by the outgoing side before the CMC answers
 //!
 //! Rules (each has a given/when/then test below):
 //! * a handover starts once, for one incident, from `TACTICAL`, with a reason (the incident
@@ -18,7 +19,10 @@
 //!   and the scope of authority delegated, and is followed by the transfer of command as an
 //!   event of its own; until then the outgoing commander keeps command;
 //! * declining gives a reason; command stays at `TACTICAL`;
-//! * an accepted or declined handover is closed: nothing changes it.
+//! * until the CMC answers, the outgoing side may withdraw the handover with a reason (the
+//!   situation settled, or the request was a mistake); command stays at `TACTICAL`, and the
+//!   incident's request closes;
+//! * an accepted, declined or withdrawn handover is closed: nothing changes it.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -189,6 +193,11 @@ pub enum HandoverCommand {
         /// Why.
         reason: String,
     },
+    /// The outgoing side withdraws the handover before the CMC answers.
+    Withdraw {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What happened to a handover.
@@ -272,6 +281,15 @@ pub enum HandoverEvent {
         /// The level that keeps command (`TACTICAL`).
         command_stays_at: Level,
     },
+    /// The outgoing side withdrew the handover before the CMC answered.
+    HandoverWithdrawn {
+        /// Who withdrew it.
+        withdrawn_by: String,
+        /// Why.
+        reason: String,
+        /// The level that keeps command (`TACTICAL`).
+        command_stays_at: Level,
+    },
 }
 
 impl DomainEvent for HandoverEvent {
@@ -284,6 +302,7 @@ impl DomainEvent for HandoverEvent {
             Self::HandoverAccepted { .. } => "HandoverAccepted",
             Self::CommandTransferred { .. } => "CommandTransferred",
             Self::HandoverDeclined { .. } => "HandoverDeclined",
+            Self::HandoverWithdrawn { .. } => "HandoverWithdrawn",
         }
     }
 }
@@ -302,6 +321,8 @@ pub enum HandoverStatus {
     Accepted,
     /// The CMC declined.
     Declined,
+    /// The outgoing side withdrew it.
+    Withdrawn,
 }
 
 impl HandoverStatus {
@@ -313,6 +334,7 @@ impl HandoverStatus {
             Self::ClarificationRequested => "CLARIFICATION_REQUESTED",
             Self::Accepted => "ACCEPTED",
             Self::Declined => "DECLINED",
+            Self::Withdrawn => "WITHDRAWN",
         }
     }
 }
@@ -342,6 +364,8 @@ pub struct HandoverState {
     pub accepted: Option<(Uuid, DateTime<Utc>)>,
     /// When declined: the reason.
     pub declined: Option<String>,
+    /// When withdrawn: the reason.
+    pub withdrawn: Option<String>,
 }
 
 impl Handover {
@@ -405,7 +429,8 @@ impl Aggregate for Handover {
             (_, None) => return Err(DomainError::NotFound("handover".into())),
             (_, Some(s)) => s,
         };
-        // Accepted and declined handovers are closed: no command lists them as allowed.
+        // Accepted, declined and withdrawn handovers are closed: no command lists them as
+        // allowed.
         use HandoverStatus::{ClarificationRequested, Drafting, Offered};
         let events = match command {
             HandoverCommand::Start { .. } => unreachable!("handled above"),
@@ -519,6 +544,15 @@ impl Aggregate for Handover {
                     command_stays_at: Level::Tactical,
                 }]
             }
+            HandoverCommand::Withdraw { reason } => {
+                require(s, &[Drafting, Offered, ClarificationRequested], "withdraw")?;
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                vec![HandoverEvent::HandoverWithdrawn {
+                    withdrawn_by: ctx.actor.clone(),
+                    reason,
+                    command_stays_at: Level::Tactical,
+                }]
+            }
         };
         Ok(events)
     }
@@ -534,6 +568,7 @@ impl Aggregate for Handover {
                 offered_at: None,
                 accepted: None,
                 declined: None,
+                withdrawn: None,
             });
             return;
         }
@@ -569,6 +604,10 @@ impl Aggregate for Handover {
             HandoverEvent::HandoverDeclined { reason, .. } => {
                 s.status = HandoverStatus::Declined;
                 s.declined = Some(reason.clone());
+            }
+            HandoverEvent::HandoverWithdrawn { reason, .. } => {
+                s.status = HandoverStatus::Withdrawn;
+                s.withdrawn = Some(reason.clone());
             }
         }
     }
@@ -906,8 +945,52 @@ mod tests {
         precondition(given(&[started()]).decide(&no_reason, &as_("carla.cmc")));
     }
 
+    fn withdraw(reason: &str) -> HandoverCommand {
+        HandoverCommand::Withdraw {
+            reason: reason.into(),
+        }
+    }
+
     #[test]
-    fn an_accepted_or_declined_handover_is_closed() {
+    fn the_outgoing_side_withdraws_before_the_cmc_answers_and_command_stays_at_tactical() {
+        for history in [
+            vec![started()],
+            vec![started(), offered(1)],
+            vec![started(), offered(1), clarification()],
+        ] {
+            let h = given(&history);
+            assert_eq!(
+                invalid(h.decide(&withdraw(" "), &as_("tom.tactical"))),
+                "reason"
+            );
+            let events = h
+                .decide(
+                    &withdraw("ransomware contained at site A; no CMC needed"),
+                    &as_("tom.tactical"),
+                )
+                .unwrap();
+            assert_eq!(
+                events,
+                vec![HandoverEvent::HandoverWithdrawn {
+                    withdrawn_by: "tom.tactical".into(),
+                    reason: "ransomware contained at site A; no CMC needed".into(),
+                    command_stays_at: Level::Tactical,
+                }]
+            );
+            let mut after = history.clone();
+            after.extend(events);
+            let w = given(&after);
+            let s = w.state().unwrap();
+            assert_eq!(s.status, HandoverStatus::Withdrawn);
+            assert_eq!(
+                s.withdrawn.as_deref(),
+                Some("ransomware contained at site A; no CMC needed")
+            );
+        }
+    }
+
+    #[test]
+    fn an_accepted_declined_or_withdrawn_handover_is_closed() {
         let accepted = given(&[started(), offered(1)]).decide(&accept(), &as_("carla.cmc"));
         let mut closed = vec![started(), offered(1)];
         closed.extend(accepted.unwrap());
@@ -920,7 +1003,16 @@ mod tests {
                 command_stays_at: Level::Tactical,
             },
         ];
-        for history in [closed, declined] {
+        let withdrawn = vec![
+            started(),
+            offered(1),
+            HandoverEvent::HandoverWithdrawn {
+                withdrawn_by: "tom.tactical".into(),
+                reason: "settled".into(),
+                command_stays_at: Level::Tactical,
+            },
+        ];
+        for history in [closed, declined, withdrawn] {
             let h = given(&history);
             for command in [
                 accept(),
@@ -930,8 +1022,10 @@ mod tests {
                 HandoverCommand::RequestClarification {
                     questions: vec!["?".into()],
                 },
+                withdraw("x"),
             ] {
                 precondition(h.decide(&command, &as_("carla.cmc")));
+                precondition(h.decide(&command, &as_("tom.tactical")));
             }
         }
     }

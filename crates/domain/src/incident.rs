@@ -3,23 +3,29 @@
 //!
 //! Rules (each has a given/when/then test below):
 //! * an incident is opened once, at `OPERATIONAL`, with a title and a severity; priority
-//!   defaults from severity;
+//!   defaults from severity; it is opened from at most [`Limits::ALERT_IDS`] alerts, each
+//!   named once; the time it occurred is not in the future;
 //! * only an open incident is acknowledged, and level, phase and crisis-escalation changes
-//!   need an acknowledged incident;
+//!   and resolving need an acknowledged incident;
 //! * severity (impact) and priority (urgency) change together in a classification with a
 //!   rationale, and only when one of them changes;
-//! * there is one commander per level: assigning a new one records whom it replaces;
+//! * there is one commander per level: assigning a new one records whom it replaces; a role
+//!   takes effect now or in the past, never in the future;
 //! * level changes go between `OPERATIONAL` and `TACTICAL` with a reason; `STRATEGIC` is
 //!   never a field update but a crisis-escalation request from `TACTICAL` (the Resilience
 //!   Handshake follows); while a request is pending the level does not change;
 //! * resolving records a resolution and, where people were involved, a Just Culture
-//!   determination with its rationale; only a resolved incident is closed; a resolved or
+//!   determination with its rationale; it waits while a crisis-escalation request is pending
+//!   (the handover decides first) and while the CMC commands (`STRATEGIC`: the incident is
+//!   resolved once command has returned); only a resolved incident is closed; a resolved or
 //!   closed incident is reopened with a reason;
 //! * nothing but reopening changes a closed incident;
 //! * the handover decides a pending crisis-escalation request: accepted, command passes to
 //!   `STRATEGIC` (the CMC) at its effective time; declined, the request closes and command
-//!   stays at `TACTICAL` (a later request may follow); at `STRATEGIC` the level changes only
-//!   when the crisis stands down.
+//!   stays at `TACTICAL` (a later request may follow); withdrawn by the outgoing side before
+//!   the CMC answered, likewise; at `STRATEGIC` the level changes only
+//!   when the crisis that took command stands down: command returns to `TACTICAL`, and a
+//!   later request may follow.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -155,6 +161,22 @@ pub enum IncidentCommand {
         handover_id: Uuid,
         /// The CMC's reason.
         reason: String,
+    },
+    /// The outgoing side withdrew the handover: command stays at `TACTICAL`.
+    CloseWithdrawnEscalation {
+        /// The withdrawn handover.
+        handover_id: Uuid,
+        /// Why it was withdrawn.
+        reason: String,
+    },
+    /// The crisis that took command stood down: command returns to `TACTICAL`.
+    ReturnFromStrategic {
+        /// The crisis.
+        crisis_id: Uuid,
+        /// The decision that stood it down.
+        decision_id: Uuid,
+        /// Who takes control next, as the stand-down names them.
+        handed_to: String,
     },
 }
 
@@ -299,6 +321,28 @@ pub enum IncidentEvent {
         /// The level that keeps command (`TACTICAL`).
         command_stays_at: Level,
     },
+    /// The outgoing side withdrew the handover; the request is closed.
+    CrisisEscalationWithdrawn {
+        /// The withdrawn handover.
+        handover_id: Uuid,
+        /// Why.
+        reason: String,
+        /// The level that keeps command (`TACTICAL`).
+        command_stays_at: Level,
+    },
+    /// The crisis that took command stood down; command returned.
+    IncidentCommandReturned {
+        /// The crisis.
+        crisis_id: Uuid,
+        /// The decision that stood it down.
+        decision_id: Uuid,
+        /// Who takes control next.
+        handed_to: String,
+        /// `STRATEGIC`.
+        from_level: Level,
+        /// `TACTICAL`.
+        to_level: Level,
+    },
 }
 
 impl DomainEvent for IncidentEvent {
@@ -317,6 +361,8 @@ impl DomainEvent for IncidentEvent {
             Self::CrisisEscalationRequested { .. } => "CrisisEscalationRequested",
             Self::IncidentCommandTransferred { .. } => "IncidentCommandTransferred",
             Self::CrisisEscalationDeclined { .. } => "CrisisEscalationDeclined",
+            Self::CrisisEscalationWithdrawn { .. } => "CrisisEscalationWithdrawn",
+            Self::IncidentCommandReturned { .. } => "IncidentCommandReturned",
         }
     }
 }
@@ -344,6 +390,8 @@ pub struct IncidentState {
     pub roles: Vec<(Level, Role, String)>,
     /// A crisis-escalation request is pending.
     pub escalation_requested: bool,
+    /// The crisis commanding the incident, while it is at `STRATEGIC`.
+    pub crisis_id: Option<Uuid>,
     /// Alerts it was opened from.
     pub alert_ids: Vec<Uuid>,
 }
@@ -384,6 +432,19 @@ impl Aggregate for Incident {
                             ),
                         ));
                     }
+                    if let Some(repeat) = alert_ids
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, id)| alert_ids[..i].contains(id).then_some(id))
+                    {
+                        return Err(DomainError::invalid(
+                            "alert_ids",
+                            format!("names alert {repeat} more than once"),
+                        ));
+                    }
+                    // An incident may be opened long after it began (the envelope keeps both
+                    // times), but not before it happens.
+                    ctx.check_not_future("occurred_at", ctx.occurred_at)?;
                     Ok(vec![IncidentEvent::IncidentOpened {
                         title: Text::required("title", title, Limits::TITLE)?,
                         description: Text::optional(
@@ -430,6 +491,7 @@ impl Aggregate for Incident {
                 effective_at,
             } => {
                 let person = Text::required("person", person, Limits::PERSON)?;
+                ctx.check_not_future("effective_at", *effective_at)?;
                 if s.roles
                     .iter()
                     .any(|(l, r, p)| l == level && r == role && *p == person)
@@ -493,16 +555,7 @@ impl Aggregate for Incident {
                     ));
                 }
                 require_in_response(s)?;
-                if s.escalation_requested {
-                    return Err(DomainError::precondition(
-                        "a crisis-escalation request is pending; the handover decides the level",
-                    ));
-                }
-                if s.level == Level::Strategic {
-                    return Err(DomainError::precondition(
-                        "the CMC commands this incident; command returns when the crisis stands down",
-                    ));
-                }
+                require_below_the_cmc(s, "the level changes")?;
                 if *to == s.level {
                     return Err(DomainError::precondition(format!(
                         "incident is already at {}",
@@ -551,6 +604,8 @@ impl Aggregate for Incident {
                 if s.status == IncidentStatus::Resolved {
                     return Err(DomainError::precondition("incident is already resolved"));
                 }
+                require_in_response(s)?;
+                require_below_the_cmc(s, "the incident is resolved")?;
                 IncidentEvent::IncidentResolved {
                     resolution,
                     just_culture,
@@ -633,6 +688,35 @@ impl Aggregate for Incident {
                     command_stays_at: s.level,
                 }
             }
+            IncidentCommand::CloseWithdrawnEscalation {
+                handover_id,
+                reason,
+            } => {
+                require_pending_escalation(s)?;
+                IncidentEvent::CrisisEscalationWithdrawn {
+                    handover_id: *handover_id,
+                    reason: Text::required("reason", reason, Limits::RATIONALE)?,
+                    command_stays_at: s.level,
+                }
+            }
+            IncidentCommand::ReturnFromStrategic {
+                crisis_id,
+                decision_id,
+                handed_to,
+            } => {
+                if s.level != Level::Strategic || s.crisis_id != Some(*crisis_id) {
+                    return Err(DomainError::precondition(format!(
+                        "crisis {crisis_id} does not command this incident"
+                    )));
+                }
+                IncidentEvent::IncidentCommandReturned {
+                    crisis_id: *crisis_id,
+                    decision_id: *decision_id,
+                    handed_to: Text::required("handed_to", handed_to, Limits::PERSON)?,
+                    from_level: Level::Strategic,
+                    to_level: Level::Tactical,
+                }
+            }
         };
         Ok(vec![event])
     }
@@ -654,6 +738,7 @@ impl Aggregate for Incident {
                 priority: *priority,
                 roles: Vec::new(),
                 escalation_requested: false,
+                crisis_id: None,
                 alert_ids: alert_ids.clone(),
             });
             return;
@@ -695,12 +780,22 @@ impl Aggregate for Incident {
                 s.escalation_requested = true;
                 s.status = IncidentStatus::Responding;
             }
-            IncidentEvent::IncidentCommandTransferred { to_level, .. } => {
+            IncidentEvent::IncidentCommandTransferred {
+                to_level,
+                crisis_id,
+                ..
+            } => {
                 s.escalation_requested = false;
                 s.level = *to_level;
+                s.crisis_id = Some(*crisis_id);
                 s.status = IncidentStatus::Responding;
             }
-            IncidentEvent::CrisisEscalationDeclined { .. } => s.escalation_requested = false,
+            IncidentEvent::CrisisEscalationDeclined { .. }
+            | IncidentEvent::CrisisEscalationWithdrawn { .. } => s.escalation_requested = false,
+            IncidentEvent::IncidentCommandReturned { to_level, .. } => {
+                s.level = *to_level;
+                s.crisis_id = None;
+            }
         }
     }
 
@@ -717,6 +812,22 @@ fn require_pending_escalation(s: &IncidentState) -> Result<(), DomainError> {
             "no crisis-escalation request is pending for this incident",
         ))
     }
+}
+
+/// Neither a pending crisis-escalation request nor the CMC's command: `what` is for the
+/// incident's own levels to do.
+fn require_below_the_cmc(s: &IncidentState, what: &str) -> Result<(), DomainError> {
+    if s.escalation_requested {
+        return Err(DomainError::precondition(format!(
+            "a crisis-escalation request is pending: the handover is accepted, declined or withdrawn before {what}"
+        )));
+    }
+    if s.level == Level::Strategic {
+        return Err(DomainError::precondition(format!(
+            "the CMC commands this incident: command returns when the crisis stands down, and {what} then"
+        )));
+    }
+    Ok(())
 }
 
 fn require_in_response(s: &IncidentState) -> Result<(), DomainError> {
@@ -993,6 +1104,392 @@ mod tests {
             },
         ));
         precondition(when(&strategic, enter_strategic()));
+        // Only the crisis that took command gives it back.
+        precondition(when(&strategic, return_from(Uuid::from_u128(7))));
+        invalid(
+            when(
+                &strategic,
+                IncidentCommand::ReturnFromStrategic {
+                    crisis_id: Uuid::from_u128(6),
+                    decision_id: Uuid::from_u128(8),
+                    handed_to: " ".into(),
+                },
+            ),
+            "handed_to",
+        );
+        let back = when(&strategic, return_from(Uuid::from_u128(6))).unwrap();
+        assert_eq!(
+            back,
+            vec![IncidentEvent::IncidentCommandReturned {
+                crisis_id: Uuid::from_u128(6),
+                decision_id: Uuid::from_u128(8),
+                handed_to: "tactical commander".into(),
+                from_level: Level::Strategic,
+                to_level: Level::Tactical,
+            }]
+        );
+        let returned = given(&[
+            opened(),
+            acked(),
+            to_tactical(),
+            requested(),
+            events[0].clone(),
+            back[0].clone(),
+        ]);
+        let s = returned.state().unwrap();
+        assert_eq!(
+            (s.level, s.crisis_id, s.status),
+            (Level::Tactical, None, IncidentStatus::Responding)
+        );
+        // Given back once; then the incident is TACTICAL's again, and may escalate again.
+        precondition(when(&returned, return_from(Uuid::from_u128(6))));
+        assert!(
+            when(
+                &returned,
+                IncidentCommand::RequestCrisisEscalation {
+                    reason: "ransomware back".into(),
+                    criteria_met: String::new(),
+                }
+            )
+            .is_ok()
+        );
+    }
+
+    fn return_from(crisis_id: Uuid) -> IncidentCommand {
+        IncidentCommand::ReturnFromStrategic {
+            crisis_id,
+            decision_id: Uuid::from_u128(8),
+            handed_to: "tactical commander".into(),
+        }
+    }
+
+    fn strategic() -> Vec<IncidentEvent> {
+        vec![
+            opened(),
+            acked(),
+            to_tactical(),
+            requested(),
+            IncidentEvent::IncidentCommandTransferred {
+                handover_id: Uuid::from_u128(5),
+                crisis_id: Uuid::from_u128(6),
+                from_level: Level::Tactical,
+                to_level: Level::Strategic,
+                effective_at: now(),
+            },
+        ]
+    }
+
+    #[test]
+    fn an_incident_under_no_crisis_is_given_back_by_none() {
+        for history in [
+            vec![opened(), acked()],
+            vec![opened(), acked(), to_tactical()],
+            vec![opened(), acked(), to_tactical(), requested()],
+        ] {
+            precondition(when(&given(&history), return_from(Uuid::from_u128(6))));
+        }
+    }
+
+    fn resolve(resolution: &str) -> IncidentCommand {
+        IncidentCommand::Resolve {
+            resolution: resolution.into(),
+            just_culture: None,
+        }
+    }
+
+    #[test]
+    fn resolving_needs_acknowledgement_no_pending_request_and_command_below_the_cmc() {
+        precondition(when(&given(&[opened()]), resolve("false positive")));
+        precondition(when(
+            &given(&[opened(), acked(), to_tactical(), requested()]),
+            resolve("contained before the CMC answered"),
+        ));
+        precondition(when(&given(&strategic()), resolve("restored")));
+        // Declined or given back, the incident is resolved as usual.
+        let declined = IncidentEvent::CrisisEscalationDeclined {
+            handover_id: Uuid::from_u128(5),
+            reason: "within tactical capability".into(),
+            command_stays_at: Level::Tactical,
+        };
+        let after_decline = given(&[opened(), acked(), to_tactical(), requested(), declined]);
+        assert!(when(&after_decline, resolve("restored")).is_ok());
+        let mut history = strategic();
+        history.extend(when(&given(&history), return_from(Uuid::from_u128(6))).unwrap());
+        assert!(when(&given(&history), resolve("restored")).is_ok());
+        // Resolving from ACKNOWLEDGED and from RESPONDING.
+        assert!(when(&given(&[opened(), acked()]), resolve("false positive")).is_ok());
+        assert!(
+            when(
+                &given(&[opened(), acked(), to_tactical()]),
+                resolve("restored")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn open_keeps_an_explicit_priority() {
+        let events = when(&given(&[]), open_cmd(Some(Priority::P1))).unwrap();
+        assert!(matches!(
+            &events[0],
+            IncidentEvent::IncidentOpened {
+                severity: Severity::High,
+                priority: Priority::P1,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn open_refuses_too_many_or_repeated_alerts_and_overlong_text() {
+        let open =
+            |title: String, description: String, alert_ids: Vec<Uuid>| IncidentCommand::Open {
+                title,
+                description,
+                severity: Severity::High,
+                priority: None,
+                alert_ids,
+            };
+        let ids = |n: u128| (1..=n).map(Uuid::from_u128).collect::<Vec<_>>();
+        let title = || "Ransomware".to_string();
+        invalid(
+            when(
+                &given(&[]),
+                open(title(), String::new(), ids(Limits::ALERT_IDS as u128 + 1)),
+            ),
+            "alert_ids",
+        );
+        assert!(
+            when(
+                &given(&[]),
+                open(title(), String::new(), ids(Limits::ALERT_IDS as u128))
+            )
+            .is_ok()
+        );
+        let mut repeated = ids(3);
+        repeated.push(Uuid::from_u128(2));
+        invalid(
+            when(&given(&[]), open(title(), String::new(), repeated)),
+            "alert_ids",
+        );
+        invalid(
+            when(
+                &given(&[]),
+                open("t".repeat(Limits::TITLE + 1), String::new(), vec![]),
+            ),
+            "title",
+        );
+        invalid(
+            when(
+                &given(&[]),
+                open(title(), "d".repeat(Limits::DESCRIPTION + 1), vec![]),
+            ),
+            "description",
+        );
+    }
+
+    #[test]
+    fn an_incident_does_not_occur_in_the_future_but_may_be_opened_late() {
+        let mut future = ctx();
+        future.occurred_at = now() + Duration::minutes(10);
+        assert!(
+            matches!(given(&[]).decide(&open_cmd(None), &future), Err(DomainError::Invalid { field, .. }) if field == "occurred_at")
+        );
+        let mut skewed = ctx();
+        skewed.occurred_at = now() + Duration::minutes(4);
+        assert!(given(&[]).decide(&open_cmd(None), &skewed).is_ok());
+        let mut earlier = ctx();
+        earlier.occurred_at = now() - Duration::days(2);
+        assert!(given(&[]).decide(&open_cmd(None), &earlier).is_ok());
+    }
+
+    #[test]
+    fn every_command_on_an_unknown_incident_is_not_found() {
+        let unknown = given(&[]);
+        for command in [
+            IncidentCommand::Acknowledge,
+            IncidentCommand::AddNote { text: "x".into() },
+            resolve("x"),
+            IncidentCommand::Close { note: "x".into() },
+            IncidentCommand::Reopen { reason: "x".into() },
+            enter_strategic(),
+            return_from(Uuid::from_u128(6)),
+            IncidentCommand::ChangeLevel {
+                to: Level::Tactical,
+                reason: "x".into(),
+            },
+        ] {
+            assert!(
+                matches!(
+                    when(&unknown, command.clone()),
+                    Err(DomainError::NotFound(_))
+                ),
+                "{command:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_incident_taken_or_finished_is_not_acknowledged_again() {
+        precondition(when(
+            &given(&[opened(), acked(), to_tactical()]),
+            IncidentCommand::Acknowledge,
+        ));
+        precondition(when(
+            &given(&[opened(), acked(), resolved()]),
+            IncidentCommand::Acknowledge,
+        ));
+    }
+
+    #[test]
+    fn roles_are_held_once_commanders_are_per_level_and_none_starts_in_the_future() {
+        let assign = |role, person: &str, level| IncidentCommand::AssignRole {
+            role,
+            person: person.into(),
+            level,
+            effective_at: now(),
+        };
+        let scribe = when(
+            &given(&[opened()]),
+            assign(Role::Scribe, "cy", Level::Operational),
+        )
+        .unwrap();
+        let i = given(&[opened(), scribe[0].clone()]);
+        precondition(when(&i, assign(Role::Scribe, "cy", Level::Operational)));
+        // Several people may hold a role other than commander at a level.
+        assert!(when(&i, assign(Role::Scribe, "di", Level::Operational)).is_ok());
+        // A commander at TACTICAL replaces nobody at OPERATIONAL.
+        let bronze = when(&i, assign(Role::Commander, "ana", Level::Operational)).unwrap();
+        let i = given(&[opened(), scribe[0].clone(), bronze[0].clone()]);
+        let silver = when(&i, assign(Role::Commander, "bo", Level::Tactical)).unwrap();
+        assert!(matches!(
+            &silver[0],
+            IncidentEvent::IncidentRoleAssigned { replaces: None, .. }
+        ));
+        let i = given(&[
+            opened(),
+            scribe[0].clone(),
+            bronze[0].clone(),
+            silver[0].clone(),
+        ]);
+        assert_eq!(
+            i.state().unwrap().roles,
+            vec![
+                (Level::Operational, Role::Scribe, "cy".to_string()),
+                (Level::Operational, Role::Commander, "ana".to_string()),
+                (Level::Tactical, Role::Commander, "bo".to_string()),
+            ]
+        );
+        invalid(
+            when(
+                &i,
+                IncidentCommand::AssignRole {
+                    role: Role::Commander,
+                    person: "eve".into(),
+                    level: Level::Tactical,
+                    effective_at: now() + Duration::hours(6),
+                },
+            ),
+            "effective_at",
+        );
+        assert!(
+            when(
+                &i,
+                IncidentCommand::AssignRole {
+                    role: Role::Commander,
+                    person: "eve".into(),
+                    level: Level::Tactical,
+                    effective_at: now() - Duration::hours(6),
+                },
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn phases_need_a_reason_may_go_back_and_stop_at_resolution() {
+        let phase = |p, reason: &str| IncidentCommand::ChangePhase {
+            phase: p,
+            reason: reason.into(),
+        };
+        let taken = given(&[opened(), acked()]);
+        invalid(when(&taken, phase(Phase::Contain, " ")), "reason");
+        let events = when(&taken, phase(Phase::Recover, "restoring")).unwrap();
+        let recovering = given(&[opened(), acked(), events[0].clone()]);
+        // Reinfection found while recovering: back to containment.
+        let back = when(&recovering, phase(Phase::Contain, "reinfection")).unwrap();
+        assert!(matches!(
+            &back[0],
+            IncidentEvent::IncidentPhaseChanged {
+                from: Some(Phase::Recover),
+                to: Phase::Contain,
+                ..
+            }
+        ));
+        precondition(when(
+            &given(&[opened(), acked(), resolved()]),
+            phase(Phase::Recover, "x"),
+        ));
+    }
+
+    #[test]
+    fn crisis_escalation_needs_a_reason_and_an_incident_in_response_below_the_cmc() {
+        let req = |reason: &str| IncidentCommand::RequestCrisisEscalation {
+            reason: reason.into(),
+            criteria_met: String::new(),
+        };
+        invalid(
+            when(&given(&[opened(), acked(), to_tactical()]), req("")),
+            "reason",
+        );
+        precondition(when(&given(&[opened()]), req("x")));
+        precondition(when(
+            &given(&[opened(), acked(), to_tactical(), resolved()]),
+            req("x"),
+        ));
+        precondition(when(&given(&strategic()), req("again")));
+    }
+
+    #[test]
+    fn a_resolved_incident_reopens_and_an_unresolved_one_does_not() {
+        let reopen = || IncidentCommand::Reopen {
+            reason: "reinfection".into(),
+        };
+        precondition(when(&given(&[opened()]), reopen()));
+        let events = when(&given(&[opened(), acked(), resolved()]), reopen()).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::IncidentReopened {
+                reason: "reinfection".into(),
+                reopened_by: "duty-manager".into(),
+            }]
+        );
+        let r = given(&[opened(), acked(), resolved(), events[0].clone()]);
+        assert_eq!(r.state().unwrap().status, IncidentStatus::Responding);
+        assert!(when(&r, resolve("cleaned again")).is_ok());
+    }
+
+    #[test]
+    fn a_closing_note_has_a_limit() {
+        let r = given(&[opened(), acked(), resolved()]);
+        invalid(
+            when(
+                &r,
+                IncidentCommand::Close {
+                    note: "n".repeat(Limits::RATIONALE + 1),
+                },
+            ),
+            "note",
+        );
+        assert!(
+            when(
+                &r,
+                IncidentCommand::Close {
+                    note: String::new()
+                }
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1031,6 +1528,40 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn a_withdrawn_handover_closes_the_request_and_the_incident_is_resolved_at_tactical() {
+        let withdraw = |reason: &str| IncidentCommand::CloseWithdrawnEscalation {
+            handover_id: Uuid::from_u128(5),
+            reason: reason.into(),
+        };
+        precondition(when(
+            &given(&[opened(), acked(), to_tactical()]),
+            withdraw("x"),
+        ));
+        let pending = given(&[opened(), acked(), to_tactical(), requested()]);
+        invalid(when(&pending, withdraw("")), "reason");
+        let events = when(&pending, withdraw("contained; no CMC needed")).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::CrisisEscalationWithdrawn {
+                handover_id: Uuid::from_u128(5),
+                reason: "contained; no CMC needed".into(),
+                command_stays_at: Level::Tactical,
+            }]
+        );
+        let after = given(&[
+            opened(),
+            acked(),
+            to_tactical(),
+            requested(),
+            events[0].clone(),
+        ]);
+        let s = after.state().unwrap();
+        assert_eq!((s.escalation_requested, s.level), (false, Level::Tactical));
+        assert!(when(&after, resolve("contained at site A")).is_ok());
+        precondition(when(&after, enter_strategic()));
     }
 
     #[test]
@@ -1203,15 +1734,49 @@ mod tests {
 
     #[test]
     fn a_closed_incident_only_reopens() {
-        let c = given(&[opened(), acked(), resolved(), closed()]);
-        precondition(when(&c, IncidentCommand::Acknowledge));
-        precondition(when(&c, IncidentCommand::AddNote { text: "x".into() }));
-        precondition(when(
-            &c,
+        let c = given(&[opened(), acked(), to_tactical(), resolved(), closed()]);
+        for command in [
+            IncidentCommand::Acknowledge,
+            IncidentCommand::AddNote { text: "x".into() },
             IncidentCommand::Close {
                 note: String::new(),
             },
-        ));
+            IncidentCommand::AssignRole {
+                role: Role::Scribe,
+                person: "cy".into(),
+                level: Level::Tactical,
+                effective_at: now(),
+            },
+            IncidentCommand::Classify {
+                severity: Severity::Low,
+                priority: Priority::P4,
+                rationale: "hindsight".into(),
+            },
+            IncidentCommand::ChangeLevel {
+                to: Level::Operational,
+                reason: "x".into(),
+            },
+            IncidentCommand::ChangePhase {
+                phase: Phase::Recover,
+                reason: "x".into(),
+            },
+            resolve("again"),
+            IncidentCommand::RequestCrisisEscalation {
+                reason: "x".into(),
+                criteria_met: String::new(),
+            },
+            enter_strategic(),
+            IncidentCommand::CloseDeclinedEscalation {
+                handover_id: Uuid::from_u128(5),
+                reason: "x".into(),
+            },
+            return_from(Uuid::from_u128(6)),
+        ] {
+            assert!(
+                matches!(when(&c, command.clone()), Err(DomainError::Precondition(_))),
+                "{command:?}"
+            );
+        }
         invalid(
             when(&c, IncidentCommand::Reopen { reason: "".into() }),
             "reason",

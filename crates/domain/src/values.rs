@@ -196,15 +196,22 @@ impl Context {
     /// Checks a world time given by the caller: not in the future beyond clock skew, and when
     /// it is more than [`Limits::LATE_AFTER_SECONDS`] old, a late reason is given.
     pub fn check_occurred_at(&self, field: &str) -> Result<(), DomainError> {
-        if self.occurred_at > self.now + Duration::seconds(Limits::FUTURE_SKEW_SECONDS) {
-            return Err(DomainError::invalid(field, "is in the future"));
-        }
+        self.check_not_future(field, self.occurred_at)?;
         let late = self.now - self.occurred_at > Duration::seconds(Limits::LATE_AFTER_SECONDS);
         if late && self.late_reason.as_deref().is_none_or(str::is_empty) {
             return Err(DomainError::invalid(
                 "late_reason",
                 "is required when occurred_at is more than an hour before now",
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks that `at`, a world time given by the caller, is not in the future beyond clock
+    /// skew ([`Limits::FUTURE_SKEW_SECONDS`]).
+    pub fn check_not_future(&self, field: &str, at: DateTime<Utc>) -> Result<(), DomainError> {
+        if at > self.now + Duration::seconds(Limits::FUTURE_SKEW_SECONDS) {
+            return Err(DomainError::invalid(field, "is in the future"));
         }
         Ok(())
     }

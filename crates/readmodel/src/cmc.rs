@@ -50,7 +50,8 @@ pub struct HandoverRow {
     pub incident_id: Uuid,
     /// The crisis an acceptance activates (its timeline holds the handover's steps).
     pub crisis_id: Uuid,
-    /// `DRAFTING`, `OFFERED`, `CLARIFICATION_REQUESTED`, `ACCEPTED`, `DECLINED`.
+    /// `DRAFTING`, `OFFERED`, `CLARIFICATION_REQUESTED`, `ACCEPTED`, `DECLINED`,
+    /// `WITHDRAWN`.
     pub status: String,
     pub reason: String,
     pub from_level: String,
@@ -73,6 +74,12 @@ pub struct HandoverRow {
     pub declined_at: Option<DateTime<Utc>>,
     pub decline_reason: Option<String>,
     pub command_stays_at: Option<String>,
+    #[serde(default)]
+    pub withdrawn_by: Option<String>,
+    #[serde(default)]
+    pub withdrawn_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub withdraw_reason: Option<String>,
     pub version: i64,
     pub position: i64,
 }
@@ -80,7 +87,7 @@ pub struct HandoverRow {
 impl HandoverRow {
     /// Still waiting for the CMC's answer (or for the brief).
     pub fn is_pending(&self) -> bool {
-        !matches!(self.status.as_str(), "ACCEPTED" | "DECLINED")
+        !matches!(self.status.as_str(), "ACCEPTED" | "DECLINED" | "WITHDRAWN")
     }
 
     /// Since when the handover waits: its first offer, or its start before any offer.
@@ -500,6 +507,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         declined_at: None,
                         decline_reason: None,
                         command_stays_at: None,
+                        withdrawn_by: None,
+                        withdrawn_at: None,
+                        withdraw_reason: None,
                         version,
                         position,
                     })));
@@ -612,6 +622,22 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                             level = Level::Strategic;
                             format!(
                                 "Handover declined by {declined_by}; command stays at {}: {}",
+                                command_stays_at.as_str(),
+                                clip(reason, 160)
+                            )
+                        }
+                        HandoverEvent::HandoverWithdrawn {
+                            withdrawn_by,
+                            reason,
+                            command_stays_at,
+                        } => {
+                            h.status = "WITHDRAWN".into();
+                            h.withdrawn_by = Some(withdrawn_by.clone());
+                            h.withdrawn_at = Some(at);
+                            h.withdraw_reason = Some(reason.clone());
+                            h.command_stays_at = Some(command_stays_at.as_str().into());
+                            format!(
+                                "Handover withdrawn by {withdrawn_by}; command stays at {}: {}",
                                 command_stays_at.as_str(),
                                 clip(reason, 160)
                             )

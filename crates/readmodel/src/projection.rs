@@ -432,8 +432,12 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                         row.crisis_escalation_requested = false;
                         row.status = IncidentStatus::Responding.as_str().into();
                     }
-                    IncidentEvent::CrisisEscalationDeclined { .. } => {
+                    IncidentEvent::CrisisEscalationDeclined { .. }
+                    | IncidentEvent::CrisisEscalationWithdrawn { .. } => {
                         row.crisis_escalation_requested = false;
+                    }
+                    IncidentEvent::IncidentCommandReturned { to_level, .. } => {
+                        row.level = to_level.as_str().into();
                     }
                 }
             }
@@ -770,6 +774,37 @@ mod tests {
         let row = &declined.incidents[&Uuid::from_u128(1)];
         assert!(!row.crisis_escalation_requested);
         assert_ne!(row.level, "STRATEGIC");
+    }
+
+    #[test]
+    fn a_stood_down_crisis_returns_the_incident_row_to_tactical() {
+        let rows = project(&[
+            incident(1, 1, vec![opened()]),
+            incident(
+                2,
+                2,
+                vec![IncidentEvent::IncidentCommandTransferred {
+                    handover_id: Uuid::from_u128(5),
+                    crisis_id: Uuid::from_u128(6),
+                    from_level: Level::Tactical,
+                    to_level: Level::Strategic,
+                    effective_at: t(2),
+                }],
+            ),
+            incident(
+                3,
+                3,
+                vec![IncidentEvent::IncidentCommandReturned {
+                    crisis_id: Uuid::from_u128(6),
+                    decision_id: Uuid::from_u128(8),
+                    handed_to: "tactical commander".into(),
+                    from_level: Level::Strategic,
+                    to_level: Level::Tactical,
+                }],
+            ),
+        ]);
+        let row = &rows.incidents[&Uuid::from_u128(1)];
+        assert_eq!((row.level.as_str(), row.version), ("TACTICAL", 3));
     }
 
     #[test]

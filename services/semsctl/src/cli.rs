@@ -64,7 +64,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The Resilience Handshake: list, show, draft, offer, question, accept or decline
+    /// The Resilience Handshake: list, show, draft, offer, question, accept, decline or withdraw
     /// handovers to the CMC.
     #[command(subcommand)]
     Handover(crate::cmc::HandoverCommand),

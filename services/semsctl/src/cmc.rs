@@ -82,6 +82,15 @@ pub enum HandoverCommand {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// As the outgoing side, before the CMC answers: withdraw the handover (the situation
+    /// settled; command stays at TACTICAL and the incident may be resolved).
+    Withdraw {
+        handover: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
 }
 
 macro_rules! value_enum {
@@ -547,6 +556,7 @@ fn handover_json(h: &pb::HandoverView) -> Value {
         "authority_delegated": h.authority_delegated,
         "acceptance_latency_ms": h.acceptance_latency_ms,
         "declined_by": h.declined_by, "decline_reason": h.decline_reason,
+        "withdrawn_by": h.withdrawn_by, "withdraw_reason": h.withdraw_reason,
         "overdue": h.overdue, "waiting_since": output::time(h.waiting_since.as_ref()),
         "clarifications": h.clarifications.iter().map(|c| json!({
             "revision": c.revision, "questions": c.questions, "requested_by": c.requested_by,
@@ -720,6 +730,8 @@ pub async fn handover(
                         "acceptance_latency_ms",
                         "declined_by",
                         "decline_reason",
+                        "withdrawn_by",
+                        "withdraw_reason",
                         "overdue",
                     ] {
                         println!("  {k}: {}", doc[k]);
@@ -803,6 +815,18 @@ pub async fn handover(
             write,
         } => h
             .decline_handover(s.request(pb::DeclineHandoverRequest {
+                handover_id: handover,
+                reason,
+                request_id: write.request_id,
+            }))
+            .await?
+            .into_inner(),
+        HandoverCommand::Withdraw {
+            handover,
+            reason,
+            write,
+        } => h
+            .withdraw_handover(s.request(pb::WithdrawHandoverRequest {
                 handover_id: handover,
                 reason,
                 request_id: write.request_id,

@@ -3,9 +3,10 @@
 //! incident's command, or the incident's closed request). When a call stops between them and
 //! the client never retries, the read model shows it: an alert promoted into an incident that
 //! does not exist; an accepted handover whose crisis is missing or whose incident is not at
-//! `STRATEGIC`; a declined one whose incident still waits for an answer. This sweep finishes
-//! them, with the same derived commit ids a retry would use, so nothing is done twice however
-//! many API replicas sweep.
+//! `STRATEGIC`; a declined or withdrawn one whose incident still waits for an answer; a
+//! stood-down crisis whose incident is still at `STRATEGIC`. This sweep finishes them (among
+//! the 100 newest handovers), with the same derived commit ids a retry would use, so nothing
+//! is done twice however many API replicas sweep.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -95,6 +96,12 @@ async fn finish_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration
                 return;
             }
         };
+        let at_strategic = incident.as_ref().is_some_and(|i| i.level == "STRATEGIC");
+        // Resolved or closed at STRATEGIC (allowed before command returned at stand-down):
+        // nothing returns such an incident, so nothing is tried.
+        let in_response = incident
+            .as_ref()
+            .is_some_and(|i| !matches!(i.status.as_str(), "RESOLVED" | "CLOSED"));
         let unfinished = match h.status.as_str() {
             "ACCEPTED" => {
                 let crisis = match reads.get_crisis(h.crisis_id).await {
@@ -104,9 +111,30 @@ async fn finish_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration
                         return;
                     }
                 };
-                crisis.is_none() || incident.is_some_and(|i| i.level != "STRATEGIC")
+                match crisis.map(|c| c.crisis.stood_down_at) {
+                    None => true,
+                    // Active: the incident must be at STRATEGIC.
+                    Some(None) => incident.is_some() && !at_strategic,
+                    // Stood down: its incident's command must have returned (the incident's
+                    // latest handover names the crisis that commands it). A transfer still
+                    // undone is finished first; the next sweep then returns it.
+                    Some(Some(at)) => {
+                        if at_strategic && in_response && at <= settled_before {
+                            match sems.complete_stand_down(h.crisis_id).await {
+                                Ok(0) => {}
+                                Ok(position) => {
+                                    info!(crisis_id = %h.crisis_id, incident_id = %h.incident_id, position, "returned the command a stand-down left at STRATEGIC")
+                                }
+                                Err(e) => {
+                                    warn!(crisis_id = %h.crisis_id, error = %e, "repair sweep could not return an incident's command")
+                                }
+                            }
+                        }
+                        incident.is_some_and(|i| i.crisis_escalation_requested)
+                    }
+                }
             }
-            "DECLINED" => incident.is_some_and(|i| i.crisis_escalation_requested),
+            "DECLINED" | "WITHDRAWN" => incident.is_some_and(|i| i.crisis_escalation_requested),
             _ => false,
         };
         if !unfinished {

@@ -248,8 +248,8 @@ impl Api {
                 let command = parse(&r)?;
                 self.sems.crisis_command(id, command, meta).await
             };
-            let c = run.await.map_err(status)?;
-            Ok(Response::new(commit_info(&c, c.position)))
+            let (c, position) = run.await.map_err(status)?;
+            Ok(Response::new(commit_info(&c, position)))
         }
         .instrument(span)
         .await
@@ -317,6 +317,9 @@ impl Api {
             declined_by: h.declined_by.clone().unwrap_or_default(),
             declined_at: convert::ts_opt(h.declined_at),
             decline_reason: h.decline_reason.clone().unwrap_or_default(),
+            withdrawn_by: h.withdrawn_by.clone().unwrap_or_default(),
+            withdrawn_at: convert::ts_opt(h.withdrawn_at),
+            withdraw_reason: h.withdraw_reason.clone().unwrap_or_default(),
             command_stays_at: h.command_stays_at.clone().unwrap_or_default(),
             overdue: h.is_pending() && now - h.waiting_since() > target,
             waiting_since: h.is_pending().then(|| convert::ts(h.waiting_since())),
@@ -611,6 +614,27 @@ impl HandoverService for Api {
             &r.request_id,
             || {
                 Ok(HandoverCommand::Decline {
+                    reason: r.reason.clone(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn withdraw_handover(
+        &self,
+        request: Request<pb::WithdrawHandoverRequest>,
+    ) -> Result<Response<pb::HandoverCommandResponse>, Status> {
+        let actor = principal(&request);
+        let (metadata, _, r) = request.into_parts();
+        self.on_handover(
+            "WithdrawHandover",
+            &metadata,
+            actor,
+            &r.handover_id,
+            &r.request_id,
+            || {
+                Ok(HandoverCommand::Withdraw {
                     reason: r.reason.clone(),
                 })
             },
