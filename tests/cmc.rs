@@ -33,6 +33,7 @@ on_both_stores!(
     an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
     a_stand_down_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
     a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_tactical,
+    an_escalation_a_stopped_call_left_without_its_handover_is_started_by_the_repair_sweep,
 );
 
 const PEOPLE: [&str; 4] = ["tom.tactical", "carla.cmc", "lena.loggist", "paul.press"];
@@ -153,6 +154,24 @@ fn decision(crisis_id: &str, id: Uuid, text: &str, info: &[Uuid]) -> pb::RecordD
 /// A critical alert's incident, acknowledged, at TACTICAL, with crisis escalation requested
 /// by `tom`: its id and its handover's.
 async fn escalated(s: &Server, tom: &mut As, source_ref: &str) -> (String, String) {
+    let incident_id = tactical(s, tom, source_ref).await;
+    let handover_id = tom
+        .incidents
+        .request_crisis_escalation(pb::RequestCrisisEscalationRequest {
+            incident_id: incident_id.clone(),
+            reason: "airside operations at risk".into(),
+            criteria_met: "C2: passenger operations disrupted".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .handover_id;
+    (incident_id, handover_id)
+}
+
+/// A critical alert's incident, acknowledged and at TACTICAL by `tom`.
+async fn tactical(s: &Server, tom: &mut As, source_ref: &str) -> String {
     let mut alerts = sems_proto::v1::alert_service_client::AlertServiceClient::with_interceptor(
         s.channel.clone(),
         Bearer(token("tom.tactical")),
@@ -189,19 +208,7 @@ async fn escalated(s: &Server, tom: &mut As, source_ref: &str) -> (String, Strin
         })
         .await
         .unwrap();
-    let handover_id = tom
-        .incidents
-        .request_crisis_escalation(pb::RequestCrisisEscalationRequest {
-            incident_id: incident_id.clone(),
-            reason: "airside operations at risk".into(),
-            criteria_met: "C2: passenger operations disrupted".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .handover_id;
-    (incident_id, handover_id)
+    incident_id
 }
 
 /// As [`escalated`], with the handover offered by `tom` with a complete brief.
@@ -1305,5 +1312,81 @@ async fn a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_ta
     );
     assert_eq!(s.message_count().await, before);
     tom.incidents.resolve_incident(resolve()).await.unwrap();
+    s.stop().await;
+}
+
+async fn an_escalation_a_stopped_call_left_without_its_handover_is_started_by_the_repair_sweep(
+    backend: Backend,
+) {
+    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock};
+    use sems_domain::incident::{Incident, IncidentCommand};
+    let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
+    let mut tom = as_(&s, "tom.tactical");
+    let mut carla = as_(&s, "carla.cmc");
+    let incident_id = tactical(&s, &mut tom, "unstarted").await;
+
+    // The request's own commit, and no more: the call stopped before starting the handover.
+    let handler = CommandHandler::new(
+        s.log().await,
+        std::sync::Arc::new(SystemClock),
+        HandlerConfig {
+            actor: "tom.tactical".into(),
+            ..HandlerConfig::default()
+        },
+    );
+    let handover_id = Uuid::now_v7();
+    handler
+        .execute::<Incident>(
+            Uuid::parse_str(&incident_id).unwrap(),
+            &IncidentCommand::RequestCrisisEscalation {
+                reason: "airside operations at risk".into(),
+                criteria_met: String::new(),
+                handover_id,
+            },
+            &CommandMeta::default(),
+        )
+        .await
+        .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        let found = carla
+            .reads
+            .get_handover(pb::GetHandoverRequest {
+                handover_id: handover_id.to_string(),
+                consistency: None,
+            })
+            .await;
+        match found {
+            Ok(h) => break h.into_inner(),
+            Err(e) if e.code() == Code::NotFound && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the sweep did not start the handover: {e}"),
+        }
+    };
+    assert_eq!(
+        (
+            started.status.as_str(),
+            started.incident_id.as_str(),
+            started.reason.as_str(),
+            started.started_by.as_str()
+        ),
+        (
+            "DRAFTING",
+            incident_id.as_str(),
+            "airside operations at risk",
+            "tom.tactical"
+        )
+    );
+    // The request it belongs to can now be answered: withdrawn, here.
+    tom.handovers
+        .withdraw_handover(pb::WithdrawHandoverRequest {
+            handover_id: handover_id.to_string(),
+            reason: "contained".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
     s.stop().await;
 }

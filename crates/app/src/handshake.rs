@@ -68,15 +68,31 @@ impl Sems {
         criteria_met: String,
         meta: CommandMeta,
     ) -> Result<EscalationOutcome, AppError> {
+        // The handover's id is derived from the request's commit id, which is fixed here
+        // (as the handler would: from the request id, or new) so the request can name it.
+        let commit_id = meta.commit_id.unwrap_or_else(|| match &meta.request_id {
+            Some(r) => self.handler().commit_id_for(
+                self.handler().actor_of(&meta),
+                r,
+                <Incident as sems_domain::Aggregate>::TYPE,
+                incident_id,
+            ),
+            None => Uuid::now_v7(),
+        });
+        let handover_id = Uuid::new_v5(&HANDOVER_NS, commit_id.as_bytes());
+        let meta = CommandMeta {
+            commit_id: Some(commit_id),
+            ..meta
+        };
         let command = IncidentCommand::RequestCrisisEscalation {
             reason: reason.clone(),
             criteria_met,
+            handover_id,
         };
         let incident = self
             .handler()
             .execute::<Incident>(incident_id, &command, &meta)
             .await?;
-        let handover_id = Uuid::new_v5(&HANDOVER_NS, incident.commit_id.as_bytes());
         let start = HandoverCommand::Start {
             incident_id,
             reason,
@@ -227,6 +243,42 @@ impl Sems {
                 Ok((None, incident))
             }
             _ => Ok((None, 0)),
+        }
+    }
+
+    /// Starts the handover of an incident's pending crisis-escalation request, if a stopped
+    /// call left it unstarted, as that call would have: on behalf of the requester, with the
+    /// request's reason and the same commit id. Idempotent. Returns the position written, or
+    /// 0 when there was nothing to do (no request naming its handover — requests recorded
+    /// before they did cannot be repaired this way — or a handover already started).
+    pub async fn complete_escalation(&self, incident_id: Uuid) -> Result<u64, AppError> {
+        // From the log: a cached copy is not caught up with requests other replicas made.
+        // The sweep asks only for incidents waiting without a pending handover, which are
+        // rare, so the read is rare too.
+        let (incident, _) = self.handler().load_fresh::<Incident>(incident_id).await?;
+        let Some(s) = incident.state() else {
+            return Err(AppError::NotFound(format!("incident {incident_id}")));
+        };
+        let (true, Some(handover_id)) = (s.escalation_requested, s.pending_handover) else {
+            return Ok(0);
+        };
+        let start = HandoverCommand::Start {
+            incident_id,
+            reason: s.pending_reason.clone(),
+        };
+        let meta = CommandMeta {
+            actor: Some(s.pending_requested_by.clone()).filter(|a| !a.is_empty()),
+            commit_id: Some(step(handover_id, "start")),
+            ..CommandMeta::default()
+        };
+        match self
+            .handler()
+            .execute::<Handover>(handover_id, &start, &meta)
+            .await
+        {
+            Ok(c) if !c.replayed => Ok(c.position),
+            Ok(_) | Err(AppError::Precondition(_)) => Ok(0),
+            Err(e) => Err(e),
         }
     }
 

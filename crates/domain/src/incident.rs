@@ -145,6 +145,8 @@ pub enum IncidentCommand {
         reason: String,
         /// Which escalation criteria are met.
         criteria_met: String,
+        /// The handover the request starts (its id is derived from the request's commit).
+        handover_id: Uuid,
     },
     /// The CMC accepted the handover: command passes to `STRATEGIC`.
     EnterStrategic {
@@ -298,6 +300,10 @@ pub enum IncidentEvent {
         from_level: Level,
         /// Who asked.
         requested_by: String,
+        /// The handover the request starts; absent from requests recorded before it was
+        /// written here (their handover id is derived from the request's commit id alone).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        handover_id: Option<Uuid>,
     },
     /// Command passed to the CMC through an accepted handover.
     IncidentCommandTransferred {
@@ -390,10 +396,25 @@ pub struct IncidentState {
     pub roles: Vec<(Level, Role, String)>,
     /// A crisis-escalation request is pending.
     pub escalation_requested: bool,
+    /// The pending request's handover, when the request names it.
+    pub pending_handover: Option<Uuid>,
+    /// The pending request's reason (what its handover starts with).
+    pub pending_reason: String,
+    /// Who made the pending request.
+    pub pending_requested_by: String,
     /// The crisis commanding the incident, while it is at `STRATEGIC`.
     pub crisis_id: Option<Uuid>,
     /// Alerts it was opened from.
     pub alert_ids: Vec<Uuid>,
+}
+
+impl IncidentState {
+    fn close_request(&mut self) {
+        self.escalation_requested = false;
+        self.pending_handover = None;
+        self.pending_reason.clear();
+        self.pending_requested_by.clear();
+    }
 }
 
 impl Incident {
@@ -641,6 +662,7 @@ impl Aggregate for Incident {
             IncidentCommand::RequestCrisisEscalation {
                 reason,
                 criteria_met,
+                handover_id,
             } => {
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
                 let criteria_met = Text::optional("criteria_met", criteria_met, Limits::RATIONALE)?;
@@ -661,6 +683,7 @@ impl Aggregate for Incident {
                     criteria_met,
                     from_level: s.level,
                     requested_by: actor,
+                    handover_id: Some(*handover_id),
                 }
             }
             IncidentCommand::EnterStrategic {
@@ -668,7 +691,7 @@ impl Aggregate for Incident {
                 crisis_id,
                 effective_at,
             } => {
-                require_pending_escalation(s)?;
+                require_pending_escalation(s, *handover_id)?;
                 IncidentEvent::IncidentCommandTransferred {
                     handover_id: *handover_id,
                     crisis_id: *crisis_id,
@@ -681,7 +704,7 @@ impl Aggregate for Incident {
                 handover_id,
                 reason,
             } => {
-                require_pending_escalation(s)?;
+                require_pending_escalation(s, *handover_id)?;
                 IncidentEvent::CrisisEscalationDeclined {
                     handover_id: *handover_id,
                     reason: Text::required("reason", reason, Limits::RATIONALE)?,
@@ -692,7 +715,7 @@ impl Aggregate for Incident {
                 handover_id,
                 reason,
             } => {
-                require_pending_escalation(s)?;
+                require_pending_escalation(s, *handover_id)?;
                 IncidentEvent::CrisisEscalationWithdrawn {
                     handover_id: *handover_id,
                     reason: Text::required("reason", reason, Limits::RATIONALE)?,
@@ -738,6 +761,9 @@ impl Aggregate for Incident {
                 priority: *priority,
                 roles: Vec::new(),
                 escalation_requested: false,
+                pending_handover: None,
+                pending_reason: String::new(),
+                pending_requested_by: String::new(),
                 crisis_id: None,
                 alert_ids: alert_ids.clone(),
             });
@@ -776,8 +802,16 @@ impl Aggregate for Incident {
             IncidentEvent::IncidentResolved { .. } => s.status = IncidentStatus::Resolved,
             IncidentEvent::IncidentClosed { .. } => s.status = IncidentStatus::Closed,
             IncidentEvent::IncidentReopened { .. } => s.status = IncidentStatus::Responding,
-            IncidentEvent::CrisisEscalationRequested { .. } => {
+            IncidentEvent::CrisisEscalationRequested {
+                reason,
+                handover_id,
+                requested_by,
+                ..
+            } => {
                 s.escalation_requested = true;
+                s.pending_handover = *handover_id;
+                s.pending_reason = reason.clone();
+                s.pending_requested_by = requested_by.clone();
                 s.status = IncidentStatus::Responding;
             }
             IncidentEvent::IncidentCommandTransferred {
@@ -785,13 +819,13 @@ impl Aggregate for Incident {
                 crisis_id,
                 ..
             } => {
-                s.escalation_requested = false;
+                s.close_request();
                 s.level = *to_level;
                 s.crisis_id = Some(*crisis_id);
                 s.status = IncidentStatus::Responding;
             }
             IncidentEvent::CrisisEscalationDeclined { .. }
-            | IncidentEvent::CrisisEscalationWithdrawn { .. } => s.escalation_requested = false,
+            | IncidentEvent::CrisisEscalationWithdrawn { .. } => s.close_request(),
             IncidentEvent::IncidentCommandReturned { to_level, .. } => {
                 s.level = *to_level;
                 s.crisis_id = None;
@@ -804,13 +838,19 @@ impl Aggregate for Incident {
     }
 }
 
-fn require_pending_escalation(s: &IncidentState) -> Result<(), DomainError> {
-    if s.escalation_requested {
-        Ok(())
-    } else {
-        Err(DomainError::precondition(
+/// A pending crisis-escalation request, answered through `handover_id`: the request's own
+/// handover (an older handover's answer never closes a newer request).
+fn require_pending_escalation(s: &IncidentState, handover_id: Uuid) -> Result<(), DomainError> {
+    if !s.escalation_requested {
+        return Err(DomainError::precondition(
             "no crisis-escalation request is pending for this incident",
-        ))
+        ));
+    }
+    match s.pending_handover {
+        Some(pending) if pending != handover_id => Err(DomainError::precondition(format!(
+            "handover {handover_id} does not answer the pending request (its handover is {pending})"
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -1029,6 +1069,7 @@ mod tests {
         let req = || IncidentCommand::RequestCrisisEscalation {
             reason: "business-critical systems down".into(),
             criteria_met: "C1".into(),
+            handover_id: Uuid::from_u128(5),
         };
         precondition(when(&given(&[opened(), acked()]), req()));
         let events = when(&given(&[opened(), acked(), to_tactical()]), req()).unwrap();
@@ -1039,6 +1080,7 @@ mod tests {
                 criteria_met: "C1".into(),
                 from_level: Level::Tactical,
                 requested_by: "duty-manager".into(),
+                handover_id: Some(Uuid::from_u128(5)),
             }]
         );
         let pending = given(&[opened(), acked(), to_tactical(), events[0].clone()]);
@@ -1058,6 +1100,7 @@ mod tests {
             criteria_met: "C1".into(),
             from_level: Level::Tactical,
             requested_by: "duty-manager".into(),
+            handover_id: Some(Uuid::from_u128(5)),
         }
     }
 
@@ -1149,6 +1192,7 @@ mod tests {
                 IncidentCommand::RequestCrisisEscalation {
                     reason: "ransomware back".into(),
                     criteria_met: String::new(),
+                    handover_id: Uuid::from_u128(5),
                 }
             )
             .is_ok()
@@ -1437,6 +1481,7 @@ mod tests {
         let req = |reason: &str| IncidentCommand::RequestCrisisEscalation {
             reason: reason.into(),
             criteria_met: String::new(),
+            handover_id: Uuid::from_u128(5),
         };
         invalid(
             when(&given(&[opened(), acked(), to_tactical()]), req("")),
@@ -1524,6 +1569,7 @@ mod tests {
                 IncidentCommand::RequestCrisisEscalation {
                     reason: "OT now affected".into(),
                     criteria_met: "C2".into(),
+                    handover_id: Uuid::from_u128(5),
                 }
             )
             .is_ok()
@@ -1562,6 +1608,71 @@ mod tests {
         assert_eq!((s.escalation_requested, s.level), (false, Level::Tactical));
         assert!(when(&after, resolve("contained at site A")).is_ok());
         precondition(when(&after, enter_strategic()));
+    }
+
+    #[test]
+    fn only_the_pending_request_s_own_handover_answers_it() {
+        let pending = given(&[opened(), acked(), to_tactical(), requested()]);
+        let other = Uuid::from_u128(99);
+        precondition(when(
+            &pending,
+            IncidentCommand::EnterStrategic {
+                handover_id: other,
+                crisis_id: Uuid::from_u128(6),
+                effective_at: now(),
+            },
+        ));
+        precondition(when(
+            &pending,
+            IncidentCommand::CloseDeclinedEscalation {
+                handover_id: other,
+                reason: "an old answer".into(),
+            },
+        ));
+        precondition(when(
+            &pending,
+            IncidentCommand::CloseWithdrawnEscalation {
+                handover_id: other,
+                reason: "an old answer".into(),
+            },
+        ));
+        let s = pending.state().unwrap();
+        assert_eq!(
+            (s.pending_handover, s.pending_reason.as_str()),
+            (Some(Uuid::from_u128(5)), "business-critical systems down")
+        );
+        // A request recorded before requests named their handover is answered by any.
+        let mut old = requested();
+        if let IncidentEvent::CrisisEscalationRequested { handover_id, .. } = &mut old {
+            *handover_id = None;
+        }
+        let legacy = given(&[opened(), acked(), to_tactical(), old]);
+        assert!(
+            when(
+                &legacy,
+                IncidentCommand::CloseDeclinedEscalation {
+                    handover_id: other,
+                    reason: "no".into(),
+                },
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_request_recorded_without_its_handover_still_reads() {
+        let json = serde_json::json!({
+            "type": "CrisisEscalationRequested",
+            "payload": {"reason": "r", "criteria_met": "", "from_level": "TACTICAL", "requested_by": "x"}
+        });
+        let e: IncidentEvent = serde_json::from_value(json).unwrap();
+        assert!(matches!(
+            e,
+            IncidentEvent::CrisisEscalationRequested {
+                handover_id: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -1764,6 +1875,7 @@ mod tests {
             IncidentCommand::RequestCrisisEscalation {
                 reason: "x".into(),
                 criteria_met: String::new(),
+                handover_id: Uuid::from_u128(5),
             },
             enter_strategic(),
             IncidentCommand::CloseDeclinedEscalation {

@@ -860,6 +860,15 @@ impl IncidentReadModel for PgReadModel {
         if let Some(to) = q.opened_to {
             b.push(" AND i.opened_at < ").push_bind(to);
         }
+        // Literal, so that the partial index of pending requests serves `true`.
+        match q.escalation_requested {
+            Some(true) => b.push(" AND i.crisis_escalation_requested"),
+            Some(false) => b.push(" AND NOT i.crisis_escalation_requested"),
+            None => &mut b,
+        };
+        if let Some(before) = q.updated_before {
+            b.push(" AND i.updated_at < ").push_bind(before);
+        }
         if let Some(pattern) = q.like_pattern() {
             b.push(" AND (i.title ILIKE ")
                 .push_bind(pattern.clone())

@@ -612,6 +612,7 @@ mod tests {
                     criteria_met: "".into(),
                     from_level: Level::Tactical,
                     requested_by: "bo".into(),
+                    handover_id: None,
                 }],
             ),
         ]);
@@ -737,6 +738,7 @@ mod tests {
                 criteria_met: "".into(),
                 from_level: Level::Tactical,
                 requested_by: "bo".into(),
+                handover_id: None,
             }],
         );
         let accepted = project(&[

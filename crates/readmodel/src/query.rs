@@ -62,6 +62,10 @@ pub struct IncidentQuery {
     pub opened_to: Option<DateTime<Utc>>,
     /// Case-insensitive substring of title or description.
     pub text: Option<String>,
+    /// With (or without) a crisis-escalation request pending; `None` = any.
+    pub escalation_requested: Option<bool>,
+    /// Last changed before.
+    pub updated_before: Option<DateTime<Utc>>,
     /// Sort order.
     pub sort: IncidentSort,
     /// Page size (validated by the caller).

@@ -584,6 +584,16 @@ impl IncidentReadModel for SqliteReadModel {
         if let Some(to) = q.opened_to {
             b.push(" AND i.opened_at < ").push_bind(micros(to));
         }
+        // Literal, and the very term of the partial index of pending requests, which then
+        // serves `true` (the flag lives in the row's document, not a column of its own).
+        match q.escalation_requested {
+            Some(true) => b.push(" AND json_extract(i.doc, '$.crisis_escalation_requested') = 1"),
+            Some(false) => b.push(" AND json_extract(i.doc, '$.crisis_escalation_requested') = 0"),
+            None => &mut b,
+        };
+        if let Some(before) = q.updated_before {
+            b.push(" AND i.updated_at < ").push_bind(micros(before));
+        }
         if let Some(pattern) = q.like_pattern() {
             // LIKE is case-insensitive for ASCII letters in SQLite (docs/DECISIONS.md).
             b.push(" AND (i.title LIKE ")

@@ -4,7 +4,8 @@
 //! the client never retries, the read model shows it: an alert promoted into an incident that
 //! does not exist; an accepted handover whose crisis is missing or whose incident is not at
 //! `STRATEGIC`; a declined or withdrawn one whose incident still waits for an answer; a
-//! stood-down crisis whose incident is still at `STRATEGIC`. This sweep finishes them (among
+//! stood-down crisis whose incident is still at `STRATEGIC`; a crisis-escalation request whose
+//! handover never started. This sweep finishes them (among
 //! the 100 newest handovers), with the same derived commit ids a retry would use, so nothing
 //! is done twice however many API replicas sweep.
 
@@ -12,7 +13,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use sems_app::{CommandMeta, IncidentOpening, Sems};
 use sems_domain::Severity;
-use sems_readmodel::CmcReadModel;
+use sems_readmodel::{CmcReadModel, IncidentQuery, IncidentSort};
 use tracing::{info, warn};
 
 /// Promotions repaired per sweep at most.
@@ -63,6 +64,50 @@ pub async fn run(
             }
         }
         finish_handovers(&sems, reads.as_ref(), after).await;
+        start_handovers(&sems, reads.as_ref(), after).await;
+    }
+}
+
+/// Starts the handovers of crisis-escalation requests whose call stopped before starting
+/// them: an incident waiting for the CMC, at least `after` since its last change, whose
+/// latest handover is not its pending request's (none, or an older one already answered).
+async fn start_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration) {
+    let settled_before = chrono::Utc::now() - chrono::Duration::from_std(after).unwrap_or_default();
+    let query = IncidentQuery {
+        escalation_requested: Some(true),
+        updated_before: Some(settled_before),
+        sort: IncidentSort::UpdatedDesc,
+        page_size: PER_SWEEP,
+        ..IncidentQuery::default()
+    };
+    let waiting = match reads.list_incidents(&query).await {
+        Ok(page) => page.items,
+        Err(e) => {
+            warn!(error = %e, "repair sweep cannot read incidents");
+            return;
+        }
+    };
+    for incident in waiting {
+        let i = &incident.row;
+        let latest = match reads.list_handovers(false, Some(i.incident_id), 1).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "repair sweep cannot read handovers");
+                return;
+            }
+        };
+        if latest.first().is_some_and(|h| h.is_pending()) {
+            continue;
+        }
+        match sems.complete_escalation(i.incident_id).await {
+            Ok(0) => {}
+            Ok(position) => {
+                info!(incident_id = %i.incident_id, position, "started the handover a crisis-escalation request left unstarted")
+            }
+            Err(e) => {
+                warn!(incident_id = %i.incident_id, error = %e, "repair sweep could not start a handover")
+            }
+        }
     }
 }
 

@@ -122,6 +122,8 @@ impl IncidentQueryService for Api {
                         r.opened.as_ref().and_then(|o| o.to.as_ref()),
                     )?,
                     text: (!text.is_empty()).then_some(text),
+                    escalation_requested: None,
+                    updated_before: None,
                     sort,
                     page_size: page_size(r.page_size)?,
                     after,
