@@ -84,6 +84,7 @@ impl CommitFeed for JetStreamFeed {
             .get_stream(stream_name)
             .await
             .map_err(|e| LogError::Unavailable(format!("get stream {stream_name}: {e}")))?;
+        crate::beyond_the_end(checkpoint, stream.cached_info().state.last_sequence)?;
         let existing = stream.consumer_info(&self.durable).await.ok();
         let keep = existing.as_ref().is_some_and(|info| {
             // Keep the consumer only when it has delivered nothing past the checkpoint (so

@@ -69,6 +69,17 @@ impl JetStreamLog {
         client: async_nats::Client,
         config: JetStreamConfig,
     ) -> Result<Self, LogError> {
+        if config.replicas > 1 {
+            let version = client.server_info().version;
+            if !at_least(&version, (2, 11)) {
+                return Err(LogError::Internal(format!(
+                    "a stream of {} replicas needs nats-server 2.11 or newer (clustered \
+                     per-subject concurrency and dedup had bugs fixed only in 2.9.21, 2.10.19 \
+                     and 2.11; docs/DEPLOY.md); this server is {version:?}",
+                    config.replicas
+                )));
+            }
+        }
         let js = jetstream::new(client);
         let wanted = stream_config(&config);
         let stream = match js.get_stream(&config.stream).await {
@@ -180,6 +191,18 @@ fn stream_config(config: &JetStreamConfig) -> stream::Config {
     }
 }
 
+/// Whether a server version (`2.9.10`, `2.11.0-RC.1`) is at least `major.minor`; a version
+/// that does not read as one is not.
+fn at_least(version: &str, (major, minor): (u64, u64)) -> bool {
+    let mut parts = version
+        .split(['.', '-'])
+        .map(|p| p.trim_start_matches('v').parse::<u64>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
 /// Compares the configuration the server holds with the one asked for, field by field.
 fn check_config(wanted: &stream::Config, held: &stream::Config) -> Result<(), LogError> {
     let mut diffs = Vec::new();
@@ -210,6 +233,22 @@ fn check_config(wanted: &stream::Config, held: &stream::Config) -> Result<(), Lo
     same!(allow_rollup);
     same!(allow_direct);
     same!(sealed);
+    // Fields no contract setting names, whose other values break it: `no_ack` stores commits
+    // without acknowledging them (every append would time out as unavailable), a mirror or
+    // sources would let messages in that no command wrote, a message or consumer limit would
+    // refuse appends or projectors.
+    same!(no_ack);
+    same!(max_message_size);
+    same!(max_consumers);
+    if held.mirror.is_some() {
+        diffs.push(format!("mirror: wanted none, server has {:?}", held.mirror));
+    }
+    if held.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+        diffs.push(format!(
+            "sources: wanted none, server has {:?}",
+            held.sources
+        ));
+    }
     if diffs.is_empty() {
         Ok(())
     } else {
@@ -364,5 +403,22 @@ impl EventLog for JetStreamLog {
         m.appends
             .add(1, &[attrs[0].clone(), KeyValue::new("outcome", outcome)]);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::at_least;
+
+    #[test]
+    fn server_versions_compare_by_major_and_minor() {
+        assert!(!at_least("2.9.10", (2, 11)));
+        assert!(!at_least("2.10.19", (2, 11)));
+        assert!(at_least("2.11.0", (2, 11)));
+        assert!(at_least("2.11.0-RC.1", (2, 11)));
+        assert!(at_least("v2.12.3", (2, 11)));
+        assert!(at_least("3.0.0", (2, 11)));
+        assert!(!at_least("", (2, 11)));
+        assert!(!at_least("unknown", (2, 11)));
     }
 }

@@ -19,3 +19,21 @@ pub use jetstream::{JetStreamConfig, JetStreamLog};
 pub use migrate::{CopyReport, copy_to_jetstream};
 pub use sems_app::{CommitFeed, EventLog, FedCommit};
 pub use sqlite::{CommitRecord, SqliteFeed, SqliteLog, SqliteLogConfig};
+
+/// Refuses to feed a projection whose checkpoint lies beyond the log's last position: the
+/// log lost commits the read model already holds (a store restored from an older backup, a
+/// NATS server that lost writes it had acknowledged — 2.9 syncs its file store once a minute —
+/// or another stream under the same name). Positions would then be reused by new commits,
+/// which the projection would skip as already applied; so nothing is fed until an operator
+/// has found out why and rebuilt the read model.
+pub(crate) fn beyond_the_end(checkpoint: u64, last: u64) -> Result<(), sems_app::LogError> {
+    if checkpoint > last {
+        return Err(sems_app::LogError::Corrupt(format!(
+            "the read model's checkpoint is position {checkpoint}, beyond the log's last \
+             position {last}: the log has lost commits the read model holds (restored from an \
+             older backup, a server that lost acknowledged writes, or another stream of the \
+             same name); nothing is applied until the read model is rebuilt (docs/DEPLOY.md)"
+        )));
+    }
+    Ok(())
+}

@@ -775,6 +775,8 @@ impl SqliteFeed {
 #[async_trait]
 impl CommitFeed for SqliteFeed {
     async fn open(&mut self, checkpoint: u64) -> Result<(), LogError> {
+        let (_, last) = self.log.state().await?;
+        crate::beyond_the_end(checkpoint, last)?;
         self.after = checkpoint;
         Ok(())
     }

@@ -174,11 +174,48 @@ async fn the_stream_is_created_as_the_contract_says_and_a_wrong_one_is_refused()
         subject_prefix: "lossy".into(),
         ..Default::default()
     };
-    let err = JetStreamLog::open(client, config)
+    let err = JetStreamLog::open(client.clone(), config)
         .await
         .err()
         .expect("a lossy stream must be refused");
     assert!(err.to_string().contains("max_age"), "{err}");
+
+    // One that stores commits without acknowledging them is refused too.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "SILENT".into(),
+        subjects: vec!["silent.>".into()],
+        no_ack: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let config = JetStreamConfig {
+        stream: "SILENT".into(),
+        subject_prefix: "silent".into(),
+        ..Default::default()
+    };
+    let err = JetStreamLog::open(client.clone(), config)
+        .await
+        .err()
+        .expect("a stream without acknowledgements must be refused");
+    assert!(err.to_string().contains("no_ack"), "{err}");
+
+    // Replicas need a server whose clustered concurrency checks hold (2.11 or newer).
+    let config = JetStreamConfig {
+        stream: "REPLICATED".into(),
+        subject_prefix: "replicated".into(),
+        replicas: 3,
+        ..Default::default()
+    };
+    let err = JetStreamLog::open(client, config)
+        .await
+        .err()
+        .expect("replicas on nats-server 2.9 must be refused");
+    assert!(err.to_string().contains("2.11 or newer"), "{err}");
+    assert!(
+        js.get_stream("REPLICATED").await.is_err(),
+        "nothing is created"
+    );
 }
 
 async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order(backend: Backend) {
