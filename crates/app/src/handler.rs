@@ -232,6 +232,7 @@ impl CommandHandler {
             (None, None) => Uuid::now_v7(),
         };
         let mut fresh = false;
+        let mut conflicted = false;
         for attempt in 0..=self.config.max_retries {
             let loaded = match (fresh, self.cached::<A>(id)) {
                 (false, Some(l)) => l,
@@ -241,7 +242,19 @@ impl CommandHandler {
                     // What the log says: the cached copy (a prefix of the log) caught up with
                     // the commits after it, never the whole history again.
                     match cached {
-                        Some(c) => self.catch_up::<A>(id, c).await?,
+                        Some(c) => {
+                            let caught = self.catch_up::<A>(id, c.clone()).await?;
+                            if conflicted && Arc::ptr_eq(&caught, &c) {
+                                // The log refused the copy's last position, yet holds nothing
+                                // after it: the copy is ahead of the log (a log that lost its
+                                // tail). Only the log is trusted.
+                                warn!(aggregate = A::TYPE, %id, position = c.last_position, "cached aggregate is ahead of the log; reading it again");
+                                self.forget::<A>(id);
+                                self.read::<A>(id).await?
+                            } else {
+                                caught
+                            }
+                        }
                         None => self.read::<A>(id).await?,
                     }
                 }
@@ -351,6 +364,7 @@ impl CommandHandler {
                     // The cached copy is still a prefix of the log: the next attempt catches
                     // it up with the commits that won.
                     fresh = true;
+                    conflicted = true;
                     if attempt > 0 {
                         tokio::time::sleep(backoff(attempt)).await;
                     }
