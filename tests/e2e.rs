@@ -25,6 +25,7 @@ on_both_stores!(
     health_reflection_and_trace_context_work,
     an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep,
     metrics_count_appends_rejections_and_projector_progress,
+    an_analyst_merges_an_alert_into_an_existing_incident,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -719,5 +720,115 @@ async fn metrics_count_appends_rejections_and_projector_progress(backend: Backen
     assert!(get("sems.projector.batch.duration") > 0.0);
     get("sems.projector.position");
     get("sems.projector.lag");
+    s.stop().await;
+}
+
+async fn an_analyst_merges_an_alert_into_an_existing_incident(backend: Backend) {
+    let s = Server::start(backend).await;
+    let opened = s
+        .alerts()
+        .ingest_alert(alert("det-merge-1", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner();
+    let incident_id = opened.incident_id;
+    // A low alert opens nothing; the analyst finds it is part of the incident.
+    let low = s
+        .alerts()
+        .ingest_alert(alert("det-merge-2", pb::Severity::Low))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(low.incident_id.is_empty());
+    let merge = |alert_id: &str, incident_id: &str, reason: &str| pb::MergeAlertRequest {
+        alert_id: alert_id.into(),
+        incident_id: incident_id.into(),
+        reason: reason.into(),
+        request_id: String::new(),
+    };
+
+    // Refusals name what is wrong and append nothing.
+    let before = s.message_count().await;
+    let err = s
+        .alerts()
+        .merge_alert(merge(&low.alert_id, &incident_id, " "))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("reason"), "{}", err.message());
+    let err = s
+        .alerts()
+        .merge_alert(merge(&low.alert_id, "not-a-uuid", "same host"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("incident_id"), "{}", err.message());
+    let unknown = Uuid::now_v7().to_string();
+    let err = s
+        .alerts()
+        .merge_alert(merge(&low.alert_id, &unknown, "same host"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // An alert already in an incident is not merged into it again.
+    let err = s
+        .alerts()
+        .merge_alert(merge(&opened.alert_id, &incident_id, "same host"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(s.message_count().await, before);
+
+    let merged = s
+        .alerts()
+        .merge_alert(merge(
+            &low.alert_id,
+            &incident_id,
+            "beaconing from the same host as the ransomware",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(merged.aggregate_id, low.alert_id);
+    let detail = s
+        .queries()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+            consistency: consistency(merged.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut statuses: Vec<(String, String)> = detail
+        .alerts
+        .iter()
+        .map(|a| (a.alert_id.clone(), a.status.clone()))
+        .collect();
+    statuses.sort();
+    let mut expected = vec![
+        (opened.alert_id.clone(), "promoted".to_string()),
+        (low.alert_id.clone(), "merged".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(statuses, expected);
+    let listed = s
+        .queries()
+        .list_alerts(pb::ListAlertsRequest {
+            status: "merged".into(),
+            consistency: consistency(merged.position),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.alerts.len(), 1);
+    // A repeat of the merged alert answers its incident.
+    let repeat = s
+        .alerts()
+        .ingest_alert(alert("det-merge-2", pb::Severity::Low))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(repeat.incident_id, incident_id);
     s.stop().await;
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sems_domain::{
     Aggregate, DomainError, Severity,
     alert::{Alert, AlertCommand, AlertEvent, AlertReport, AlertStatus},
-    incident::{Incident, IncidentCommand},
+    incident::{Incident, IncidentCommand, IncidentStatus},
 };
 use tracing::warn;
 use uuid::Uuid;
@@ -129,8 +129,14 @@ impl Sems {
             Some(AlertEvent::AlertRepeated { .. })
         );
         let incident_id = committed.state.incident_id();
+        // The incident an alert was promoted to is opened from it (unless it exists); one it
+        // was merged into existed before.
+        let promoted = committed.state.state().and_then(|s| match s.status {
+            AlertStatus::Promoted(id) => Some(id),
+            _ => None,
+        });
         let mut position = committed.position;
-        if let (Some(incident_id), AlertCommand::Ingest { report, .. }) = (incident_id, &command) {
+        if let (Some(incident_id), AlertCommand::Ingest { report, .. }) = (promoted, &command) {
             let opening = IncidentOpening {
                 alert_id,
                 incident_id,
@@ -270,7 +276,7 @@ impl Sems {
                 Some(AlertStatus::Received) => {}
                 // A retry of this same request: the alert is already in this incident.
                 Some(AlertStatus::Promoted(id)) if id == incident_id => {}
-                Some(AlertStatus::Promoted(other)) => {
+                Some(AlertStatus::Promoted(other) | AlertStatus::Merged(other)) => {
                     return Err(AppError::Precondition(format!(
                         "{field}: alert {alert_id} already belongs to incident {other}"
                     )));
@@ -342,8 +348,38 @@ impl Sems {
         command: AlertCommand,
         meta: CommandMeta,
     ) -> Result<Committed<Alert>, AppError> {
+        if matches!(command, AlertCommand::Merge { .. }) {
+            return Err(DomainError::Internal("use merge_alert".into()).into());
+        }
         self.handler
             .execute::<Alert>(alert_id, &command, &meta)
             .await
+    }
+
+    /// Merges an untriaged alert into an incident that exists and is not closed.
+    pub async fn merge_alert(
+        &self,
+        alert_id: Uuid,
+        incident_id: Uuid,
+        reason: String,
+        meta: CommandMeta,
+    ) -> Result<Committed<Alert>, AppError> {
+        // From the log, not the cache: a refusal must not rest on a stale copy. (An incident
+        // closed between this read and the merge keeps the alert: a reopen shows it.)
+        let (incident, _) = self.handler.load_fresh::<Incident>(incident_id).await?;
+        match incident.state().map(|s| s.status) {
+            None => return Err(AppError::NotFound(format!("incident {incident_id}"))),
+            Some(IncidentStatus::Closed) => {
+                return Err(AppError::Precondition(format!(
+                    "incident {incident_id} is closed; reopen it to merge alerts into it"
+                )));
+            }
+            Some(_) => {}
+        }
+        let merge = AlertCommand::Merge {
+            incident_id,
+            reason,
+        };
+        self.handler.execute::<Alert>(alert_id, &merge, &meta).await
     }
 }

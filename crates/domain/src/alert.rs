@@ -1,5 +1,6 @@
-//! The Alert aggregate: received → (repeated…) → triaged (dismissed or promoted to an
-//! incident).
+//! The Alert aggregate: received → (repeated…) → triaged: dismissed, promoted to an incident
+//! (it opened the incident, or was one of the alerts it was opened from), or merged into an
+//! incident that already exists (an analyst finds it is part of it).
 //!
 //! Beside triage, an alert follows what its source says of it: firing, acknowledged at the
 //! source, resolved at the source (a monitoring tool's "resolved", a PagerDuty resolve). The
@@ -253,6 +254,8 @@ pub enum AlertStatus {
     Dismissed,
     /// Promoted into an incident (opened it, or joined it when it was opened).
     Promoted(Uuid),
+    /// Merged into an incident that already existed.
+    Merged(Uuid),
 }
 
 /// What the emitting tool says of an alert.
@@ -290,6 +293,14 @@ pub enum AlertCommand {
     Promote {
         /// The incident.
         incident_id: Uuid,
+    },
+    /// An analyst merges an untriaged alert into an incident that already exists (the
+    /// application checks that it does, and is not closed).
+    Merge {
+        /// The incident.
+        incident_id: Uuid,
+        /// Why the alert belongs to it.
+        reason: String,
     },
     /// The source tool reports the alert acknowledged there (once; again is a no-op).
     AcknowledgeAtSource {
@@ -332,6 +343,15 @@ pub enum AlertEvent {
         /// The incident.
         incident_id: Uuid,
     },
+    /// Merged into an incident that already existed.
+    AlertMerged {
+        /// The incident.
+        incident_id: Uuid,
+        /// Why the alert belongs to it.
+        reason: String,
+        /// Who merged it.
+        merged_by: String,
+    },
     /// The source tool reports it acknowledged there (the envelope's `occurred_at` says when).
     AlertAcknowledgedAtSource {
         /// The tool's message.
@@ -351,6 +371,7 @@ impl DomainEvent for AlertEvent {
             Self::AlertRepeated { .. } => "AlertRepeated",
             Self::AlertDismissed { .. } => "AlertDismissed",
             Self::AlertPromoted { .. } => "AlertPromoted",
+            Self::AlertMerged { .. } => "AlertMerged",
             Self::AlertAcknowledgedAtSource { .. } => "AlertAcknowledgedAtSource",
             Self::AlertResolvedAtSource { .. } => "AlertResolvedAtSource",
         }
@@ -386,8 +407,8 @@ impl Alert {
     /// The incident the alert belongs to, if any.
     pub fn incident_id(&self) -> Option<Uuid> {
         match self.state.as_ref()?.status {
-            AlertStatus::Promoted(id) => Some(id),
-            _ => None,
+            AlertStatus::Promoted(id) | AlertStatus::Merged(id) => Some(id),
+            AlertStatus::Received | AlertStatus::Dismissed => None,
         }
     }
 }
@@ -449,6 +470,21 @@ impl Aggregate for Alert {
                     incident_id: *incident_id,
                 }])
             }
+            (
+                AlertCommand::Merge {
+                    incident_id,
+                    reason,
+                },
+                Some(s),
+            ) => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                require_untriaged(s)?;
+                Ok(vec![AlertEvent::AlertMerged {
+                    incident_id: *incident_id,
+                    reason,
+                    merged_by: ctx.actor.clone(),
+                }])
+            }
             // Sources repeat themselves (Alertmanager re-sends resolved notifications): only
             // a change of the source's view is recorded.
             (AlertCommand::AcknowledgeAtSource { raw }, Some(s)) => {
@@ -506,6 +542,11 @@ impl Aggregate for Alert {
                     s.status = AlertStatus::Promoted(*incident_id);
                 }
             }
+            AlertEvent::AlertMerged { incident_id, .. } => {
+                if let Some(s) = &mut self.state {
+                    s.status = AlertStatus::Merged(*incident_id);
+                }
+            }
         }
     }
 
@@ -518,9 +559,9 @@ fn require_untriaged(s: &AlertState) -> Result<(), DomainError> {
     match s.status {
         AlertStatus::Received => Ok(()),
         AlertStatus::Dismissed => Err(DomainError::precondition("alert is already dismissed")),
-        AlertStatus::Promoted(id) => Err(DomainError::precondition(format!(
-            "alert already belongs to incident {id}"
-        ))),
+        AlertStatus::Promoted(id) | AlertStatus::Merged(id) => Err(DomainError::precondition(
+            format!("alert already belongs to incident {id}"),
+        )),
     }
 }
 
@@ -975,6 +1016,80 @@ mod tests {
             ),
             Err(DomainError::Precondition(_))
         ));
+    }
+
+    #[test]
+    fn an_untriaged_alert_is_merged_into_an_incident_with_a_reason_once() {
+        let merge = |reason: &str| AlertCommand::Merge {
+            incident_id: incident(),
+            reason: reason.into(),
+        };
+        let untriaged = given(&[received(Severity::Low)]);
+        let r = untriaged.decide(&merge(" "), &ctx());
+        assert!(
+            matches!(&r, Err(DomainError::Invalid { field, .. }) if field == "reason"),
+            "{r:?}"
+        );
+        let events = untriaged
+            .decide(&merge("same C2 host as the incident"), &ctx())
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![AlertEvent::AlertMerged {
+                incident_id: incident(),
+                reason: "same C2 host as the incident".into(),
+                merged_by: "soc-analyst".into(),
+            }]
+        );
+        let merged = given(&[received(Severity::Low), events[0].clone()]);
+        assert_eq!(merged.incident_id(), Some(incident()));
+        // Triaged now: not merged, promoted or dismissed again.
+        for command in [
+            merge("again"),
+            AlertCommand::Promote {
+                incident_id: Uuid::from_u128(8),
+            },
+            AlertCommand::Dismiss {
+                rationale: "noise".into(),
+            },
+        ] {
+            assert!(
+                matches!(
+                    merged.decide(&command, &ctx()),
+                    Err(DomainError::Precondition(_))
+                ),
+                "{command:?}"
+            );
+        }
+        // A promoted or dismissed alert is not merged; an unknown one is not found.
+        let promoted = given(&[
+            received(Severity::High),
+            AlertEvent::AlertPromoted {
+                incident_id: Uuid::from_u128(8),
+            },
+        ]);
+        assert!(matches!(
+            promoted.decide(&merge("x"), &ctx()),
+            Err(DomainError::Precondition(_))
+        ));
+        assert!(matches!(
+            given(&[]).decide(&merge("x"), &ctx()),
+            Err(DomainError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_repeat_of_a_merged_alert_stays_with_its_incident() {
+        let merged = given(&[
+            received(Severity::Low),
+            AlertEvent::AlertMerged {
+                incident_id: incident(),
+                reason: "same host".into(),
+                merged_by: "x".into(),
+            },
+        ]);
+        let events = merged.decide(&ingest(Severity::Critical), &ctx()).unwrap();
+        assert!(matches!(&events[..], [AlertEvent::AlertRepeated { .. }]));
     }
 
     #[test]

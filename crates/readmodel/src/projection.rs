@@ -283,6 +283,10 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                         row.status = "dismissed".into();
                         row.dismissal_rationale = Some(rationale.clone());
                     }
+                    AlertEvent::AlertMerged { incident_id, .. } => {
+                        row.status = "merged".into();
+                        row.incident_id = Some(*incident_id);
+                    }
                     AlertEvent::AlertPromoted { incident_id } => {
                         row.status = "promoted".into();
                         row.incident_id = Some(*incident_id);

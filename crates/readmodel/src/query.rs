@@ -14,7 +14,7 @@ use crate::{AlertRow, IncidentRow, NoteRow};
 pub struct IncidentSummary {
     /// The row.
     pub row: IncidentRow,
-    /// Alerts promoted into it.
+    /// Alerts promoted or merged into it.
     pub alert_count: i64,
 }
 
@@ -79,7 +79,7 @@ pub struct IncidentQuery {
 pub struct AlertQuery {
     /// Alerts of one incident.
     pub incident_id: Option<Uuid>,
-    /// `received`, `dismissed`, `promoted`.
+    /// `received`, `dismissed`, `promoted`, `merged`.
     pub status: Option<String>,
     /// Page size (validated by the caller).
     pub page_size: u32,

@@ -118,6 +118,15 @@ impl AlertService for AnswerOnly {
             "the raw ceiling measures unary calls",
         ))
     }
+
+    async fn merge_alert(
+        &self,
+        _request: Request<pb::MergeAlertRequest>,
+    ) -> Result<Response<pb::CommitInfo>, Status> {
+        Err(Status::unimplemented(
+            "the raw ceiling measures unary calls",
+        ))
+    }
 }
 
 /// An answer-only gRPC server on a free loopback port, on its own two-thread runtime; it stops

@@ -257,7 +257,7 @@ enum AlertsCommand {
         /// Only the alerts of this incident.
         #[arg(long)]
         incident: Option<String>,
-        /// Only alerts in this state: received, dismissed, promoted.
+        /// Only alerts in this state: received, dismissed, promoted, merged.
         #[arg(long)]
         status: Option<String>,
         #[command(flatten)]
@@ -270,6 +270,19 @@ enum AlertsCommand {
         /// Why it needs no incident.
         #[arg(long)]
         rationale: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Merge an untriaged alert into an incident that already exists, with the reason.
+    Merge {
+        /// Alert id.
+        alert: String,
+        /// The incident it belongs to.
+        #[arg(long)]
+        incident: String,
+        /// Why it belongs there.
+        #[arg(long)]
+        reason: String,
         #[command(flatten)]
         write: WriteArgs,
     },
@@ -536,6 +549,23 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             let c = s.alerts().dismiss_alert(s.request(r)).await?.into_inner();
             s.wrote(c.position);
             out.commit("Dismissed alert", &c, None);
+            Ok(())
+        }
+        Command::Alerts(AlertsCommand::Merge {
+            alert,
+            incident,
+            reason,
+            write,
+        }) => {
+            let r = pb::MergeAlertRequest {
+                alert_id: alert,
+                incident_id: incident,
+                reason,
+                request_id: write.request_id,
+            };
+            let c = s.alerts().merge_alert(s.request(r)).await?.into_inner();
+            s.wrote(c.position);
+            out.commit("Merged alert", &c, None);
             Ok(())
         }
         Command::Ack { incident, write } => {

@@ -151,6 +151,37 @@ async fn the_demo_leaves_a_resolved_tactical_incident_and_an_untriaged_alert(bac
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0]["source"], "crowdstrike");
 
+    // The analyst finds the waiting alert part of the incident and merges it there.
+    let alert_id = alerts[0]["alert_id"].as_str().unwrap();
+    let merged = s
+        .ctl(&[
+            "alerts",
+            "merge",
+            alert_id,
+            "--incident",
+            id,
+            "--reason",
+            "same VPN gateway",
+        ])
+        .await;
+    assert_eq!(merged.code, 0, "{}", merged.stderr);
+    let detail = s.json(&["incidents", "show", id]).await;
+    assert_eq!(detail["alerts"].as_array().unwrap().len(), 2);
+    let listed = s.json(&["alerts", "list", "--status", "merged"]).await;
+    assert_eq!(listed["alerts"][0]["alert_id"], alert_id);
+    let again = s
+        .ctl(&[
+            "alerts",
+            "merge",
+            alert_id,
+            "--incident",
+            id,
+            "--reason",
+            "x",
+        ])
+        .await;
+    assert_ne!(again.code, 0, "merged once: {}", again.stdout);
+
     // A second run plays again beside the first.
     assert_eq!(s.ctl(&["demo", "--pace-ms", "0"]).await.code, 0);
     let list = s.json(&["incidents", "list"]).await;

@@ -5,7 +5,7 @@ use sems_app::{AppError, IngestOutcome, TraceContext};
 use sems_domain::alert::AlertCommand;
 use sems_proto::v1::{
     self as pb, CommitInfo, DismissAlertRequest, IngestAlertRequest, IngestAlertResponse,
-    IngestAlertsResponse, alert_service_server::AlertService,
+    IngestAlertsResponse, MergeAlertRequest, alert_service_server::AlertService,
 };
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -168,12 +168,30 @@ impl AlertService for Api {
                     .await
             };
             let c = run.await.map_err(status)?;
-            Ok(Response::new(CommitInfo {
-                aggregate_id: c.aggregate_id.to_string(),
-                version: c.version,
-                position: c.position,
-                replayed: c.replayed,
-            }))
+            Ok(Response::new(super::cmc::commit_info(&c, c.position)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn merge_alert(
+        &self,
+        request: Request<MergeAlertRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let span = rpc_span("AlertService", "MergeAlert", request.metadata());
+        let actor = principal(&request);
+        async move {
+            let r = request.into_inner();
+            let run = async {
+                let alert_id = convert::uuid("alert_id", &r.alert_id)?;
+                let incident_id = convert::uuid("incident_id", &r.incident_id)?;
+                let meta = command_meta(actor, convert::request_id(&r.request_id)?);
+                self.sems
+                    .merge_alert(alert_id, incident_id, r.reason, meta)
+                    .await
+            };
+            let c = run.await.map_err(status)?;
+            Ok(Response::new(super::cmc::commit_info(&c, c.position)))
         }
         .instrument(span)
         .await

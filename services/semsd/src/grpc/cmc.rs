@@ -35,7 +35,10 @@ const MAX_TIMELINE_PAGE: u32 = 1_000;
 /// Entries a watch reads per query.
 const WATCH_BATCH: u32 = 500;
 
-fn commit_info<A: sems_domain::Aggregate>(c: &Committed<A>, position: u64) -> pb::CommitInfo {
+pub(super) fn commit_info<A: sems_domain::Aggregate>(
+    c: &Committed<A>,
+    position: u64,
+) -> pb::CommitInfo {
     pb::CommitInfo {
         aggregate_id: c.aggregate_id.to_string(),
         version: c.version,

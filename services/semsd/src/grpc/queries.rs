@@ -152,11 +152,11 @@ impl IncidentQueryService for Api {
             let parse = || -> Result<AlertQuery, AppError> {
                 let status = match r.status.as_str() {
                     "" => None,
-                    s @ ("received" | "dismissed" | "promoted") => Some(s.to_owned()),
+                    s @ ("received" | "dismissed" | "promoted" | "merged") => Some(s.to_owned()),
                     _ => {
                         return Err(convert::invalid(
                             "status",
-                            "use received, dismissed or promoted",
+                            "use received, dismissed, promoted or merged",
                         ));
                     }
                 };
