@@ -779,13 +779,15 @@ async fn an_analyst_merges_an_alert_into_an_existing_incident(backend: Backend) 
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(s.message_count().await, before);
 
+    let mut first = merge(
+        &low.alert_id,
+        &incident_id,
+        "beaconing from the same host as the ransomware",
+    );
+    first.request_id = "merge-1".into();
     let merged = s
         .alerts()
-        .merge_alert(merge(
-            &low.alert_id,
-            &incident_id,
-            "beaconing from the same host as the ransomware",
-        ))
+        .merge_alert(first.clone())
         .await
         .unwrap()
         .into_inner();
@@ -830,5 +832,49 @@ async fn an_analyst_merges_an_alert_into_an_existing_incident(backend: Backend) 
         .unwrap()
         .into_inner();
     assert_eq!(repeat.incident_id, incident_id);
+
+    // Closed, the incident takes no more alerts; a retry of the merge made before is still
+    // answered from the log.
+    let mut incidents = s.incidents();
+    incidents
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: incident_id.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    incidents
+        .resolve_incident(pb::ResolveIncidentRequest {
+            incident_id: incident_id.clone(),
+            resolution: "host reimaged".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    incidents
+        .close_incident(pb::CloseIncidentRequest {
+            incident_id: incident_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let retried = s.alerts().merge_alert(first).await.unwrap().into_inner();
+    assert!(retried.replayed);
+    assert_eq!(retried.position, merged.position);
+    let late = s
+        .alerts()
+        .ingest_alert(alert("det-merge-3", pb::Severity::Low))
+        .await
+        .unwrap()
+        .into_inner();
+    let before = s.message_count().await;
+    let err = s
+        .alerts()
+        .merge_alert(merge(&late.alert_id, &incident_id, "same host"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert!(err.message().contains("closed"), "{}", err.message());
+    assert_eq!(s.message_count().await, before);
     s.stop().await;
 }

@@ -232,7 +232,8 @@ impl CommandHandler {
             (None, None) => Uuid::now_v7(),
         };
         let mut fresh = false;
-        let mut conflicted = false;
+        // The copy whose append the log last refused.
+        let mut refused: Option<Arc<Loaded<A>>> = None;
         for attempt in 0..=self.config.max_retries {
             let loaded = match (fresh, self.cached::<A>(id)) {
                 (false, Some(l)) => l,
@@ -243,12 +244,14 @@ impl CommandHandler {
                     // the commits after it, never the whole history again.
                     match cached {
                         Some(c) => {
-                            let caught = self.catch_up::<A>(id, c.clone()).await?;
-                            if conflicted && Arc::ptr_eq(&caught, &c) {
-                                // The log refused the copy's last position, yet holds nothing
-                                // after it: the copy is ahead of the log (a log that lost its
-                                // tail). Only the log is trusted.
-                                warn!(aggregate = A::TYPE, %id, position = c.last_position, "cached aggregate is ahead of the log; reading it again");
+                            let caught = self.catch_up::<A>(id, c).await?;
+                            if refused.as_ref().is_some_and(|r| Arc::ptr_eq(&caught, r)) {
+                                // The log refused this very copy's last position, yet holds
+                                // nothing after it: the copy is ahead of the log (a log that
+                                // lost its tail). Only the log is trusted. (A race lost to a
+                                // command of this process leaves the winner's copy cached:
+                                // another copy, caught up without a read.)
+                                warn!(aggregate = A::TYPE, %id, position = caught.last_position, "cached aggregate is ahead of the log; reading it again");
                                 self.forget::<A>(id);
                                 self.read::<A>(id).await?
                             } else {
@@ -364,7 +367,7 @@ impl CommandHandler {
                     // The cached copy is still a prefix of the log: the next attempt catches
                     // it up with the commits that won.
                     fresh = true;
-                    conflicted = true;
+                    refused = Some(loaded.clone());
                     if attempt > 0 {
                         tokio::time::sleep(backoff(attempt)).await;
                     }

@@ -364,6 +364,25 @@ impl Sems {
         reason: String,
         meta: CommandMeta,
     ) -> Result<Committed<Alert>, AppError> {
+        // A retry of a merge already made is answered from the log, whatever the incident
+        // has become since.
+        if let Some(r) = &meta.request_id {
+            let commit_id =
+                self.handler
+                    .commit_id_for(self.handler.actor_of(&meta), r, Alert::TYPE, alert_id);
+            if self
+                .handler
+                .commit_position::<Alert>(alert_id, commit_id)
+                .await?
+                .is_some()
+            {
+                let merge = AlertCommand::Merge {
+                    incident_id,
+                    reason,
+                };
+                return self.handler.execute::<Alert>(alert_id, &merge, &meta).await;
+            }
+        }
         // From the log, not the cache: a refusal must not rest on a stale copy. (An incident
         // closed between this read and the merge keeps the alert: a reopen shows it.)
         let (incident, _) = self.handler.load_fresh::<Incident>(incident_id).await?;

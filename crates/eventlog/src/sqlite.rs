@@ -775,8 +775,11 @@ impl SqliteFeed {
 #[async_trait]
 impl CommitFeed for SqliteFeed {
     async fn open(&mut self, checkpoint: u64) -> Result<(), LogError> {
-        let (_, last) = self.log.state().await?;
-        crate::beyond_the_end(checkpoint, last)?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
+            .fetch_one(&self.log.inner.readers)
+            .await
+            .map_err(sqlite_error("read the log's last position"))?;
+        crate::beyond_the_end(checkpoint, u64::try_from(last).unwrap_or(0))?;
         self.after = checkpoint;
         Ok(())
     }
