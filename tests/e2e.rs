@@ -26,6 +26,7 @@ on_both_stores!(
     an_incident_a_stopped_ingestion_left_unopened_is_opened_by_the_repair_sweep,
     metrics_count_appends_rejections_and_projector_progress,
     an_analyst_merges_an_alert_into_an_existing_incident,
+    notifications_to_authorities_are_recorded_with_when_they_were_sent,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -876,5 +877,104 @@ async fn an_analyst_merges_an_alert_into_an_existing_incident(backend: Backend) 
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.message().contains("closed"), "{}", err.message());
     assert_eq!(s.message_count().await, before);
+    s.stop().await;
+}
+
+async fn notifications_to_authorities_are_recorded_with_when_they_were_sent(backend: Backend) {
+    let s = Server::start(backend).await;
+    let incident_id = s
+        .alerts()
+        .ingest_alert(alert("det-notify", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let notify = |authority: &str, sent: chrono::DateTime<chrono::Utc>, late: &str| {
+        pb::NotifyAuthorityRequest {
+            incident_id: incident_id.clone(),
+            authority: authority.into(),
+            reference: "CSIRT-2026-0042".into(),
+            summary: "NIS2 early warning: ransomware, cross-border impact not excluded".into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: sent.timestamp(),
+                nanos: 0,
+            }),
+            late_reason: late.into(),
+            request_id: String::new(),
+        }
+    };
+    let now = chrono::Utc::now();
+    let earlier = now - chrono::Duration::hours(3);
+
+    // Refusals name the field and append nothing.
+    let before = s.message_count().await;
+    let mut incidents = s.incidents();
+    let err = incidents
+        .notify_authority(notify(" ", now, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("authority"), "{}", err.message());
+    let err = incidents
+        .notify_authority(notify("national CSIRT", earlier, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("late_reason"), "{}", err.message());
+    assert_eq!(s.message_count().await, before);
+
+    incidents
+        .notify_authority(notify("national CSIRT", now, ""))
+        .await
+        .unwrap();
+    // The DPA was phoned three hours ago and it is logged now: late, with the reason.
+    let late = incidents
+        .notify_authority(notify(
+            "data protection authority",
+            earlier,
+            "phoned in from the data centre, logged on return",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let detail = s
+        .queries()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: incident_id.clone(),
+            consistency: consistency(late.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(&str, &str, i64)> = detail
+        .notifications
+        .iter()
+        .map(|n| {
+            (
+                n.authority.as_str(),
+                n.late_reason.as_str(),
+                n.occurred_at.as_ref().unwrap().seconds,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("national CSIRT", "", now.timestamp()),
+            (
+                "data protection authority",
+                "phoned in from the data centre, logged on return",
+                earlier.timestamp()
+            ),
+        ],
+        "in the order recorded"
+    );
+    assert_eq!(detail.notifications[0].reference, "CSIRT-2026-0042");
+    // The first notification is the earliest sent, whatever the order recorded.
+    let i = detail.incident.unwrap();
+    assert_eq!(
+        i.authority_notified_at.unwrap().seconds,
+        earlier.timestamp()
+    );
     s.stop().await;
 }

@@ -19,6 +19,9 @@
 //!   (the handover decides first) and while the CMC commands (`STRATEGIC`: the incident is
 //!   resolved once command has returned); only a resolved incident is closed; a resolved or
 //!   closed incident is reopened with a reason;
+//! * a notification to an authority (a regulator, a CSIRT, the police: NIS2, GDPR and sector
+//!   rules set deadlines from detection) is recorded with the authority, the reference it
+//!   gave and what was reported, at the time it was sent (late entries say why);
 //! * nothing but reopening changes a closed incident;
 //! * the handover decides a pending crisis-escalation request: accepted, command passes to
 //!   `STRATEGIC` (the CMC) at its effective time; declined, the request closes and command
@@ -107,6 +110,16 @@ pub enum IncidentCommand {
     AddNote {
         /// The note.
         text: String,
+    },
+    /// Record a notification made to an authority (the context's `occurred_at` is when it
+    /// was sent).
+    NotifyAuthority {
+        /// Who was notified (e.g. the national CSIRT, the data protection authority).
+        authority: String,
+        /// The reference the authority gave, if any.
+        reference: String,
+        /// What was reported (early warning, notification, final report…).
+        summary: String,
     },
     /// Move between `OPERATIONAL` and `TACTICAL`.
     ChangeLevel {
@@ -245,6 +258,17 @@ pub enum IncidentEvent {
         /// Who wrote it.
         author: String,
     },
+    /// An authority was notified (the envelope's `occurred_at` says when).
+    AuthorityNotified {
+        /// Who was notified.
+        authority: String,
+        /// The reference it gave (empty when none).
+        reference: String,
+        /// What was reported.
+        summary: String,
+        /// Who recorded it.
+        notified_by: String,
+    },
     /// Level changed.
     IncidentLevelChanged {
         /// Previous level.
@@ -359,6 +383,7 @@ impl DomainEvent for IncidentEvent {
             Self::IncidentRoleAssigned { .. } => "IncidentRoleAssigned",
             Self::IncidentClassified { .. } => "IncidentClassified",
             Self::NoteAdded { .. } => "NoteAdded",
+            Self::AuthorityNotified { .. } => "AuthorityNotified",
             Self::IncidentLevelChanged { .. } => "IncidentLevelChanged",
             Self::IncidentPhaseChanged { .. } => "IncidentPhaseChanged",
             Self::IncidentResolved { .. } => "IncidentResolved",
@@ -567,6 +592,22 @@ impl Aggregate for Incident {
                     author: actor,
                 }
             }
+            IncidentCommand::NotifyAuthority {
+                authority,
+                reference,
+                summary,
+            } => {
+                let authority = Text::required("authority", authority, Limits::PERSON)?;
+                let reference = Text::optional("reference", reference, Limits::PERSON)?;
+                let summary = Text::required("summary", summary, Limits::RATIONALE)?;
+                ctx.check_occurred_at("occurred_at")?;
+                IncidentEvent::AuthorityNotified {
+                    authority,
+                    reference,
+                    summary,
+                    notified_by: actor,
+                }
+            }
             IncidentCommand::ChangeLevel { to, reason } => {
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
                 if *to == Level::Strategic {
@@ -771,7 +812,9 @@ impl Aggregate for Incident {
         }
         let Some(s) = &mut self.state else { return };
         match event {
-            IncidentEvent::IncidentOpened { .. } | IncidentEvent::NoteAdded { .. } => {}
+            IncidentEvent::IncidentOpened { .. }
+            | IncidentEvent::NoteAdded { .. }
+            | IncidentEvent::AuthorityNotified { .. } => {}
             IncidentEvent::IncidentAcknowledged { .. } => s.status = IncidentStatus::Acknowledged,
             IncidentEvent::IncidentRoleAssigned {
                 role,
@@ -1672,6 +1715,48 @@ mod tests {
                 handover_id: None,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn a_notification_to_an_authority_names_it_says_what_was_reported_and_when() {
+        let notify = |authority: &str, summary: &str| IncidentCommand::NotifyAuthority {
+            authority: authority.into(),
+            reference: " NCSC-2026-114 ".into(),
+            summary: summary.into(),
+        };
+        let i = given(&[opened()]);
+        invalid(when(&i, notify(" ", "early warning")), "authority");
+        invalid(when(&i, notify("national CSIRT", "")), "summary");
+        let events = when(&i, notify("national CSIRT", "NIS2 early warning")).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::AuthorityNotified {
+                authority: "national CSIRT".into(),
+                reference: "NCSC-2026-114".into(),
+                summary: "NIS2 early warning".into(),
+                notified_by: "duty-manager".into(),
+            }]
+        );
+        // Sent hours ago and recorded now: the late entry says why.
+        let mut late = ctx();
+        late.occurred_at = now() - Duration::hours(5);
+        assert!(
+            matches!(i.decide(&notify("DPA", "GDPR art. 33"), &late), Err(DomainError::Invalid { field, .. }) if field == "late_reason")
+        );
+        late.late_reason = Some("phoned in from the data centre".into());
+        assert!(i.decide(&notify("DPA", "GDPR art. 33"), &late).is_ok());
+        // A resolved incident may still report (a final report); a closed one reopens first.
+        assert!(
+            when(
+                &given(&[opened(), acked(), resolved()]),
+                notify("national CSIRT", "final report")
+            )
+            .is_ok()
+        );
+        precondition(when(
+            &given(&[opened(), acked(), resolved(), closed()]),
+            notify("national CSIRT", "final report"),
         ));
     }
 

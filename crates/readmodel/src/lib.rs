@@ -26,7 +26,9 @@ use uuid::Uuid;
 pub use cmc_sql::{CrisisDetail, TimelineQuery};
 pub use handoff::{HAND_OFF_CAPACITY, HandOff};
 pub use pg::{PgReadModel, PgReadModelConfig};
-pub use projection::{AlertRow, IncidentRow, NoteRow, ProjectedCommit, RoleHolder};
+pub use projection::{
+    AlertRow, AuthorityNotification, IncidentRow, NoteRow, ProjectedCommit, RoleHolder,
+};
 pub use projector::{Projector, ProjectorConfig};
 pub use query::{
     AlertQuery, Cursor, IncidentDetail, IncidentQuery, IncidentSort, IncidentSummary, Page,

@@ -47,6 +47,8 @@ const INCIDENT_COLUMNS: &[&str] = &[
     "updated_at",
     "version",
     "position",
+    "notifications",
+    "authority_notified_at",
 ];
 
 const ALERT_COLUMNS: &[&str] = &[

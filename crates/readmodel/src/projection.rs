@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
 use sems_app::{Envelope, LogError, StoredCommit, decode_events};
@@ -101,6 +101,34 @@ pub struct IncidentRow {
     pub updated_at: DateTime<Utc>,
     pub version: i64,
     pub position: i64,
+    /// Notifications to authorities, in the order recorded (null in PostgreSQL rows an older
+    /// version wrote after the column was added: none).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub notifications: Vec<AuthorityNotification>,
+    /// When the first authority was notified (the regulatory clocks run from detection).
+    #[serde(default)]
+    pub authority_notified_at: Option<DateTime<Utc>>,
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A notification to an authority, on its incident's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorityNotification {
+    pub authority: String,
+    pub reference: String,
+    pub summary: String,
+    pub notified_by: String,
+    /// When it was sent.
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub late_reason: Option<String>,
 }
 
 /// One row of `alerts`.
@@ -345,6 +373,8 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                             updated_at: e.recorded_at,
                             version,
                             position,
+                            notifications: Vec::new(),
+                            authority_notified_at: None,
                         },
                     );
                     continue;
@@ -383,6 +413,27 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     } => {
                         row.severity = severity.code() as i16;
                         row.priority = priority.code() as i16;
+                    }
+                    IncidentEvent::AuthorityNotified {
+                        authority,
+                        reference,
+                        summary,
+                        notified_by,
+                    } => {
+                        // Microseconds, as PostgreSQL keeps its timestamps: the list and the
+                        // milestone agree, on both stores.
+                        let sent = at.trunc_subsecs(6);
+                        row.notifications.push(AuthorityNotification {
+                            authority: authority.clone(),
+                            reference: reference.clone(),
+                            summary: summary.clone(),
+                            notified_by: notified_by.clone(),
+                            occurred_at: sent,
+                            recorded_at: e.recorded_at.trunc_subsecs(6),
+                            late_reason: meta.late_reason.clone(),
+                        });
+                        let first = row.authority_notified_at.get_or_insert(sent);
+                        *first = (*first).min(sent);
                     }
                     IncidentEvent::NoteAdded { text, author } => {
                         rows.notes.push(NoteRow {
@@ -780,6 +831,36 @@ mod tests {
         let row = &declined.incidents[&Uuid::from_u128(1)];
         assert!(!row.crisis_escalation_requested);
         assert_ne!(row.level, "STRATEGIC");
+    }
+
+    #[test]
+    fn notifications_are_listed_in_order_and_the_first_sent_is_the_milestone() {
+        let notified = |authority: &str| IncidentEvent::AuthorityNotified {
+            authority: authority.into(),
+            reference: String::new(),
+            summary: "early warning".into(),
+            notified_by: "x".into(),
+        };
+        let mut late = incident(3, 3, vec![notified("DPA")]);
+        late.envelope.events[0].occurred_at = t(1);
+        let rows = project(&[
+            incident(1, 1, vec![opened()]),
+            incident(2, 2, vec![notified("CSIRT")]),
+            late,
+        ]);
+        let row = &rows.incidents[&Uuid::from_u128(1)];
+        let got: Vec<&str> = row
+            .notifications
+            .iter()
+            .map(|n| n.authority.as_str())
+            .collect();
+        assert_eq!(got, ["CSIRT", "DPA"]);
+        assert_eq!(row.authority_notified_at, Some(t(1)));
+        // A row written without the list (an older version, after the column was added).
+        let mut json = serde_json::to_value(row).unwrap();
+        json["notifications"] = serde_json::Value::Null;
+        let read: IncidentRow = serde_json::from_value(json).unwrap();
+        assert!(read.notifications.is_empty());
     }
 
     #[test]

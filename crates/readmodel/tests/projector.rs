@@ -92,6 +92,15 @@ async fn activity(w: &World, round: usize) {
             .sems
             .incident_command(*id, IncidentCommand::Acknowledge, CommandMeta::default())
             .await;
+        let notify = IncidentCommand::NotifyAuthority {
+            authority: "national CSIRT".into(),
+            reference: format!("CSIRT-{round}-{n}"),
+            summary: "early warning".into(),
+        };
+        w.sems
+            .incident_command(*id, notify, CommandMeta::default())
+            .await
+            .unwrap();
     }
 }
 

@@ -135,6 +135,28 @@ enum Command {
         #[command(flatten)]
         write: WriteArgs,
     },
+    /// Record a notification made to an authority (a regulator, a CSIRT, the police).
+    Notify {
+        /// Incident id.
+        incident: String,
+        /// Who was notified, e.g. "national CSIRT".
+        #[arg(long)]
+        authority: String,
+        /// What was reported, e.g. "NIS2 early warning".
+        #[arg(long)]
+        summary: String,
+        /// The reference the authority gave.
+        #[arg(long, default_value = "")]
+        reference: String,
+        /// When it was sent, RFC 3339 (default: now).
+        #[arg(long)]
+        occurred_at: Option<String>,
+        /// Why it is recorded late (required when it was sent over an hour ago).
+        #[arg(long)]
+        late_reason: Option<String>,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
     /// Move an incident between the OPERATIONAL and TACTICAL levels (STRATEGIC is `escalate`).
     Level {
         /// Incident id.
@@ -635,6 +657,31 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             };
             let c = s.incidents().add_note(s.request(r)).await?.into_inner();
             after_write(&mut s, &out, "Added a note to incident", c).await
+        }
+        Command::Notify {
+            incident,
+            authority,
+            summary,
+            reference,
+            occurred_at,
+            late_reason,
+            write,
+        } => {
+            let r = pb::NotifyAuthorityRequest {
+                incident_id: incident,
+                authority,
+                reference,
+                summary,
+                occurred_at: timestamp("occurred-at", occurred_at.as_deref())?,
+                late_reason: late_reason.unwrap_or_default(),
+                request_id: write.request_id,
+            };
+            let c = s
+                .incidents()
+                .notify_authority(s.request(r))
+                .await?
+                .into_inner();
+            after_write(&mut s, &out, "Recorded a notification on incident", c).await
         }
         Command::Level {
             incident,

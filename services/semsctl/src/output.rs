@@ -90,6 +90,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "escalation_requested_at": time_json(i.escalation_requested_at.as_ref()),
         "resolved_at": time_json(i.resolved_at.as_ref()),
         "closed_at": time_json(i.closed_at.as_ref()),
+        "authority_notified_at": time_json(i.authority_notified_at.as_ref()),
         "updated_at": time_json(i.updated_at.as_ref()),
         "resolution": opt(&i.resolution),
         "version": i.version,
@@ -116,7 +117,7 @@ pub fn alert_json(a: &pb::AlertView) -> Value {
     })
 }
 
-/// An incident with its alerts, roles and notes as JSON.
+/// An incident with its alerts, roles, notes and notifications as JSON.
 pub fn detail_json(d: &pb::IncidentDetail) -> Value {
     json!({
         "incident": d.incident.as_ref().map_or(Value::Null, incident_json),
@@ -130,6 +131,15 @@ pub fn detail_json(d: &pb::IncidentDetail) -> Value {
         "notes": d.notes.iter().map(|n| json!({
             "text": n.text,
             "author": n.author,
+            "occurred_at": time_json(n.occurred_at.as_ref()),
+            "recorded_at": time_json(n.recorded_at.as_ref()),
+            "late_reason": opt(&n.late_reason),
+        })).collect::<Vec<_>>(),
+        "notifications": d.notifications.iter().map(|n| json!({
+            "authority": n.authority,
+            "reference": opt(&n.reference),
+            "summary": n.summary,
+            "notified_by": n.notified_by,
             "occurred_at": time_json(n.occurred_at.as_ref()),
             "recorded_at": time_json(n.recorded_at.as_ref()),
             "late_reason": opt(&n.late_reason),
@@ -250,7 +260,7 @@ pub fn alerts_table(alerts: &[pb::AlertView]) -> String {
     )
 }
 
-/// One incident as a card: its fields, milestones, roles, alerts and notes.
+/// One incident as a card: its fields, milestones, roles, alerts, notifications and notes.
 pub fn incident_card(d: &pb::IncidentDetail) -> String {
     let Some(i) = &d.incident else {
         return String::new();
@@ -288,6 +298,7 @@ pub fn incident_card(d: &pb::IncidentDetail) -> String {
         ("Acknowledged", &i.acknowledged_at),
         ("Tactical", &i.tactical_at),
         ("Escalation requested", &i.escalation_requested_at),
+        ("Authority notified", &i.authority_notified_at),
         ("Resolved", &i.resolved_at),
         ("Closed", &i.closed_at),
     ] {
@@ -316,6 +327,26 @@ pub fn incident_card(d: &pb::IncidentDetail) -> String {
     if !d.alerts.is_empty() {
         out.push_str("\nAlerts\n");
         out.push_str(&alerts_table(&d.alerts));
+    }
+    if !d.notifications.is_empty() {
+        out.push_str("\nAuthorities notified\n");
+        let rows: Vec<Vec<String>> = d
+            .notifications
+            .iter()
+            .map(|n| {
+                vec![
+                    time(n.occurred_at.as_ref()).unwrap_or_default(),
+                    n.authority.clone(),
+                    n.reference.clone(),
+                    n.summary.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["SENT", "AUTHORITY", "REFERENCE", "SUMMARY"],
+            &rows,
+            60,
+        ));
     }
     if !d.notes.is_empty() {
         out.push_str("\nNotes\n");

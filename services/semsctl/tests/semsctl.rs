@@ -182,6 +182,22 @@ async fn the_demo_leaves_a_resolved_tactical_incident_and_an_untriaged_alert(bac
         .await;
     assert_ne!(again.code, 0, "merged once: {}", again.stdout);
 
+    // A notification to an authority, recorded from the command line.
+    let notified = s
+        .ctl(&[
+            "notify",
+            id,
+            "--authority",
+            "national CSIRT",
+            "--summary",
+            "NIS2 early warning",
+        ])
+        .await;
+    assert_eq!(notified.code, 0, "{}", notified.stderr);
+    let detail = s.json(&["incidents", "show", id]).await;
+    assert_eq!(detail["notifications"][0]["authority"], "national CSIRT");
+    assert!(detail["incident"]["authority_notified_at"].is_string());
+
     // A second run plays again beside the first.
     assert_eq!(s.ctl(&["demo", "--pace-ms", "0"]).await.code, 0);
     let list = s.json(&["incidents", "list"]).await;

@@ -7,7 +7,7 @@ use sems_domain::{
     Level, Limits, Observable, Phase, Priority, Role, Severity, Text, alert::AlertReport,
 };
 use sems_proto::v1 as pb;
-use sems_readmodel::{AlertRow, IncidentSummary, NoteRow, RoleHolder};
+use sems_readmodel::{AlertRow, AuthorityNotification, IncidentSummary, NoteRow, RoleHolder};
 use uuid::Uuid;
 
 pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> AppError {
@@ -190,6 +190,20 @@ pub fn incident(s: &IncidentSummary) -> pb::Incident {
         version: u64::try_from(r.version).unwrap_or(0),
         position: u64::try_from(r.position).unwrap_or(0),
         resolution: r.resolution.clone().unwrap_or_default(),
+        authority_notified_at: ts_opt(r.authority_notified_at),
+    }
+}
+
+/// A notification to an authority for the wire.
+pub fn notification(n: &AuthorityNotification) -> pb::AuthorityNotification {
+    pb::AuthorityNotification {
+        authority: n.authority.clone(),
+        reference: n.reference.clone(),
+        summary: n.summary.clone(),
+        notified_by: n.notified_by.clone(),
+        occurred_at: Some(ts(n.occurred_at)),
+        recorded_at: Some(ts(n.recorded_at)),
+        late_reason: n.late_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -9,7 +9,7 @@ use sems_domain::{
 use sems_proto::v1::{
     AcknowledgeIncidentRequest, AddNoteRequest, AssignRoleRequest, ChangeLevelRequest,
     ChangePhaseRequest, ClassifyIncidentRequest, CloseIncidentRequest, CommitInfo,
-    CrisisEscalationResponse, OpenIncidentRequest, ReopenIncidentRequest,
+    CrisisEscalationResponse, NotifyAuthorityRequest, OpenIncidentRequest, ReopenIncidentRequest,
     RequestCrisisEscalationRequest, ResolveIncidentRequest,
     incident_service_server::IncidentService,
 };
@@ -182,6 +182,38 @@ impl IncidentService for Api {
                 self.sems
                     .incident_command(id, IncidentCommand::AddNote { text: r.text }, meta)
                     .await
+            };
+            let c = run.await.map_err(status)?;
+            Ok(Response::new(info(&c, c.position)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn notify_authority(
+        &self,
+        request: Request<NotifyAuthorityRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let span = rpc_span("IncidentService", "NotifyAuthority", request.metadata());
+        let actor = principal(&request);
+        async move {
+            let r = request.into_inner();
+            let run = async {
+                let id = convert::uuid("incident_id", &r.incident_id)?;
+                let mut meta = command_meta(actor, convert::request_id(&r.request_id)?);
+                meta.occurred_at = convert::time("occurred_at", r.occurred_at.as_ref())?;
+                let late = sems_domain::Text::optional(
+                    "late_reason",
+                    &r.late_reason,
+                    sems_domain::Limits::RATIONALE,
+                )?;
+                meta.late_reason = (!late.is_empty()).then_some(late);
+                let command = IncidentCommand::NotifyAuthority {
+                    authority: r.authority,
+                    reference: r.reference,
+                    summary: r.summary,
+                };
+                self.sems.incident_command(id, command, meta).await
             };
             let c = run.await.map_err(status)?;
             Ok(Response::new(info(&c, c.position)))

@@ -81,6 +81,13 @@ impl IncidentQueryService for Api {
                     .map(convert::role)
                     .collect(),
                 notes: detail.notes.iter().map(convert::note).collect(),
+                notifications: detail
+                    .incident
+                    .row
+                    .notifications
+                    .iter()
+                    .map(convert::notification)
+                    .collect(),
             }))
         }
         .instrument(span)
