@@ -220,7 +220,7 @@ crisis_entries!(
     pb::RecordCrisisReviewRequest,
 );
 
-fn entry_meta(
+pub(super) fn entry_meta(
     actor: Option<String>,
     request_id: &str,
     occurred_at: Option<&prost_types::Timestamp>,

@@ -171,14 +171,12 @@ impl IncidentService for Api {
             let r = request.into_inner();
             let run = async {
                 let id = convert::uuid("incident_id", &r.incident_id)?;
-                let mut meta = command_meta(actor, convert::request_id(&r.request_id)?);
-                meta.occurred_at = convert::time("occurred_at", r.occurred_at.as_ref())?;
-                let late = sems_domain::Text::optional(
-                    "late_reason",
+                let meta = super::cmc::entry_meta(
+                    actor,
+                    &r.request_id,
+                    r.occurred_at.as_ref(),
                     &r.late_reason,
-                    sems_domain::Limits::RATIONALE,
                 )?;
-                meta.late_reason = (!late.is_empty()).then_some(late);
                 self.sems
                     .incident_command(id, IncidentCommand::AddNote { text: r.text }, meta)
                     .await
@@ -200,14 +198,12 @@ impl IncidentService for Api {
             let r = request.into_inner();
             let run = async {
                 let id = convert::uuid("incident_id", &r.incident_id)?;
-                let mut meta = command_meta(actor, convert::request_id(&r.request_id)?);
-                meta.occurred_at = convert::time("occurred_at", r.occurred_at.as_ref())?;
-                let late = sems_domain::Text::optional(
-                    "late_reason",
+                let meta = super::cmc::entry_meta(
+                    actor,
+                    &r.request_id,
+                    r.occurred_at.as_ref(),
                     &r.late_reason,
-                    sems_domain::Limits::RATIONALE,
                 )?;
-                meta.late_reason = (!late.is_empty()).then_some(late);
                 let command = IncidentCommand::NotifyAuthority {
                     authority: r.authority,
                     reference: r.reference,
