@@ -31,8 +31,10 @@
 //!   crisis lead), and only then sent, once;
 //! * a crisis goes active → stabilising (with a reason, once) → stood down → reviewed;
 //! * stand-down names who takes control next and is backed by a current decision;
-//! * a stood-down crisis refuses everything but its post-crisis review, recorded once; a
-//!   reviewed crisis refuses everything.
+//! * a stood-down crisis refuses everything but its post-crisis review, recorded once, and
+//!   the progress of its actions still open (their owners carry them on after the CMC, and
+//!   an action nobody could close would stay overdue for ever); a reviewed crisis refuses
+//!   everything else too.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -853,9 +855,10 @@ impl Aggregate for Crisis {
             (_, None) => return Err(DomainError::NotFound("crisis".into())),
             (_, Some(s)) => s,
         };
-        if s.reviewed {
+        let action_progress = matches!(command, CrisisCommand::ChangeActionStatus { .. });
+        if s.reviewed && !action_progress {
             return Err(DomainError::precondition(
-                "the crisis has stood down and been reviewed",
+                "the crisis has stood down and been reviewed: only its open actions move on",
             ));
         }
         if let CrisisCommand::RecordReview { findings } = command {
@@ -869,9 +872,10 @@ impl Aggregate for Crisis {
                 reviewed_by: actor,
             }]);
         }
-        if s.stood_down.is_some() {
+        if s.stood_down.is_some() && !action_progress {
             return Err(DomainError::precondition(
-                "the crisis has stood down: only its post-crisis review can be recorded",
+                "the crisis has stood down: only its post-crisis review, and the progress of its \
+                 open actions, can be recorded",
             ));
         }
         let event = match command {
@@ -1792,6 +1796,53 @@ mod tests {
         play(&mut h, review(), "quinn.quality");
         precondition(cmd(&given(&h), review(), "x"));
         precondition(cmd(&given(&h), decision(30, vec![], None), "x"));
+    }
+
+    #[test]
+    fn actions_still_open_at_stand_down_are_carried_on_and_closed_after_it() {
+        let mut h = vec![activated()];
+        play(
+            &mut h,
+            CrisisCommand::AssignAction {
+                action_id: id(50),
+                description: "restore the sorters' PLC images".into(),
+                owner: "ops.lead".into(),
+                due_at: now() + Duration::hours(4),
+                decision_id: None,
+            },
+            "carla.cmc",
+        );
+        play(&mut h, decision(20, vec![], None), "carla.cmc");
+        play(
+            &mut h,
+            CrisisCommand::StandDown {
+                handed_to: "tom.tactical".into(),
+                decision_id: id(20),
+            },
+            "carla.cmc",
+        );
+        let progress = |status| CrisisCommand::ChangeActionStatus {
+            action_id: id(50),
+            status,
+            note: String::new(),
+            transferred_to: String::new(),
+        };
+        play(&mut h, progress(ActionStatus::InProgress), "ops.lead");
+        play(
+            &mut h,
+            CrisisCommand::RecordReview {
+                findings: "sorter recovery outlived the CMC".into(),
+            },
+            "quinn.quality",
+        );
+        play(&mut h, progress(ActionStatus::Done), "ops.lead");
+        // A final status is still final, and nothing else is recorded.
+        precondition(cmd(&given(&h), progress(ActionStatus::InProgress), "x"));
+        precondition(cmd(
+            &given(&h),
+            CrisisCommand::LinkIncident { incident_id: id(5) },
+            "x",
+        ));
     }
 
     #[test]

@@ -13,8 +13,11 @@
 //! * only a complete brief is offered: every section written, the situation's "as at" time
 //!   given (not in the future) and a confidence; a revised offer after a clarification
 //!   answers the questions;
-//! * the CMC asks for clarification (at least one question), accepts, or declines — never
-//!   the party that offered;
+//! * two parties, never one person on both sides: whoever started, drafted, offered or
+//!   offered the handover acts for the outgoing side and never asks questions about it,
+//!   accepts or declines it; whoever asked questions acts for the CMC and never drafts or
+//!   offers it; only the outgoing side withdraws it;
+//! * the CMC asks for clarification (at least one question), accepts, or declines;
 //! * acceptance names the effective time of the transfer of command (not before the offer)
 //!   and the scope of authority delegated, and is followed by the transfer of command as an
 //!   event of its own; until then the outgoing commander keeps command;
@@ -23,6 +26,8 @@
 //!   situation settled, or the request was a mistake); command stays at `TACTICAL`, and the
 //!   incident's request closes;
 //! * an accepted, declined or withdrawn handover is closed: nothing changes it.
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -366,6 +371,10 @@ pub struct HandoverState {
     pub declined: Option<String>,
     /// When withdrawn: the reason.
     pub withdrawn: Option<String>,
+    /// Who acted for the outgoing side: started, drafted or offered it.
+    pub outgoing: BTreeSet<String>,
+    /// Who acted for the CMC before its answer: asked questions.
+    pub receiving: BTreeSet<String>,
 }
 
 impl Handover {
@@ -375,10 +384,23 @@ impl Handover {
     }
 }
 
+/// The CMC's side of the handshake: nobody who acted for the outgoing side.
 fn not_the_offering_party(s: &HandoverState, actor: &str, what: &str) -> Result<(), DomainError> {
-    if s.offered_by.as_deref() == Some(actor) {
+    if s.outgoing.contains(actor) {
         return Err(DomainError::precondition(format!(
-            "{actor} offered this handover and cannot also {what} it: the receiving party must"
+            "{actor} acts for the outgoing side of this handover (started, drafted or offered it) \
+             and cannot also {what} it: the receiving party must"
+        )));
+    }
+    Ok(())
+}
+
+/// The outgoing side of the handshake: nobody who acted for the CMC.
+fn not_the_receiving_party(s: &HandoverState, actor: &str, what: &str) -> Result<(), DomainError> {
+    if s.receiving.contains(actor) {
+        return Err(DomainError::precondition(format!(
+            "{actor} acts for the CMC in this handover (asked questions about it) and cannot \
+             also {what} it: the outgoing side must"
         )));
     }
     Ok(())
@@ -436,6 +458,7 @@ impl Aggregate for Handover {
             HandoverCommand::Start { .. } => unreachable!("handled above"),
             HandoverCommand::Draft { brief } => {
                 require(s, &[Drafting, ClarificationRequested], "redraft")?;
+                not_the_receiving_party(s, &ctx.actor, "draft")?;
                 vec![HandoverEvent::HandoverBriefDrafted {
                     brief: brief.checked(ctx)?,
                     drafted_by: ctx.actor.clone(),
@@ -443,6 +466,7 @@ impl Aggregate for Handover {
             }
             HandoverCommand::Offer { brief, answers } => {
                 require(s, &[Drafting, ClarificationRequested], "offer")?;
+                not_the_receiving_party(s, &ctx.actor, "offer")?;
                 let brief = brief.as_ref().unwrap_or(&s.brief).checked(ctx)?;
                 let missing = brief.missing();
                 if let Some(first) = missing.first() {
@@ -546,6 +570,13 @@ impl Aggregate for Handover {
             }
             HandoverCommand::Withdraw { reason } => {
                 require(s, &[Drafting, Offered, ClarificationRequested], "withdraw")?;
+                if !s.outgoing.contains(&ctx.actor) {
+                    return Err(DomainError::precondition(format!(
+                        "{} has not acted for the outgoing side of this handover (started, \
+                         drafted or offered it), which alone withdraws it; the CMC declines",
+                        ctx.actor
+                    )));
+                }
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
                 vec![HandoverEvent::HandoverWithdrawn {
                     withdrawn_by: ctx.actor.clone(),
@@ -558,7 +589,12 @@ impl Aggregate for Handover {
     }
 
     fn evolve(&mut self, event: &HandoverEvent) {
-        if let HandoverEvent::HandoverStarted { incident_id, .. } = event {
+        if let HandoverEvent::HandoverStarted {
+            incident_id,
+            started_by,
+            ..
+        } = event
+        {
             self.state = Some(HandoverState {
                 incident_id: *incident_id,
                 status: HandoverStatus::Drafting,
@@ -569,13 +605,18 @@ impl Aggregate for Handover {
                 accepted: None,
                 declined: None,
                 withdrawn: None,
+                outgoing: BTreeSet::from([started_by.clone()]),
+                receiving: BTreeSet::new(),
             });
             return;
         }
         let Some(s) = &mut self.state else { return };
         match event {
             HandoverEvent::HandoverStarted { .. } => {}
-            HandoverEvent::HandoverBriefDrafted { brief, .. } => s.brief = brief.clone(),
+            HandoverEvent::HandoverBriefDrafted { brief, drafted_by } => {
+                s.brief = brief.clone();
+                s.outgoing.insert(drafted_by.clone());
+            }
             HandoverEvent::HandoverOffered {
                 brief,
                 revision,
@@ -588,9 +629,11 @@ impl Aggregate for Handover {
                 s.offered_by = Some(offered_by.clone());
                 s.offered_at = Some(*offered_at);
                 s.status = HandoverStatus::Offered;
+                s.outgoing.insert(offered_by.clone());
             }
-            HandoverEvent::HandoverClarificationRequested { .. } => {
+            HandoverEvent::HandoverClarificationRequested { requested_by, .. } => {
                 s.status = HandoverStatus::ClarificationRequested;
+                s.receiving.insert(requested_by.clone());
             }
             HandoverEvent::HandoverAccepted {
                 crisis_id,
@@ -949,6 +992,49 @@ mod tests {
         HandoverCommand::Withdraw {
             reason: reason.into(),
         }
+    }
+
+    #[test]
+    fn nobody_acts_on_both_sides_of_a_handover() {
+        let asked = given(&[started(), offered(1), clarification()]);
+        // carla asked for the CMC: she neither drafts, offers nor withdraws it.
+        for command in [
+            HandoverCommand::Draft { brief: brief() },
+            offer(Some(brief()), "yes, segmented"),
+            withdraw("x"),
+        ] {
+            precondition(asked.decide(&command, &as_("carla.cmc")));
+        }
+        // ana offers the revision for the outgoing side; tom, who started it, still cannot
+        // answer it for the CMC, nor can ana.
+        let revised = asked
+            .decide(
+                &offer(Some(brief()), "yes, segmented"),
+                &as_("ana.tactical"),
+            )
+            .unwrap();
+        let mut history = vec![started(), offered(1), clarification()];
+        history.extend(revised);
+        let h = given(&history);
+        for actor in ["tom.tactical", "ana.tactical"] {
+            precondition(h.decide(&accept(), &as_(actor)));
+            precondition(h.decide(
+                &HandoverCommand::Decline {
+                    reason: "no".into(),
+                },
+                &as_(actor),
+            ));
+            precondition(h.decide(
+                &HandoverCommand::RequestClarification {
+                    questions: vec!["?".into()],
+                },
+                &as_(actor),
+            ));
+        }
+        assert!(h.decide(&accept(), &as_("carla.cmc")).is_ok());
+        // Someone who never acted for the outgoing side does not withdraw it either.
+        precondition(h.decide(&withdraw("x"), &as_("dan.cmc")));
+        assert!(h.decide(&withdraw("x"), &as_("ana.tactical")).is_ok());
     }
 
     #[test]
