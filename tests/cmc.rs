@@ -34,6 +34,7 @@ on_both_stores!(
     a_stand_down_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
     a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_tactical,
     an_escalation_a_stopped_call_left_without_its_handover_is_started_by_the_repair_sweep,
+    a_sent_statement_is_retracted_by_the_role_that_approves_it,
 );
 
 const PEOPLE: [&str; 4] = ["tom.tactical", "carla.cmc", "lena.loggist", "paul.press"];
@@ -1388,5 +1389,152 @@ async fn an_escalation_a_stopped_call_left_without_its_handover_is_started_by_th
         })
         .await
         .unwrap();
+    s.stop().await;
+}
+
+async fn a_sent_statement_is_retracted_by_the_role_that_approves_it(backend: Backend) {
+    let s = start(backend).await;
+    let mut carla = as_(&s, "carla.cmc");
+    let mut paul = as_(&s, "paul.press");
+    let mut lena = as_(&s, "lena.loggist");
+    let crisis_id = carla
+        .crisis
+        .declare_crisis(pb::DeclareCrisisRequest {
+            title: "Check-in outage".into(),
+            incident_ids: vec![Uuid::new_v4().to_string()],
+            criteria: "passenger operations disrupted".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregate_id;
+    for (person, role) in [
+        ("carla.cmc", pb::CmcRole::CrisisLead),
+        ("paul.press", pb::CmcRole::Communications),
+    ] {
+        lena.crisis
+            .log_attendance(pb::LogAttendanceRequest {
+                crisis_id: crisis_id.clone(),
+                person: person.into(),
+                role: role as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let statement = Uuid::now_v7().to_string();
+    paul.crisis
+        .draft_communication(pb::DraftCommunicationRequest {
+            crisis_id: crisis_id.clone(),
+            communication_id: statement.clone(),
+            audience: pb::Audience::Media as i32,
+            channel: "press release".into(),
+            tlp: pb::Tlp::Clear as i32,
+            content: "Check-in is slow because of an IT problem.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    carla
+        .crisis
+        .approve_communication(pb::ApproveCommunicationRequest {
+            crisis_id: crisis_id.clone(),
+            communication_id: statement.clone(),
+            role: pb::CmcRole::CrisisLead as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    paul.crisis
+        .send_communication(pb::SendCommunicationRequest {
+            crisis_id: crisis_id.clone(),
+            communication_id: statement.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let retract = |reason: &str, role: pb::CmcRole| pb::RetractCommunicationRequest {
+        crisis_id: crisis_id.clone(),
+        communication_id: statement.clone(),
+        reason: reason.into(),
+        role: role as i32,
+        ..Default::default()
+    };
+    let why = "the outage is a cyber attack, not an IT problem";
+
+    let before = s.message_count().await;
+    let err = carla
+        .crisis
+        .retract_communication(retract(" ", pb::CmcRole::CrisisLead))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("reason"), "{}", err.message());
+    assert_eq!(
+        code(
+            paul.crisis
+                .retract_communication(retract(why, pb::CmcRole::Communications))
+                .await
+        ),
+        Code::FailedPrecondition,
+        "a media statement is retracted by the crisis lead"
+    );
+    assert_eq!(s.message_count().await, before);
+
+    let retracted = carla
+        .crisis
+        .retract_communication(retract(why, pb::CmcRole::CrisisLead))
+        .await
+        .unwrap()
+        .into_inner();
+    let detail = carla
+        .reads
+        .get_crisis(pb::GetCrisisRequest {
+            crisis_id: crisis_id.clone(),
+            consistency: at(retracted.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let m = &detail.communications[0];
+    assert_eq!(
+        (
+            m.status.as_str(),
+            m.retracted_by.as_str(),
+            m.retraction_reason.as_str()
+        ),
+        ("RETRACTED", "carla.cmc", why)
+    );
+    assert!(m.retracted_at.is_some() && m.sent_at.is_some(), "both kept");
+    let timeline = carla
+        .reads
+        .get_timeline(pb::GetTimelineRequest {
+            crisis_id: crisis_id.clone(),
+            consistency: at(retracted.position),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let last = timeline.entries.last().unwrap();
+    assert_eq!(
+        (
+            last.event_type.as_str(),
+            last.actor.as_str(),
+            last.tlp.as_str()
+        ),
+        ("CommunicationRetracted", "carla.cmc", "CLEAR")
+    );
+    assert_eq!(
+        code(
+            carla
+                .crisis
+                .retract_communication(retract(why, pb::CmcRole::CrisisLead))
+                .await
+        ),
+        Code::FailedPrecondition,
+        "retracted once"
+    );
     s.stop().await;
 }

@@ -28,7 +28,9 @@
 //!   a final status is never changed; overdue is derived, not stored;
 //! * a communication is drafted for an audience with a channel and a TLP, approved by someone
 //!   other than its drafter who is logged present in the role the audience requires (or as
-//!   crisis lead), and only then sent, once;
+//!   crisis lead), and only then sent, once; a sent communication may be retracted, once,
+//!   with a reason, by someone present in that same role (or as crisis lead) — the retraction
+//!   is recorded, the communication never erased;
 //! * a crisis goes active → stabilising (with a reason, once) → stood down → reviewed;
 //! * stand-down names who takes control next and is backed by a current decision;
 //! * a stood-down crisis refuses everything but its post-crisis review, recorded once, and
@@ -371,6 +373,16 @@ pub enum CrisisCommand {
         /// The communication.
         communication_id: Uuid,
     },
+    /// Retract a sent communication (a correction or withdrawal went out), acting in a CMC
+    /// role.
+    RetractCommunication {
+        /// The communication.
+        communication_id: Uuid,
+        /// Why.
+        reason: String,
+        /// The role the retracting person acts in.
+        role: CmcRole,
+    },
     /// Link one more incident.
     LinkIncident {
         /// The incident.
@@ -657,6 +669,17 @@ pub enum CrisisEvent {
         /// Who sent it.
         sent_by: String,
     },
+    /// A sent communication retracted.
+    CommunicationRetracted {
+        /// The communication.
+        communication_id: Uuid,
+        /// Why.
+        reason: String,
+        /// Who retracted it.
+        retracted_by: String,
+        /// In which CMC role.
+        role: CmcRole,
+    },
     /// The CMC stood down.
     CrisisStoodDown {
         /// Who takes control next.
@@ -702,6 +725,7 @@ impl DomainEvent for CrisisEvent {
             Self::CommunicationDrafted { .. } => "CommunicationDrafted",
             Self::CommunicationApproved { .. } => "CommunicationApproved",
             Self::CommunicationSent { .. } => "CommunicationSent",
+            Self::CommunicationRetracted { .. } => "CommunicationRetracted",
             Self::CrisisStoodDown { .. } => "CrisisStoodDown",
             Self::CrisisStabilising { .. } => "CrisisStabilising",
             Self::CrisisReviewed { .. } => "CrisisReviewed",
@@ -755,6 +779,8 @@ pub struct CommunicationState {
     pub approved: bool,
     /// Sent.
     pub sent: bool,
+    /// Retracted after it was sent.
+    pub retracted: bool,
 }
 
 fn amber() -> Tlp {
@@ -1318,6 +1344,45 @@ impl Aggregate for Crisis {
                     sent_by: actor,
                 }
             }
+            CrisisCommand::RetractCommunication {
+                communication_id,
+                reason,
+                role,
+            } => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                let c = communication(s, *communication_id)?;
+                if !c.sent {
+                    return Err(DomainError::precondition(
+                        "only a sent communication is retracted; an unsent one is simply not sent",
+                    ));
+                }
+                if c.retracted {
+                    return Err(DomainError::precondition(
+                        "the communication is already retracted",
+                    ));
+                }
+                let required = c.audience.approver();
+                if *role != required && *role != CmcRole::CrisisLead {
+                    return Err(DomainError::precondition(format!(
+                        "a communication to {} is retracted by {} or CRISIS_LEAD, not {}",
+                        c.audience.as_str(),
+                        required.as_str(),
+                        role.as_str()
+                    )));
+                }
+                if s.present.get(&actor) != Some(role) {
+                    return Err(DomainError::precondition(format!(
+                        "{actor} is not logged as present in the CMC as {}",
+                        role.as_str()
+                    )));
+                }
+                CrisisEvent::CommunicationRetracted {
+                    communication_id: *communication_id,
+                    reason,
+                    retracted_by: actor,
+                    role: *role,
+                }
+            }
             CrisisCommand::StandDown {
                 handed_to,
                 decision_id,
@@ -1404,6 +1469,7 @@ impl Aggregate for Crisis {
                         drafted_by: drafted_by.clone(),
                         approved: false,
                         sent: false,
+                        retracted: false,
                     },
                 );
             }
@@ -1419,6 +1485,13 @@ impl Aggregate for Crisis {
             } => {
                 if let Some(c) = s.communications.get_mut(communication_id) {
                     c.sent = true;
+                }
+            }
+            CrisisEvent::CommunicationRetracted {
+                communication_id, ..
+            } => {
+                if let Some(c) = s.communications.get_mut(communication_id) {
+                    c.retracted = true;
                 }
             }
             CrisisEvent::CrisisIncidentLinked { incident_id, .. } => {
@@ -2111,6 +2184,59 @@ mod tests {
             "communication_id"
         );
         precondition(cmd(&given(&h), draft(61, Audience::Staff), "paul.press"));
+
+        // A sent statement is retracted, once, with a reason, by the role that approves it.
+        let retract = |n, reason: &str, role| CrisisCommand::RetractCommunication {
+            communication_id: id(n),
+            reason: reason.into(),
+            role,
+        };
+        let why = "delays were caused by a cyber attack, not an IT problem";
+        precondition(cmd(
+            &given(&h),
+            retract(61, why, CmcRole::Legal),
+            "lara.legal",
+        ));
+        assert_eq!(
+            invalid(cmd(
+                &given(&h),
+                retract(60, " ", CmcRole::CrisisLead),
+                "carla.cmc"
+            )),
+            "reason"
+        );
+        precondition(cmd(
+            &given(&h),
+            retract(60, why, CmcRole::Communications),
+            "paul.press",
+        ));
+        precondition(cmd(
+            &given(&h),
+            retract(60, why, CmcRole::CrisisLead),
+            "paul.press",
+        ));
+        let events = cmd(
+            &given(&h),
+            retract(60, why, CmcRole::CrisisLead),
+            "carla.cmc",
+        )
+        .unwrap();
+        assert_eq!(
+            events,
+            vec![CrisisEvent::CommunicationRetracted {
+                communication_id: id(60),
+                reason: why.into(),
+                retracted_by: "carla.cmc".into(),
+                role: CmcRole::CrisisLead,
+            }]
+        );
+        play(&mut h, retract(60, why, CmcRole::CrisisLead), "carla.cmc");
+        precondition(cmd(
+            &given(&h),
+            retract(60, why, CmcRole::CrisisLead),
+            "carla.cmc",
+        ));
+        precondition(cmd(&given(&h), send(60), "paul.press"));
     }
 
     #[test]

@@ -238,7 +238,7 @@ pub struct CommunicationRow {
     pub channel: String,
     pub tlp: String,
     pub content: String,
-    /// `DRAFTED`, `APPROVED`, `SENT`.
+    /// `DRAFTED`, `APPROVED`, `SENT`, `RETRACTED`.
     pub status: String,
     pub required_role: String,
     pub drafted_by: String,
@@ -248,6 +248,12 @@ pub struct CommunicationRow {
     pub approved_at: Option<DateTime<Utc>>,
     pub sent_by: Option<String>,
     pub sent_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub retracted_by: Option<String>,
+    #[serde(default)]
+    pub retracted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub retraction_reason: Option<String>,
     pub position: i64,
 }
 
@@ -426,6 +432,9 @@ pub fn touched<'a>(commits: impl IntoIterator<Item = &'a ProjectedCommit>) -> Ve
                             communication_id, ..
                         }
                         | CrisisEvent::CommunicationSent {
+                            communication_id, ..
+                        }
+                        | CrisisEvent::CommunicationRetracted {
                             communication_id, ..
                         } => Some(("communication", *communication_id)),
                         _ => None,
@@ -999,6 +1008,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                             approved_at: None,
                             sent_by: None,
                             sent_at: None,
+                            retracted_by: None,
+                            retracted_at: None,
+                            retraction_reason: None,
                             position,
                         }));
                         (
@@ -1050,6 +1062,31 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         entry_tlp = Tlp::parse("tlp", &m.tlp).unwrap_or(crisis_tlp);
                         let summary =
                             format!("Communication to {} sent via {}", m.audience, m.channel);
+                        ("communication", summary)
+                    }
+                    CrisisEvent::CommunicationRetracted {
+                        communication_id,
+                        reason,
+                        retracted_by,
+                        role,
+                    } => {
+                        let m = communication(rows, id, *communication_id).ok_or_else(|| {
+                            fail(format!(
+                                "communication {communication_id} is not in the read model"
+                            ))
+                        })?;
+                        m.status = "RETRACTED".into();
+                        m.retracted_by = Some(retracted_by.clone());
+                        m.retracted_at = Some(at);
+                        m.retraction_reason = Some(reason.clone());
+                        m.position = position;
+                        entry_tlp = Tlp::parse("tlp", &m.tlp).unwrap_or(crisis_tlp);
+                        let summary = format!(
+                            "Communication to {} retracted by {retracted_by} ({}): {}",
+                            m.audience,
+                            role.as_str(),
+                            clip(reason, 160)
+                        );
                         ("communication", summary)
                     }
                     CrisisEvent::CrisisStoodDown {

@@ -338,6 +338,17 @@ pub enum CrisisCommand {
         #[command(flatten)]
         entry: EntryArgs,
     },
+    /// Retract a sent communication, with the reason, acting in a CMC role.
+    Retract {
+        crisis: String,
+        communication: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_enum)]
+        role: CmcRole,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
     /// Declare the crisis stabilising.
     Stabilising {
         crisis: String,
@@ -644,6 +655,7 @@ fn crisis_json(d: &pb::CrisisDetail) -> Value {
             "communication_id": m.communication_id, "audience": m.audience,
             "channel": m.channel, "tlp": m.tlp, "status": m.status,
             "required_role": m.required_role, "approved_by": m.approved_by,
+            "retracted_by": m.retracted_by, "retraction_reason": m.retraction_reason,
         })).collect::<Vec<_>>(),
     })
 }
@@ -1484,6 +1496,28 @@ pub async fn crisis(
             (
                 "Sent a communication in crisis",
                 c.send_communication(s.request(r)).await?,
+            )
+        }
+        CrisisCommand::Retract {
+            crisis,
+            communication,
+            reason,
+            role,
+            entry: e,
+        } => {
+            let e = entry(e)?;
+            let r = pb::RetractCommunicationRequest {
+                crisis_id: crisis,
+                communication_id: communication,
+                reason,
+                role: role.pb(),
+                request_id: e.request_id,
+                occurred_at: e.occurred_at,
+                late_reason: e.late_reason,
+            };
+            (
+                "Retracted a communication in crisis",
+                c.retract_communication(s.request(r)).await?,
             )
         }
         CrisisCommand::StandDown {

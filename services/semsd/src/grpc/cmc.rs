@@ -215,6 +215,7 @@ crisis_entries!(
     pb::DraftCommunicationRequest,
     pb::ApproveCommunicationRequest,
     pb::SendCommunicationRequest,
+    pb::RetractCommunicationRequest,
     pb::StandDownRequest,
     pb::DeclareStabilisingRequest,
     pb::RecordCrisisReviewRequest,
@@ -402,6 +403,9 @@ fn communication_view(c: &CommunicationRow) -> pb::CommunicationView {
         approved_by: c.approved_by.clone().unwrap_or_default(),
         approved_role: c.approved_role.clone().unwrap_or_default(),
         sent_at: convert::ts_opt(c.sent_at),
+        retracted_by: c.retracted_by.clone().unwrap_or_default(),
+        retracted_at: convert::ts_opt(c.retracted_at),
+        retraction_reason: c.retraction_reason.clone().unwrap_or_default(),
     }
 }
 
@@ -950,6 +954,20 @@ impl CrisisService for Api {
         self.on_crisis("SendCommunication", request, |r| {
             Ok(CrisisCommand::SendCommunication {
                 communication_id: convert::uuid("communication_id", &r.communication_id)?,
+            })
+        })
+        .await
+    }
+
+    async fn retract_communication(
+        &self,
+        request: Request<pb::RetractCommunicationRequest>,
+    ) -> Result<Response<pb::CommitInfo>, Status> {
+        self.on_crisis("RetractCommunication", request, |r| {
+            Ok(CrisisCommand::RetractCommunication {
+                communication_id: convert::uuid("communication_id", &r.communication_id)?,
+                reason: r.reason.clone(),
+                role: code("role", r.role, CmcRole::from_code)?,
             })
         })
         .await
