@@ -807,6 +807,33 @@ fn current_decision(s: &CrisisState, id: Uuid, field: &str) -> Result<(), Domain
     }
 }
 
+/// `actor`, acting in `role`, may approve or retract communication `c`: the role is the one
+/// its audience requires (or the crisis lead's) and `actor` is logged present in it.
+fn speaks_for(
+    s: &CrisisState,
+    c: &CommunicationState,
+    actor: &str,
+    role: CmcRole,
+    needs: &str,
+) -> Result<(), DomainError> {
+    let required = c.audience.approver();
+    if role != required && role != CmcRole::CrisisLead {
+        return Err(DomainError::precondition(format!(
+            "a communication to {} {needs} by {} or CRISIS_LEAD, not {}",
+            c.audience.as_str(),
+            required.as_str(),
+            role.as_str()
+        )));
+    }
+    if s.present.get(actor) != Some(&role) {
+        return Err(DomainError::precondition(format!(
+            "{actor} is not logged as present in the CMC as {}",
+            role.as_str()
+        )));
+    }
+    Ok(())
+}
+
 fn communication(s: &CrisisState, id: Uuid) -> Result<&CommunicationState, DomainError> {
     s.communications.get(&id).ok_or_else(|| {
         DomainError::invalid(
@@ -1304,21 +1331,7 @@ impl Aggregate for Crisis {
                         "a communication is approved by someone other than its drafter",
                     ));
                 }
-                let required = c.audience.approver();
-                if *role != required && *role != CmcRole::CrisisLead {
-                    return Err(DomainError::precondition(format!(
-                        "a communication to {} needs approval by {} or CRISIS_LEAD, not {}",
-                        c.audience.as_str(),
-                        required.as_str(),
-                        role.as_str()
-                    )));
-                }
-                if s.present.get(&actor) != Some(role) {
-                    return Err(DomainError::precondition(format!(
-                        "{actor} is not logged as present in the CMC as {}",
-                        role.as_str()
-                    )));
-                }
+                speaks_for(s, c, &actor, *role, "needs approval")?;
                 CrisisEvent::CommunicationApproved {
                     communication_id: *communication_id,
                     approved_by: actor,
@@ -1361,21 +1374,7 @@ impl Aggregate for Crisis {
                         "the communication is already retracted",
                     ));
                 }
-                let required = c.audience.approver();
-                if *role != required && *role != CmcRole::CrisisLead {
-                    return Err(DomainError::precondition(format!(
-                        "a communication to {} is retracted by {} or CRISIS_LEAD, not {}",
-                        c.audience.as_str(),
-                        required.as_str(),
-                        role.as_str()
-                    )));
-                }
-                if s.present.get(&actor) != Some(role) {
-                    return Err(DomainError::precondition(format!(
-                        "{actor} is not logged as present in the CMC as {}",
-                        role.as_str()
-                    )));
-                }
+                speaks_for(s, c, &actor, *role, "is retracted")?;
                 CrisisEvent::CommunicationRetracted {
                     communication_id: *communication_id,
                     reason,
