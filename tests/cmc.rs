@@ -35,6 +35,7 @@ on_both_stores!(
     a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_tactical,
     an_escalation_a_stopped_call_left_without_its_handover_is_started_by_the_repair_sweep,
     a_sent_statement_is_retracted_by_the_role_that_approves_it,
+    a_withdrawal_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
 );
 
 const PEOPLE: [&str; 4] = ["tom.tactical", "carla.cmc", "lena.loggist", "paul.press"];
@@ -648,7 +649,7 @@ async fn the_full_story_from_alert_to_stand_down(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    // A stood-down crisis refuses everything.
+    // A stood-down crisis refuses everything but its review, action progress and retractions.
     assert_eq!(
         code(
             lena.crisis
@@ -1524,7 +1525,8 @@ async fn a_sent_statement_is_retracted_by_the_role_that_approves_it(backend: Bac
             last.actor.as_str(),
             last.tlp.as_str()
         ),
-        ("CommunicationRetracted", "carla.cmc", "CLEAR")
+        ("CommunicationRetracted", "carla.cmc", "AMBER"),
+        "the reason is the CMC's own, shared as the crisis is, not as the statement"
     );
     assert_eq!(
         code(
@@ -1536,5 +1538,62 @@ async fn a_sent_statement_is_retracted_by_the_role_that_approves_it(backend: Bac
         Code::FailedPrecondition,
         "retracted once"
     );
+    s.stop().await;
+}
+
+async fn a_withdrawal_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep(
+    backend: Backend,
+) {
+    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock};
+    use sems_domain::handover::{Handover, HandoverCommand};
+    let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
+    let mut tom = as_(&s, "tom.tactical");
+    let (incident_id, handover_id) = escalated(&s, &mut tom, "half-withdrawn").await;
+
+    // The handover's withdrawal, and no more: the call stopped before closing the request.
+    let handler = CommandHandler::new(
+        s.log().await,
+        std::sync::Arc::new(SystemClock),
+        HandlerConfig {
+            actor: "tom.tactical".into(),
+            ..HandlerConfig::default()
+        },
+    );
+    handler
+        .execute::<Handover>(
+            Uuid::parse_str(&handover_id).unwrap(),
+            &HandoverCommand::Withdraw {
+                reason: "contained".into(),
+            },
+            &CommandMeta::default(),
+        )
+        .await
+        .unwrap();
+    let mut reads =
+        sems_proto::v1::incident_query_service_client::IncidentQueryServiceClient::with_interceptor(
+            s.channel.clone(),
+            Bearer(token("tom.tactical")),
+        );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Read without waiting: the read model may not have the incident yet.
+        let closed = reads
+            .get_incident(pb::GetIncidentRequest {
+                incident_id: incident_id.clone(),
+                consistency: None,
+            })
+            .await
+            .ok()
+            .and_then(|d| d.into_inner().incident)
+            .is_some_and(|i| !i.crisis_escalation_requested);
+        if closed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep did not close the request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     s.stop().await;
 }

@@ -33,10 +33,11 @@
 //!   is recorded, the communication never erased;
 //! * a crisis goes active → stabilising (with a reason, once) → stood down → reviewed;
 //! * stand-down names who takes control next and is backed by a current decision;
-//! * a stood-down crisis refuses everything but its post-crisis review, recorded once, and
-//!   the progress of its actions still open (their owners carry them on after the CMC, and
-//!   an action nobody could close would stay overdue for ever); a reviewed crisis refuses
-//!   everything else too.
+//! * a stood-down crisis refuses everything but its post-crisis review, recorded once, the
+//!   progress of its actions still open (their owners carry them on after the CMC, and an
+//!   action nobody could close would stay overdue for ever) and the retraction of a sent
+//!   communication (often found wrong afterwards); a reviewed crisis refuses everything else
+//!   too.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -908,10 +909,16 @@ impl Aggregate for Crisis {
             (_, None) => return Err(DomainError::NotFound("crisis".into())),
             (_, Some(s)) => s,
         };
-        let action_progress = matches!(command, CrisisCommand::ChangeActionStatus { .. });
+        // What outlives the CMC: its open actions, carried on by their owners, and the
+        // retraction of a statement found wrong after it stood down.
+        let action_progress = matches!(
+            command,
+            CrisisCommand::ChangeActionStatus { .. } | CrisisCommand::RetractCommunication { .. }
+        );
         if s.reviewed && !action_progress {
             return Err(DomainError::precondition(
-                "the crisis has stood down and been reviewed: only its open actions move on",
+                "the crisis has stood down and been reviewed: only its open actions move on, and \
+                 a sent communication may be retracted",
             ));
         }
         if let CrisisCommand::RecordReview { findings } = command {
@@ -927,8 +934,8 @@ impl Aggregate for Crisis {
         }
         if s.stood_down.is_some() && !action_progress {
             return Err(DomainError::precondition(
-                "the crisis has stood down: only its post-crisis review, and the progress of its \
-                 open actions, can be recorded",
+                "the crisis has stood down: only its post-crisis review, the progress of its \
+                 open actions and the retraction of a sent communication can be recorded",
             ));
         }
         let event = match command {
@@ -1829,7 +1836,7 @@ mod tests {
         assert_eq!(invalid(c.decide(&stand_down(99), &ctx())), "decision_id");
         let events = recorded(&c, &stand_down(20));
         let c = given(&[activated(), first[0].clone(), events[0].clone()]);
-        // A stood-down crisis refuses everything.
+        // A stood-down crisis refuses everything else.
         precondition(c.decide(&CrisisCommand::LinkIncident { incident_id: id(5) }, &ctx()));
         precondition(c.decide(&decision(30, vec![], None), &ctx()));
     }
@@ -1871,6 +1878,67 @@ mod tests {
     }
 
     #[test]
+    fn a_statement_found_wrong_after_stand_down_is_still_retracted() {
+        let mut h = vec![activated()];
+        play(
+            &mut h,
+            arrive("carla.cmc", CmcRole::CrisisLead),
+            "lena.loggist",
+        );
+        play(
+            &mut h,
+            CrisisCommand::DraftCommunication {
+                communication_id: id(60),
+                audience: Audience::Media,
+                channel: "press release".into(),
+                tlp: Tlp::Clear,
+                content: "Some flights are delayed by an IT problem.".into(),
+            },
+            "paul.press",
+        );
+        play(
+            &mut h,
+            CrisisCommand::ApproveCommunication {
+                communication_id: id(60),
+                role: CmcRole::CrisisLead,
+            },
+            "carla.cmc",
+        );
+        play(
+            &mut h,
+            CrisisCommand::SendCommunication {
+                communication_id: id(60),
+            },
+            "paul.press",
+        );
+        play(&mut h, decision(20, vec![], None), "carla.cmc");
+        play(
+            &mut h,
+            CrisisCommand::StandDown {
+                handed_to: "tom.tactical".into(),
+                decision_id: id(20),
+            },
+            "carla.cmc",
+        );
+        play(
+            &mut h,
+            CrisisCommand::RecordReview {
+                findings: "the first statement blamed IT".into(),
+            },
+            "quinn.quality",
+        );
+        play(
+            &mut h,
+            CrisisCommand::RetractCommunication {
+                communication_id: id(60),
+                reason: "it was a cyber attack".into(),
+                role: CmcRole::CrisisLead,
+            },
+            "carla.cmc",
+        );
+    }
+
+    #[test]
     fn actions_still_open_at_stand_down_are_carried_on_and_closed_after_it() {
         let mut h = vec![activated()];
         play(
@@ -1908,7 +1976,7 @@ mod tests {
             "quinn.quality",
         );
         play(&mut h, progress(ActionStatus::Done), "ops.lead");
-        // A final status is still final, and nothing else is recorded.
+        // A final status is still final, and nothing else (but a retraction) is recorded.
         precondition(cmd(&given(&h), progress(ActionStatus::InProgress), "x"));
         precondition(cmd(
             &given(&h),

@@ -13,10 +13,10 @@
 //! * only a complete brief is offered: every section written, the situation's "as at" time
 //!   given (not in the future) and a confidence; a revised offer after a clarification
 //!   answers the questions;
-//! * two parties, never one person on both sides: whoever started, drafted, offered or
-//!   offered the handover acts for the outgoing side and never asks questions about it,
-//!   accepts or declines it; whoever asked questions acts for the CMC and never drafts or
-//!   offers it; only the outgoing side withdraws it;
+//! * two parties, never one person on both sides: whoever started, drafted or offered the
+//!   handover acts for the outgoing side and never asks questions about it,
+//!   accepts or declines it; whoever asked questions acts for the CMC and never drafts,
+//!   offers or withdraws it;
 //! * the CMC asks for clarification (at least one question), accepts, or declines;
 //! * acceptance names the effective time of the transfer of command (not before the offer)
 //!   and the scope of authority delegated, and is followed by the transfer of command as an
@@ -570,13 +570,9 @@ impl Aggregate for Handover {
             }
             HandoverCommand::Withdraw { reason } => {
                 require(s, &[Drafting, Offered, ClarificationRequested], "withdraw")?;
-                if !s.outgoing.contains(&ctx.actor) {
-                    return Err(DomainError::precondition(format!(
-                        "{} has not acted for the outgoing side of this handover (started, \
-                         drafted or offered it), which alone withdraws it; the CMC declines",
-                        ctx.actor
-                    )));
-                }
+                // The outgoing side withdraws — whoever commands at TACTICAL now, who may not
+                // have drafted or offered it; the CMC's side declines.
+                not_the_receiving_party(s, &ctx.actor, "withdraw")?;
                 let reason = Text::required("reason", reason, Limits::RATIONALE)?;
                 vec![HandoverEvent::HandoverWithdrawn {
                     withdrawn_by: ctx.actor.clone(),
@@ -1032,9 +1028,11 @@ mod tests {
             ));
         }
         assert!(h.decide(&accept(), &as_("carla.cmc")).is_ok());
-        // Someone who never acted for the outgoing side does not withdraw it either.
-        precondition(h.decide(&withdraw("x"), &as_("dan.cmc")));
+        // The CMC's side does not withdraw it; the outgoing side, even a commander who took
+        // over after it was offered, does.
+        precondition(h.decide(&withdraw("x"), &as_("carla.cmc")));
         assert!(h.decide(&withdraw("x"), &as_("ana.tactical")).is_ok());
+        assert!(h.decide(&withdraw("x"), &as_("ben.tactical")).is_ok());
     }
 
     #[test]

@@ -1080,7 +1080,8 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         m.retracted_at = Some(at);
                         m.retraction_reason = Some(reason.clone());
                         m.position = position;
-                        entry_tlp = Tlp::parse("tlp", &m.tlp).unwrap_or(crisis_tlp);
+                        // The reason is the CMC's own reasoning, not the statement: it is
+                        // shared as the crisis is (the entry keeps the crisis's TLP).
                         let summary = format!(
                             "Communication to {} retracted by {retracted_by} ({}): {}",
                             m.audience,

@@ -128,7 +128,7 @@ async fn finish_handovers(sems: &Sems, reads: &dyn CmcReadModel, after: Duration
         if !latest.insert(h.incident_id) {
             continue;
         }
-        let Some(answered) = h.accepted_at.or(h.declined_at) else {
+        let Some(answered) = h.accepted_at.or(h.declined_at).or(h.withdrawn_at) else {
             continue;
         };
         if answered > settled_before {
