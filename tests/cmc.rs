@@ -227,6 +227,19 @@ async fn offered(s: &Server, tom: &mut As, source_ref: &str) -> (String, String)
     (incident_id, handover_id)
 }
 
+/// A command handler on the server's log acting as `actor`, bypassing the API: a call that
+/// stops after its first commit.
+async fn handler_of(s: &Server, actor: &str) -> sems_app::CommandHandler {
+    sems_app::CommandHandler::new(
+        s.log().await,
+        std::sync::Arc::new(sems_app::SystemClock),
+        sems_app::HandlerConfig {
+            actor: actor.into(),
+            ..sems_app::HandlerConfig::default()
+        },
+    )
+}
+
 fn code<T: std::fmt::Debug>(r: Result<T, Status>) -> Code {
     r.expect_err("the call must be refused").code()
 }
@@ -1030,7 +1043,7 @@ async fn calls_without_a_valid_token_are_refused(backend: Backend) {
 async fn an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep(
     backend: Backend,
 ) {
-    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock, crisis_id_for};
+    use sems_app::{CommandMeta, crisis_id_for};
     use sems_domain::handover::{Handover, HandoverCommand};
     let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
     let mut tom = as_(&s, "tom.tactical");
@@ -1040,14 +1053,7 @@ async fn an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_s
     // The first of the acceptance's three commits, and no more: the call stopped there.
     let handover_id = Uuid::parse_str(&handover_id).unwrap();
     let crisis_id = crisis_id_for(handover_id);
-    let handler = CommandHandler::new(
-        s.log().await,
-        std::sync::Arc::new(SystemClock),
-        HandlerConfig {
-            actor: "carla.cmc".into(),
-            ..HandlerConfig::default()
-        },
-    );
+    let handler = handler_of(&s, "carla.cmc").await;
     handler
         .execute::<Handover>(
             handover_id,
@@ -1110,7 +1116,7 @@ async fn an_acceptance_a_stopped_call_left_half_done_is_finished_by_the_repair_s
 async fn a_stand_down_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep(
     backend: Backend,
 ) {
-    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock};
+    use sems_app::CommandMeta;
     use sems_domain::crisis::{Crisis, CrisisCommand};
     let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
     let mut tom = as_(&s, "tom.tactical");
@@ -1135,14 +1141,7 @@ async fn a_stand_down_a_stopped_call_left_half_done_is_finished_by_the_repair_sw
         .unwrap();
 
     // The stand-down's own commit, and no more: the call stopped before giving command back.
-    let handler = CommandHandler::new(
-        s.log().await,
-        std::sync::Arc::new(SystemClock),
-        HandlerConfig {
-            actor: "carla.cmc".into(),
-            ..HandlerConfig::default()
-        },
-    );
+    let handler = handler_of(&s, "carla.cmc").await;
     let stood_down = handler
         .execute::<Crisis>(
             Uuid::parse_str(&crisis_id).unwrap(),
@@ -1320,7 +1319,7 @@ async fn a_withdrawn_handover_closes_the_request_and_the_incident_resolves_at_ta
 async fn an_escalation_a_stopped_call_left_without_its_handover_is_started_by_the_repair_sweep(
     backend: Backend,
 ) {
-    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock};
+    use sems_app::CommandMeta;
     use sems_domain::incident::{Incident, IncidentCommand};
     let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
     let mut tom = as_(&s, "tom.tactical");
@@ -1328,14 +1327,7 @@ async fn an_escalation_a_stopped_call_left_without_its_handover_is_started_by_th
     let incident_id = tactical(&s, &mut tom, "unstarted").await;
 
     // The request's own commit, and no more: the call stopped before starting the handover.
-    let handler = CommandHandler::new(
-        s.log().await,
-        std::sync::Arc::new(SystemClock),
-        HandlerConfig {
-            actor: "tom.tactical".into(),
-            ..HandlerConfig::default()
-        },
-    );
+    let handler = handler_of(&s, "tom.tactical").await;
     let handover_id = Uuid::now_v7();
     handler
         .execute::<Incident>(
@@ -1544,21 +1536,14 @@ async fn a_sent_statement_is_retracted_by_the_role_that_approves_it(backend: Bac
 async fn a_withdrawal_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep(
     backend: Backend,
 ) {
-    use sems_app::{CommandHandler, CommandMeta, HandlerConfig, SystemClock};
+    use sems_app::CommandMeta;
     use sems_domain::handover::{Handover, HandoverCommand};
     let s = start_with(backend, |c| c.domain.repair_after_ms = 300).await;
     let mut tom = as_(&s, "tom.tactical");
     let (incident_id, handover_id) = escalated(&s, &mut tom, "half-withdrawn").await;
 
     // The handover's withdrawal, and no more: the call stopped before closing the request.
-    let handler = CommandHandler::new(
-        s.log().await,
-        std::sync::Arc::new(SystemClock),
-        HandlerConfig {
-            actor: "tom.tactical".into(),
-            ..HandlerConfig::default()
-        },
-    );
+    let handler = handler_of(&s, "tom.tactical").await;
     handler
         .execute::<Handover>(
             Uuid::parse_str(&handover_id).unwrap(),
