@@ -1083,7 +1083,16 @@ impl Aggregate for Crisis {
                     )?,
                     level: d.level,
                     joint_with: Text::optional("joint_with", &d.joint_with, Limits::PERSON)?,
-                    review_by: d.review_by,
+                    // A late entry's review may already be due, but never before the decision.
+                    review_by: match d.review_by {
+                        Some(r) if r < ctx.occurred_at => {
+                            return Err(DomainError::invalid(
+                                "review_by",
+                                "is before the decision was taken (occurred_at)",
+                            ));
+                        }
+                        r => r,
+                    },
                     supersedes: d.supersedes,
                     recorded_by: actor,
                 };
@@ -1783,6 +1792,19 @@ mod tests {
             "options[0].why_not"
         );
         d.options[0].why_not = "w".into();
+        d.review_by = Some(now() - Duration::minutes(1));
+        assert_eq!(
+            invalid(c.decide(&CrisisCommand::RecordDecision(d.clone()), &ctx())),
+            "review_by"
+        );
+        // Logged late, its review may already be due, but not before it was taken.
+        let mut late = ctx();
+        late.occurred_at = now() - Duration::hours(2);
+        late.late_reason = Some("decided by phone".into());
+        assert!(
+            c.decide(&CrisisCommand::RecordDecision(d.clone()), &late)
+                .is_ok()
+        );
         d.decision_maker = String::new();
         assert_eq!(
             invalid(c.decide(&CrisisCommand::RecordDecision(d), &ctx())),

@@ -995,6 +995,14 @@ pub async fn crisis(
                             m.tlp,
                             m.required_role
                         );
+                        if !m.retracted_by.is_empty() {
+                            println!(
+                                "    retracted by {} {}: {}",
+                                m.retracted_by,
+                                time_text(m.retracted_at.as_ref()),
+                                m.retraction_reason
+                            );
+                        }
                     }
                     if !v.handed_to.is_empty() {
                         println!(
