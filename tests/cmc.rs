@@ -36,6 +36,7 @@ on_both_stores!(
     an_escalation_a_stopped_call_left_without_its_handover_is_started_by_the_repair_sweep,
     a_sent_statement_is_retracted_by_the_role_that_approves_it,
     a_withdrawal_a_stopped_call_left_half_done_is_finished_by_the_repair_sweep,
+    information_is_corroborated_and_superseded_and_decisions_record_its_standing,
 );
 
 const PEOPLE: [&str; 4] = ["tom.tactical", "carla.cmc", "lena.loggist", "paul.press"];
@@ -1580,5 +1581,163 @@ async fn a_withdrawal_a_stopped_call_left_half_done_is_finished_by_the_repair_sw
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    s.stop().await;
+}
+
+async fn information_is_corroborated_and_superseded_and_decisions_record_its_standing(
+    backend: Backend,
+) {
+    let s = start(backend).await;
+    let mut carla = as_(&s, "carla.cmc");
+    let mut lena = as_(&s, "lena.loggist");
+    let crisis_id = carla
+        .crisis
+        .declare_crisis(pb::DeclareCrisisRequest {
+            title: "Ransomware at two sites".into(),
+            incident_ids: vec![Uuid::new_v4().to_string()],
+            criteria: "operations disrupted".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .aggregate_id;
+    let items: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    for (i, item) in items.iter().enumerate() {
+        lena.crisis
+            .receive_information(pb::ReceiveInformationRequest {
+                crisis_id: crisis_id.clone(),
+                information_id: item.to_string(),
+                source: "vendor IR team".into(),
+                content: format!("report {i}"),
+                grade: grade("B", 2, false),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let [confirmed, confirming, disputed, newer] = [items[0], items[1], items[2], items[3]];
+
+    // Refusals name the field and append nothing.
+    let before = s.message_count().await;
+    let err = lena
+        .crisis
+        .corroborate_information(pb::CorroborateInformationRequest {
+            crisis_id: crisis_id.clone(),
+            information_id: confirmed.to_string(),
+            corroborated_by: vec!["nope".into()],
+            note: "same IOCs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("corroborated_by[0]"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(s.message_count().await, before);
+
+    lena.crisis
+        .corroborate_information(pb::CorroborateInformationRequest {
+            crisis_id: crisis_id.clone(),
+            information_id: confirmed.to_string(),
+            corroborated_by: vec![confirming.to_string()],
+            note: "the police saw the same IOCs".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    lena.crisis
+        .flag_conflict(pb::FlagConflictRequest {
+            crisis_id: crisis_id.clone(),
+            information_ids: vec![confirming.to_string(), disputed.to_string()],
+            note: "spreading vs contained".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    lena.crisis
+        .supersede_information(pb::SupersedeInformationRequest {
+            crisis_id: crisis_id.clone(),
+            information_id: disputed.to_string(),
+            superseded_by: newer.to_string(),
+            reason: "a newer scan of site B".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let before = s.message_count().await;
+    let err = carla
+        .crisis
+        .record_decision(decision(
+            &crisis_id,
+            Uuid::now_v7(),
+            "Isolate site B",
+            &[disputed],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("information_ids[0]"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(s.message_count().await, before);
+
+    let taken = carla
+        .crisis
+        .record_decision(decision(
+            &crisis_id,
+            Uuid::now_v7(),
+            "Isolate site B",
+            &[confirmed, confirming, newer],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let register = carla
+        .reads
+        .get_decision_register(pb::GetDecisionRegisterRequest {
+            crisis_id: crisis_id.clone(),
+            consistency: at(taken.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let standing: Vec<(bool, bool)> = register.current[0]
+        .information_basis
+        .iter()
+        .map(|b| (b.corroborated, b.contradicted))
+        .collect();
+    assert_eq!(standing, [(true, false), (false, true), (false, false)]);
+    let timeline = carla
+        .reads
+        .get_timeline(pb::GetTimelineRequest {
+            crisis_id: crisis_id.clone(),
+            kinds: vec!["information".into()],
+            consistency: at(taken.position),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let types: Vec<&str> = timeline
+        .entries
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .skip(4)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "InformationCorroborated",
+            "InformationConflictFlagged",
+            "InformationSuperseded"
+        ]
+    );
     s.stop().await;
 }

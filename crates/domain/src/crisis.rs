@@ -26,6 +26,10 @@
 //! * an action has an owner and a due time after its assignment; it goes assigned → in
 //!   progress → done, cancelled (with a note) or transferred (with a note and a new owner), and
 //!   a final status is never changed; overdue is derived, not stored;
+//! * an item is corroborated by other items it names, contradicted when flagged in a conflict,
+//!   and superseded, once, by a newer item that is not itself superseded; a decision records
+//!   each item it relies on with its grade, and whether it was corroborated or contradicted,
+//!   as they stood then, and never relies on a superseded item;
 //! * a communication is drafted for an audience with a channel and a TLP, approved by someone
 //!   other than its drafter who is logged present in the role the audience requires (or as
 //!   crisis lead), and only then sent, once; a sent communication may be retracted, once,
@@ -123,13 +127,19 @@ pub struct OptionConsidered {
     pub why_not: String,
 }
 
-/// One item a decision relied on, with its grade when the decision was made.
+/// One item a decision relied on, with its grade and standing when the decision was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InformationBasis {
     /// The information item.
     pub information_id: Uuid,
     /// Its grade at that moment.
     pub grade: Grade,
+    /// Other items confirmed it by then (absent from decisions recorded before standing was).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub corroborated: bool,
+    /// It was flagged as conflicting with other items by then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub contradicted: bool,
 }
 
 /// A decision as the decision maker states it (raw input).
@@ -418,6 +428,24 @@ pub enum CrisisCommand {
         /// What conflicts.
         note: String,
     },
+    /// Record that other items confirm an item.
+    CorroborateInformation {
+        /// The item.
+        information_id: Uuid,
+        /// The items that confirm it (at least one).
+        corroborated_by: Vec<Uuid>,
+        /// How they confirm it.
+        note: String,
+    },
+    /// Record that a newer item replaces an item.
+    SupersedeInformation {
+        /// The item replaced.
+        information_id: Uuid,
+        /// The item that replaces it.
+        superseded_by: Uuid,
+        /// Why.
+        reason: String,
+    },
     /// Record a decision.
     RecordDecision(Box<DecisionInput>),
     /// Review a decision.
@@ -542,6 +570,28 @@ pub enum CrisisEvent {
         note: String,
         /// Who flagged it.
         flagged_by: String,
+    },
+    /// Other items confirm an item.
+    InformationCorroborated {
+        /// The item.
+        information_id: Uuid,
+        /// The items that confirm it.
+        corroborated_by: Vec<Uuid>,
+        /// How.
+        note: String,
+        /// Who recorded it.
+        recorded_by: String,
+    },
+    /// A newer item replaces an item; the old one stays on the record.
+    InformationSuperseded {
+        /// The item replaced.
+        information_id: Uuid,
+        /// The item that replaces it.
+        superseded_by: Uuid,
+        /// Why.
+        reason: String,
+        /// Who recorded it.
+        recorded_by: String,
     },
     /// A decision, as taken.
     DecisionRecorded(Box<DecisionRecord>),
@@ -714,6 +764,8 @@ impl DomainEvent for CrisisEvent {
             Self::InformationReceived { .. } => "InformationReceived",
             Self::InformationRegraded { .. } => "InformationRegraded",
             Self::InformationConflictFlagged { .. } => "InformationConflictFlagged",
+            Self::InformationCorroborated { .. } => "InformationCorroborated",
+            Self::InformationSuperseded { .. } => "InformationSuperseded",
             Self::DecisionRecorded(_) => "DecisionRecorded",
             Self::DecisionSuperseded { .. } => "DecisionSuperseded",
             Self::DecisionReviewed { .. } => "DecisionReviewed",
@@ -749,6 +801,12 @@ pub struct CrisisState {
     pub incident_ids: Vec<Uuid>,
     /// Each information item's current grade.
     pub grades: HashMap<Uuid, Grade>,
+    /// Items other items confirm.
+    pub corroborated: HashSet<Uuid>,
+    /// Items flagged as conflicting with others.
+    pub contradicted: HashSet<Uuid>,
+    /// Items replaced by a newer one: item → its replacement.
+    pub superseded: HashMap<Uuid, Uuid>,
     /// Decisions: id → whether it is current (not superseded).
     pub decisions: HashMap<Uuid, bool>,
     /// Who is in the CMC now, and in which role.
@@ -842,6 +900,21 @@ fn communication(s: &CrisisState, id: Uuid) -> Result<&CommunicationState, Domai
             format!("no communication {id} in this crisis"),
         )
     })
+}
+
+/// At most [`Limits::INFORMATION_ITEMS`] items named in `field`.
+fn few_items(field: &str, items: &[Uuid]) -> Result<(), DomainError> {
+    if items.len() > Limits::INFORMATION_ITEMS {
+        return Err(DomainError::invalid(
+            field,
+            format!(
+                "names {} items, at most {} are allowed",
+                items.len(),
+                Limits::INFORMATION_ITEMS
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn known_information(s: &CrisisState, id: Uuid, field: &str) -> Result<Grade, DomainError> {
@@ -1005,6 +1078,7 @@ impl Aggregate for Crisis {
                 information_ids,
                 note,
             } => {
+                few_items("information_ids", information_ids)?;
                 let mut ids = information_ids.clone();
                 ids.sort();
                 ids.dedup();
@@ -1023,6 +1097,64 @@ impl Aggregate for Crisis {
                     flagged_by: actor,
                 }
             }
+            CrisisCommand::CorroborateInformation {
+                information_id,
+                corroborated_by,
+                note,
+            } => {
+                let note = Text::required("note", note, Limits::RATIONALE)?;
+                known_information(s, *information_id, "information_id")?;
+                few_items("corroborated_by", corroborated_by)?;
+                let mut by = corroborated_by.clone();
+                by.sort();
+                by.dedup();
+                if by.is_empty() || by.contains(information_id) {
+                    return Err(DomainError::invalid(
+                        "corroborated_by",
+                        "names at least one item other than the one it confirms",
+                    ));
+                }
+                for (i, id) in by.iter().enumerate() {
+                    known_information(s, *id, &format!("corroborated_by[{i}]"))?;
+                }
+                CrisisEvent::InformationCorroborated {
+                    information_id: *information_id,
+                    corroborated_by: by,
+                    note,
+                    recorded_by: actor,
+                }
+            }
+            CrisisCommand::SupersedeInformation {
+                information_id,
+                superseded_by,
+                reason,
+            } => {
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                known_information(s, *information_id, "information_id")?;
+                known_information(s, *superseded_by, "superseded_by")?;
+                if superseded_by == information_id {
+                    return Err(DomainError::invalid(
+                        "superseded_by",
+                        "an item does not supersede itself",
+                    ));
+                }
+                if let Some(newer) = s.superseded.get(information_id) {
+                    return Err(DomainError::precondition(format!(
+                        "item {information_id} is already superseded by {newer}"
+                    )));
+                }
+                if let Some(newer) = s.superseded.get(superseded_by) {
+                    return Err(DomainError::precondition(format!(
+                        "item {superseded_by} is itself superseded by {newer}"
+                    )));
+                }
+                CrisisEvent::InformationSuperseded {
+                    information_id: *information_id,
+                    superseded_by: *superseded_by,
+                    reason,
+                    recorded_by: actor,
+                }
+            }
             CrisisCommand::RecordDecision(d) => {
                 if s.decisions.contains_key(&d.decision_id) {
                     return Err(DomainError::precondition(format!(
@@ -1030,14 +1162,25 @@ impl Aggregate for Crisis {
                         d.decision_id
                     )));
                 }
+                few_items("information_ids", &d.information)?;
                 let information_basis = d
                     .information
                     .iter()
                     .enumerate()
                     .map(|(i, id)| {
+                        let field = format!("information_ids[{i}]");
+                        let grade = known_information(s, *id, &field)?;
+                        if let Some(newer) = s.superseded.get(id) {
+                            return Err(DomainError::invalid(
+                                field,
+                                format!("item {id} was superseded by {newer}: rely on that one"),
+                            ));
+                        }
                         Ok(InformationBasis {
                             information_id: *id,
-                            grade: known_information(s, *id, &format!("information[{i}]"))?,
+                            grade,
+                            corroborated: s.corroborated.contains(id),
+                            contradicted: s.contradicted.contains(id),
                         })
                     })
                     .collect::<Result<Vec<_>, DomainError>>()?;
@@ -1430,6 +1573,9 @@ impl Aggregate for Crisis {
             self.state = Some(CrisisState {
                 incident_ids: incident_ids.clone(),
                 grades: Default::default(),
+                corroborated: Default::default(),
+                contradicted: Default::default(),
+                superseded: Default::default(),
                 decisions: Default::default(),
                 present: Default::default(),
                 objectives_version: 0,
@@ -1445,9 +1591,25 @@ impl Aggregate for Crisis {
         let Some(s) = &mut self.state else { return };
         match event {
             CrisisEvent::CrisisActivated { .. }
-            | CrisisEvent::InformationConflictFlagged { .. }
             | CrisisEvent::DecisionReviewed { .. }
             | CrisisEvent::DecisionAmended { .. } => {}
+            CrisisEvent::InformationConflictFlagged {
+                information_ids, ..
+            } => {
+                for id in information_ids {
+                    s.contradicted.insert(*id);
+                }
+            }
+            CrisisEvent::InformationCorroborated { information_id, .. } => {
+                s.corroborated.insert(*information_id);
+            }
+            CrisisEvent::InformationSuperseded {
+                information_id,
+                superseded_by,
+                ..
+            } => {
+                s.superseded.insert(*information_id, *superseded_by);
+            }
             CrisisEvent::CrisisAttendanceLogged {
                 person,
                 role,
@@ -1753,7 +1915,9 @@ mod tests {
             d.information_basis,
             vec![InformationBasis {
                 information_id: id(10),
-                grade: as_received
+                grade: as_received,
+                corroborated: false,
+                contradicted: false,
             }]
         );
         assert_eq!(d.recorded_by, "lena.loggist");
@@ -1770,8 +1934,99 @@ mod tests {
         assert_eq!(c.state().unwrap().grades[&id(10)].credibility.value(), 5);
         assert_eq!(
             invalid(c.decide(&decision(21, vec![id(99)], None), &ctx())),
-            "information[0]"
+            "information_ids[0]"
         );
+    }
+
+    #[test]
+    fn items_are_corroborated_contradicted_and_superseded_and_decisions_record_it() {
+        let g = grade(Reliability::B, 2, Basis::Fact);
+        let mut h = vec![
+            activated(),
+            info(10, g),
+            info(11, g),
+            info(12, g),
+            info(13, g),
+        ];
+        let corroborate = |n, by: Vec<u128>, note: &str| CrisisCommand::CorroborateInformation {
+            information_id: id(n),
+            corroborated_by: by.into_iter().map(id).collect(),
+            note: note.into(),
+        };
+        let supersede = |n, by, reason: &str| CrisisCommand::SupersedeInformation {
+            information_id: id(n),
+            superseded_by: id(by),
+            reason: reason.into(),
+        };
+        assert_eq!(
+            invalid(cmd(&given(&h), corroborate(10, vec![], "x"), "x")),
+            "corroborated_by"
+        );
+        assert_eq!(
+            invalid(cmd(&given(&h), corroborate(10, vec![10], "x"), "x")),
+            "corroborated_by"
+        );
+        assert_eq!(
+            invalid(cmd(&given(&h), corroborate(10, vec![99], "x"), "x")),
+            "corroborated_by[0]"
+        );
+        assert_eq!(
+            invalid(cmd(&given(&h), corroborate(10, vec![11], " "), "x")),
+            "note"
+        );
+        play(
+            &mut h,
+            corroborate(10, vec![11, 11], "the vendor saw the same IOCs"),
+            "lena.loggist",
+        );
+        play(
+            &mut h,
+            CrisisCommand::FlagConflict {
+                information_ids: vec![id(11), id(12)],
+                note: "spread vs contained".into(),
+            },
+            "lena.loggist",
+        );
+        assert_eq!(
+            invalid(cmd(&given(&h), supersede(12, 12, "x"), "x")),
+            "superseded_by"
+        );
+        play(&mut h, supersede(12, 13, "newer scan"), "lena.loggist");
+        precondition(cmd(&given(&h), supersede(12, 11, "again"), "x"));
+        precondition(cmd(
+            &given(&h),
+            supersede(11, 12, "to a superseded one"),
+            "x",
+        ));
+        // A decision records each item's standing as it was; a superseded item is no basis.
+        assert_eq!(
+            invalid(cmd(
+                &given(&h),
+                decision(20, vec![id(10), id(12)], None),
+                "x"
+            )),
+            "information_ids[1]"
+        );
+        let events = cmd(
+            &given(&h),
+            decision(20, vec![id(10), id(11), id(13)], None),
+            "x",
+        )
+        .unwrap();
+        let CrisisEvent::DecisionRecorded(d) = &events[0] else {
+            panic!("{events:?}")
+        };
+        let standing: Vec<(bool, bool)> = d
+            .information_basis
+            .iter()
+            .map(|b| (b.corroborated, b.contradicted))
+            .collect();
+        assert_eq!(standing, [(true, false), (false, true), (false, false)]);
+        // Stored without the flags when they are false, and read back from a record without.
+        let json = serde_json::to_value(&d.information_basis[2]).unwrap();
+        assert!(json.get("corroborated").is_none());
+        let back: InformationBasis = serde_json::from_value(json).unwrap();
+        assert_eq!(back, d.information_basis[2]);
     }
 
     #[test]

@@ -52,6 +52,8 @@ impl Limits {
     pub const ALERT_IDS: usize = 100;
     /// Strategic objectives in one set.
     pub const OBJECTIVES: usize = 20;
+    /// Information items named together: a decision's basis, a conflict, a corroboration.
+    pub const INFORMATION_ITEMS: usize = 100;
     /// How far in the future an `occurred_at` may be (clock skew).
     pub const FUTURE_SKEW_SECONDS: i64 = 300;
     /// An entry that occurred longer ago than this before it was recorded is late and

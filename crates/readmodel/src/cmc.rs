@@ -819,6 +819,31 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                             clip(note, 160)
                         ),
                     ),
+                    CrisisEvent::InformationCorroborated {
+                        information_id,
+                        corroborated_by,
+                        note,
+                        ..
+                    } => (
+                        "information",
+                        format!(
+                            "Item {information_id} corroborated by {} other item(s): {}",
+                            corroborated_by.len(),
+                            clip(note, 160)
+                        ),
+                    ),
+                    CrisisEvent::InformationSuperseded {
+                        information_id,
+                        superseded_by,
+                        reason,
+                        ..
+                    } => (
+                        "information",
+                        format!(
+                            "Item {information_id} superseded by {superseded_by}: {}",
+                            clip(reason, 160)
+                        ),
+                    ),
                     CrisisEvent::SituationReportIssued {
                         body,
                         as_at,

@@ -206,6 +206,8 @@ crisis_entries!(
     pb::ReceiveInformationRequest,
     pb::RegradeInformationRequest,
     pb::FlagConflictRequest,
+    pb::CorroborateInformationRequest,
+    pb::SupersedeInformationRequest,
     pb::IssueSituationReportRequest,
     pb::RecordDecisionRequest,
     pb::AmendDecisionRequest,
@@ -429,6 +431,8 @@ fn decision_view(d: &DecisionRow, now: DateTime<Utc>) -> pb::DecisionView {
             .map(|b| pb::InformationBasis {
                 information_id: b.information_id.to_string(),
                 grade: Some(grade_view(&b.grade)),
+                corroborated: b.corroborated,
+                contradicted: b.contradicted,
             })
             .collect(),
         assumptions: r.assumptions.clone(),
@@ -784,6 +788,39 @@ impl CrisisService for Api {
                     .map(|(i, a)| convert::uuid(&format!("information_ids[{i}]"), a))
                     .collect::<Result<Vec<Uuid>, _>>()?,
                 note: r.note.clone(),
+            })
+        })
+        .await
+    }
+
+    async fn corroborate_information(
+        &self,
+        request: Request<pb::CorroborateInformationRequest>,
+    ) -> Result<Response<pb::CommitInfo>, Status> {
+        self.on_crisis("CorroborateInformation", request, |r| {
+            Ok(CrisisCommand::CorroborateInformation {
+                information_id: convert::uuid("information_id", &r.information_id)?,
+                corroborated_by: r
+                    .corroborated_by
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| convert::uuid(&format!("corroborated_by[{i}]"), a))
+                    .collect::<Result<Vec<Uuid>, _>>()?,
+                note: r.note.clone(),
+            })
+        })
+        .await
+    }
+
+    async fn supersede_information(
+        &self,
+        request: Request<pb::SupersedeInformationRequest>,
+    ) -> Result<Response<pb::CommitInfo>, Status> {
+        self.on_crisis("SupersedeInformation", request, |r| {
+            Ok(CrisisCommand::SupersedeInformation {
+                information_id: convert::uuid("information_id", &r.information_id)?,
+                superseded_by: convert::uuid("superseded_by", &r.superseded_by)?,
+                reason: r.reason.clone(),
             })
         })
         .await
