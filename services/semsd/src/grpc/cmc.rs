@@ -47,6 +47,15 @@ pub(super) fn commit_info<A: sems_domain::Aggregate>(
     }
 }
 
+/// A list of ids, each error naming its index (`field[i]`).
+fn uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>, AppError> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| convert::uuid(&format!("{field}[{i}]"), v))
+        .collect()
+}
+
 fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, AppError> {
     if value.trim().is_empty() {
         Ok(None)
@@ -675,12 +684,7 @@ impl CrisisService for Api {
             let run = async {
                 let meta =
                     entry_meta(actor, &r.request_id, r.occurred_at.as_ref(), &r.late_reason)?;
-                let incident_ids = r
-                    .incident_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| convert::uuid(&format!("incident_ids[{i}]"), a))
-                    .collect::<Result<Vec<Uuid>, _>>()?;
+                let incident_ids = uuids("incident_ids", &r.incident_ids)?;
                 let tlp = match r.tlp {
                     0 => None,
                     c => Some(code("tlp", c, Tlp::from_code)?),
@@ -781,12 +785,7 @@ impl CrisisService for Api {
     ) -> Result<Response<pb::CommitInfo>, Status> {
         self.on_crisis("FlagConflict", request, |r| {
             Ok(CrisisCommand::FlagConflict {
-                information_ids: r
-                    .information_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| convert::uuid(&format!("information_ids[{i}]"), a))
-                    .collect::<Result<Vec<Uuid>, _>>()?,
+                information_ids: uuids("information_ids", &r.information_ids)?,
                 note: r.note.clone(),
             })
         })
@@ -800,12 +799,7 @@ impl CrisisService for Api {
         self.on_crisis("CorroborateInformation", request, |r| {
             Ok(CrisisCommand::CorroborateInformation {
                 information_id: convert::uuid("information_id", &r.information_id)?,
-                corroborated_by: r
-                    .corroborated_by
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| convert::uuid(&format!("corroborated_by[{i}]"), a))
-                    .collect::<Result<Vec<Uuid>, _>>()?,
+                corroborated_by: uuids("corroborated_by", &r.corroborated_by)?,
                 note: r.note.clone(),
             })
         })
@@ -878,12 +872,7 @@ impl CrisisService for Api {
                         why_not: o.why_not.clone(),
                     })
                     .collect(),
-                information: r
-                    .information_ids
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| convert::uuid(&format!("information_ids[{i}]"), a))
-                    .collect::<Result<Vec<Uuid>, _>>()?,
+                information: uuids("information_ids", &r.information_ids)?,
                 assumptions: r.assumptions.clone(),
                 risks_accepted: r.risks_accepted.clone(),
                 powers: r.powers.clone(),
