@@ -28,8 +28,9 @@
 //!   a final status is never changed; overdue is derived, not stored;
 //! * an item is corroborated by other items it names, contradicted when flagged in a conflict,
 //!   and superseded, once, by a newer item that is not itself superseded; a decision records
-//!   each item it relies on with its grade, and whether it was corroborated or contradicted,
-//!   as they stood then, and never relies on a superseded item;
+//!   each item it relies on with its grade, and whether it was corroborated, contradicted or
+//!   superseded, as they stood when it was logged, and never relies on a superseded item
+//!   unless it is logged late (it was taken before it was logged);
 //! * a communication is drafted for an audience with a channel and a TLP, approved by someone
 //!   other than its drafter who is logged present in the role the audience requires (or as
 //!   crisis lead), and only then sent, once; a sent communication may be retracted, once,
@@ -140,6 +141,10 @@ pub struct InformationBasis {
     /// It was flagged as conflicting with other items by then.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub contradicted: bool,
+    /// A newer item had replaced it by the time the decision was logged (only a decision
+    /// logged late may rely on one: it was taken before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub superseded: bool,
 }
 
 /// A decision as the decision maker states it (raw input).
@@ -1170,7 +1175,10 @@ impl Aggregate for Crisis {
                     .map(|(i, id)| {
                         let field = format!("information_ids[{i}]");
                         let grade = known_information(s, *id, &field)?;
-                        if let Some(newer) = s.superseded.get(id) {
+                        let superseded = s.superseded.get(id);
+                        // A decision logged late was taken before it was logged, perhaps before
+                        // the item was replaced: the record then says it was superseded.
+                        if let (Some(newer), None) = (superseded, &ctx.late_reason) {
                             return Err(DomainError::invalid(
                                 field,
                                 format!("item {id} was superseded by {newer}: rely on that one"),
@@ -1181,6 +1189,7 @@ impl Aggregate for Crisis {
                             grade,
                             corroborated: s.corroborated.contains(id),
                             contradicted: s.contradicted.contains(id),
+                            superseded: superseded.is_some(),
                         })
                     })
                     .collect::<Result<Vec<_>, DomainError>>()?;
@@ -1918,6 +1927,7 @@ mod tests {
                 grade: as_received,
                 corroborated: false,
                 contradicted: false,
+                superseded: false,
             }]
         );
         assert_eq!(d.recorded_by, "lena.loggist");
@@ -2022,6 +2032,17 @@ mod tests {
             .map(|b| (b.corroborated, b.contradicted))
             .collect();
         assert_eq!(standing, [(true, false), (false, true), (false, false)]);
+        // Logged late, a decision may rely on an item superseded since; its record says so.
+        let mut late = ctx();
+        late.occurred_at = now() - Duration::hours(2);
+        late.late_reason = Some("decided by phone".into());
+        let logged = given(&h)
+            .decide(&decision(21, vec![id(12)], None), &late)
+            .unwrap();
+        let CrisisEvent::DecisionRecorded(taken) = &logged[0] else {
+            panic!("{logged:?}")
+        };
+        assert!(taken.information_basis[0].superseded);
         // Stored without the flags when they are false, and read back from a record without.
         let json = serde_json::to_value(&d.information_basis[2]).unwrap();
         assert!(json.get("corroborated").is_none());

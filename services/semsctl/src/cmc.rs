@@ -627,7 +627,8 @@ fn decision_json(d: &pb::DecisionView) -> Value {
             let g = b.grade.clone().unwrap_or_default();
             json!({"information_id": b.information_id,
                    "grade": format!("{}{}", g.reliability, g.credibility),
-                   "assumption": g.assumption})
+                   "assumption": g.assumption, "corroborated": b.corroborated,
+                   "contradicted": b.contradicted, "superseded": b.superseded})
         }).collect::<Vec<_>>(),
         "options": d.options.iter().map(|o| json!({"option": o.option, "why_not": o.why_not}))
             .collect::<Vec<_>>(),

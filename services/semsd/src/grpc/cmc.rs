@@ -442,6 +442,7 @@ fn decision_view(d: &DecisionRow, now: DateTime<Utc>) -> pb::DecisionView {
                 grade: Some(grade_view(&b.grade)),
                 corroborated: b.corroborated,
                 contradicted: b.contradicted,
+                superseded: b.superseded,
             })
             .collect(),
         assumptions: r.assumptions.clone(),
