@@ -18,7 +18,8 @@
 //!   accepts or declines it; whoever asked questions acts for the CMC and never drafts,
 //!   offers or withdraws it;
 //! * the CMC asks for clarification (at least one question), accepts, or declines;
-//! * acceptance names the effective time of the transfer of command (not before the offer)
+//! * acceptance names the effective time of the transfer of command (not before the offer,
+//!   not in the future: the incident is the CMC's from the acceptance on)
 //!   and the scope of authority delegated, and is followed by the transfer of command as an
 //!   event of its own; until then the outgoing commander keeps command;
 //! * declining gives a reason; command stays at `TACTICAL`;
@@ -540,6 +541,9 @@ impl Aggregate for Handover {
                         "is before the brief was offered",
                     ));
                 }
+                // The incident is the CMC's from the acceptance's commit on: command cannot
+                // pass later than it is recorded.
+                ctx.check_not_future("effective_at", *effective_at)?;
                 vec![
                     HandoverEvent::HandoverAccepted {
                         accepted_by: ctx.actor.clone(),
@@ -944,6 +948,15 @@ mod tests {
         };
         assert_eq!(
             invalid(given(&[started(), offered(1)]).decide(&backdated, &as_("carla.cmc"))),
+            "effective_at"
+        );
+        let deferred = HandoverCommand::Accept {
+            effective_at: now() + Duration::hours(2),
+            authority_delegated: "full".into(),
+            crisis_id: crisis(),
+        };
+        assert_eq!(
+            invalid(given(&[started(), offered(1)]).decide(&deferred, &as_("carla.cmc"))),
             "effective_at"
         );
     }
