@@ -242,6 +242,30 @@ pub enum CrisisCommand {
         #[command(flatten)]
         entry: EntryArgs,
     },
+    /// Record that other items confirm an item.
+    Corroborate {
+        crisis: String,
+        information: String,
+        /// An item that confirms it (at least one).
+        #[arg(long = "by", required = true)]
+        by: Vec<String>,
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
+    /// Record that another item replaces an item.
+    Supersede {
+        crisis: String,
+        information: String,
+        /// The item that replaces it.
+        #[arg(long = "by")]
+        by: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        entry: EntryArgs,
+    },
     /// Issue a free-form situation report.
     Sitrep {
         crisis: String,
@@ -1287,6 +1311,50 @@ pub async fn crisis(
             (
                 "Flagged a conflict in crisis",
                 c.flag_conflict(s.request(r)).await?,
+            )
+        }
+        CrisisCommand::Corroborate {
+            crisis,
+            information,
+            by,
+            note,
+            entry: e,
+        } => {
+            let e = entry(e)?;
+            let r = pb::CorroborateInformationRequest {
+                crisis_id: crisis,
+                information_id: information,
+                corroborated_by: by,
+                note,
+                request_id: e.request_id,
+                occurred_at: e.occurred_at,
+                late_reason: e.late_reason,
+            };
+            (
+                "Recorded a corroboration in crisis",
+                c.corroborate_information(s.request(r)).await?,
+            )
+        }
+        CrisisCommand::Supersede {
+            crisis,
+            information,
+            by,
+            reason,
+            entry: e,
+        } => {
+            let e = entry(e)?;
+            let r = pb::SupersedeInformationRequest {
+                crisis_id: crisis,
+                information_id: information,
+                superseded_by: by,
+                reason,
+                request_id: e.request_id,
+                occurred_at: e.occurred_at,
+                late_reason: e.late_reason,
+            };
+            (
+                "Recorded a superseded item in crisis",
+                c.supersede_information(s.request(r)).await?,
             )
         }
         CrisisCommand::Sitrep {

@@ -663,6 +663,81 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         .await;
     assert_eq!(register["current"][0]["decision"], "Shut the OT gateway");
     assert_eq!(register["current"][0]["options"][0]["why_not"], "too slow");
+
+    // A second report confirms the first, a third replaces it; their ids are in the timeline.
+    for content in ["gate closed, seen on CCTV", "gate reopened at 14:10"] {
+        let logged = s
+            .ctl(&strs(&with_token(
+                "t-carla.cmc",
+                &[
+                    "crisis",
+                    "info",
+                    &crisis,
+                    "--source",
+                    "security desk",
+                    "--content",
+                    content,
+                    "--grade",
+                    "A1",
+                ],
+            )))
+            .await;
+        assert_eq!(logged.code, 0, "{}", logged.stderr);
+    }
+    let timeline = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &["crisis", "timeline", &crisis],
+        )))
+        .await;
+    let items: Vec<String> = timeline["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "InformationReceived")
+        .map(|e| e["detail"]["information_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(items.len(), 3);
+    for args in [
+        vec![
+            "crisis",
+            "corroborate",
+            &crisis,
+            &items[0],
+            "--by",
+            &items[1],
+            "--note",
+            "CCTV",
+        ],
+        vec![
+            "crisis",
+            "supersede",
+            &crisis,
+            &items[0],
+            "--by",
+            &items[2],
+            "--reason",
+            "reopened",
+        ],
+    ] {
+        let done = s.ctl(&strs(&with_token("t-carla.cmc", &args))).await;
+        assert_eq!(done.code, 0, "{:?}: {}", args, done.stderr);
+    }
+    let timeline = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &["crisis", "timeline", &crisis],
+        )))
+        .await;
+    let last: Vec<&str> = timeline["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(last, ["InformationSuperseded", "InformationCorroborated"]);
 }
 
 fn with_token(token: &str, args: &[&str]) -> Vec<String> {
