@@ -27,6 +27,7 @@ on_both_stores!(
     metrics_count_appends_rejections_and_projector_progress,
     an_analyst_merges_an_alert_into_an_existing_incident,
     notifications_to_authorities_are_recorded_with_when_they_were_sent,
+    a_tactical_commander_logs_decisions_and_nothing_is_erased,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -976,5 +977,209 @@ async fn notifications_to_authorities_are_recorded_with_when_they_were_sent(back
         i.authority_notified_at.unwrap().seconds,
         earlier.timestamp()
     );
+    s.stop().await;
+}
+
+async fn a_tactical_commander_logs_decisions_and_nothing_is_erased(backend: Backend) {
+    let s = Server::start(backend).await;
+    let incident_id = s
+        .alerts()
+        .ingest_alert(alert("det-decide", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner()
+        .incident_id;
+    let mut incidents = s.incidents();
+    let now = chrono::Utc::now();
+    let ts = |t: chrono::DateTime<chrono::Utc>| {
+        Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: 0,
+        })
+    };
+    let first = Uuid::now_v7();
+    let decide = |id: Uuid, text: &str, supersedes: &str| pb::RecordIncidentDecisionRequest {
+        incident_id: incident_id.clone(),
+        decision_id: id.to_string(),
+        decision: text.into(),
+        rationale: "encryption is spreading over SMB".into(),
+        options: vec![pb::OptionConsidered {
+            option: "monitor only".into(),
+            why_not: "every hour costs another share".into(),
+        }],
+        assumptions: "backups are offline".into(),
+        risks_accepted: "finance cannot post invoices today".into(),
+        powers: "IR playbook 3.1".into(),
+        decision_maker: "tom.tactical".into(),
+        level: pb::Level::Tactical as i32,
+        review_by: ts(now + chrono::Duration::hours(2)),
+        supersedes: supersedes.into(),
+        ..Default::default()
+    };
+
+    // Before anybody has taken the incident, and with bad input: refused, nothing appended.
+    let before = s.message_count().await;
+    let err = incidents
+        .record_decision(decide(first, "Isolate FS-01", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    let ack = incidents
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: incident_id.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let before = before + 1;
+    assert_eq!(s.message_count().await, before);
+    for (field, bad) in [
+        ("level", {
+            let mut r = decide(first, "Isolate FS-01", "");
+            r.level = pb::Level::Strategic as i32;
+            r
+        }),
+        ("rationale", {
+            let mut r = decide(first, "Isolate FS-01", "");
+            r.rationale = " ".into();
+            r
+        }),
+        ("options[0].why_not", {
+            let mut r = decide(first, "Isolate FS-01", "");
+            r.options[0].why_not.clear();
+            r
+        }),
+        ("review_by", {
+            let mut r = decide(first, "Isolate FS-01", "");
+            r.review_by = ts(now - chrono::Duration::minutes(10));
+            r
+        }),
+        (
+            "supersedes",
+            decide(first, "Isolate FS-01", &Uuid::now_v7().to_string()),
+        ),
+        ("late_reason", {
+            let mut r = decide(first, "Isolate FS-01", "");
+            r.occurred_at = ts(now - chrono::Duration::hours(3));
+            r.review_by = None;
+            r
+        }),
+    ] {
+        let err = incidents.record_decision(bad).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{field}: {}",
+            err.message()
+        );
+        assert_eq!(
+            err.get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            field
+        );
+    }
+    assert_eq!(s.message_count().await, before);
+
+    incidents
+        .record_decision(decide(first, "Isolate FS-01", ""))
+        .await
+        .unwrap();
+    let second = Uuid::now_v7();
+    let superseding = incidents
+        .record_decision(decide(
+            second,
+            "Isolate the whole file-server VLAN",
+            &first.to_string(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(superseding.aggregate_id, incident_id);
+    // The superseded decision is neither amended nor superseded again, but it is reviewed.
+    let err = incidents
+        .amend_decision(pb::AmendIncidentDecisionRequest {
+            incident_id: incident_id.clone(),
+            decision_id: first.to_string(),
+            amendment: "keep FS-02 online".into(),
+            reason: "payroll run".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    incidents
+        .amend_decision(pb::AmendIncidentDecisionRequest {
+            incident_id: incident_id.clone(),
+            decision_id: second.to_string(),
+            amendment: "keep the print server online".into(),
+            reason: "payroll run".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let reviewed = incidents
+        .review_decision(pb::ReviewIncidentDecisionRequest {
+            incident_id: incident_id.clone(),
+            decision_id: first.to_string(),
+            outcome: "too narrow: FS-02 was already encrypting".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reviewed.position > ack.position);
+
+    // Read at once, with every entry kept.
+    let log = s
+        .queries()
+        .get_decision_log(pb::GetIncidentDecisionLogRequest {
+            incident_id: incident_id.clone(),
+            consistency: consistency(reviewed.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids = |list: &[pb::DecisionView]| -> Vec<String> {
+        list.iter().map(|d| d.decision_id.clone()).collect()
+    };
+    assert_eq!(ids(&log.current), vec![second.to_string()]);
+    assert_eq!(ids(&log.superseded), vec![first.to_string()]);
+    assert!(
+        log.due_for_review.is_empty(),
+        "the review is due in two hours"
+    );
+    let old = &log.superseded[0];
+    assert_eq!(old.decision, "Isolate FS-01");
+    assert_eq!(old.superseded_by, second.to_string());
+    assert_eq!(old.status, "SUPERSEDED");
+    assert_eq!(
+        old.reviews,
+        vec!["too narrow: FS-02 was already encrypting"]
+    );
+    assert_eq!(old.level, pb::Level::Tactical as i32);
+    assert_eq!(old.recorded_by, "e2e-operator");
+    let new = &log.current[0];
+    assert_eq!(new.supersedes, first.to_string());
+    assert_eq!(
+        new.amendments,
+        vec!["keep the print server online — payroll run"]
+    );
+    assert_eq!(new.options[0].why_not, "every hour costs another share");
+    assert!(new.information_basis.is_empty());
+
+    // An unknown incident has no log.
+    let err = s
+        .queries()
+        .get_decision_log(pb::GetIncidentDecisionLogRequest {
+            incident_id: Uuid::now_v7().to_string(),
+            consistency: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
     s.stop().await;
 }

@@ -858,17 +858,87 @@ impl Crisis {
     }
 }
 
-fn current_decision(s: &CrisisState, id: Uuid, field: &str) -> Result<(), DomainError> {
-    match s.decisions.get(&id) {
+/// Decision `id` of a decision log (id → current) is on it and not superseded; `owner` names
+/// the log's aggregate in the error.
+pub(crate) fn current_decision(
+    decisions: &HashMap<Uuid, bool>,
+    id: Uuid,
+    field: &str,
+    owner: &str,
+) -> Result<(), DomainError> {
+    match decisions.get(&id) {
         Some(true) => Ok(()),
         Some(false) => Err(DomainError::precondition(format!(
             "decision {id} has been superseded"
         ))),
         None => Err(DomainError::invalid(
             field,
-            format!("no decision {id} in this crisis"),
+            format!("no decision {id} in this {owner}"),
         )),
     }
+}
+
+/// The record of decision `d` as `ctx.actor` logs it, relying on `information_basis`: each
+/// text within its limit, at most [`Limits::OPTIONS`] options, and a review not due before
+/// the decision was taken (a late entry's review may already be due).
+pub(crate) fn decision_record(
+    d: &DecisionInput,
+    information_basis: Vec<InformationBasis>,
+    ctx: &Context,
+) -> Result<DecisionRecord, DomainError> {
+    if d.options.len() > Limits::OPTIONS {
+        return Err(DomainError::invalid(
+            "options",
+            format!(
+                "has {} entries, at most {} are allowed",
+                d.options.len(),
+                Limits::OPTIONS
+            ),
+        ));
+    }
+    let options = d
+        .options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            Ok(OptionConsidered {
+                option: Text::required(
+                    &format!("options[{i}].option"),
+                    &o.option,
+                    Limits::RATIONALE,
+                )?,
+                why_not: Text::required(
+                    &format!("options[{i}].why_not"),
+                    &o.why_not,
+                    Limits::RATIONALE,
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>, DomainError>>()?;
+    Ok(DecisionRecord {
+        decision_id: d.decision_id,
+        decision: Text::required("decision", &d.decision, Limits::RATIONALE)?,
+        rationale: Text::required("rationale", &d.rationale, Limits::RATIONALE)?,
+        options,
+        information_basis,
+        assumptions: Text::optional("assumptions", &d.assumptions, Limits::RATIONALE)?,
+        risks_accepted: Text::optional("risks_accepted", &d.risks_accepted, Limits::RATIONALE)?,
+        powers: Text::optional("powers", &d.powers, Limits::RATIONALE)?,
+        decision_maker: Text::required("decision_maker", &d.decision_maker, Limits::PERSON)?,
+        level: d.level,
+        joint_with: Text::optional("joint_with", &d.joint_with, Limits::PERSON)?,
+        review_by: match d.review_by {
+            Some(r) if r < ctx.occurred_at => {
+                return Err(DomainError::invalid(
+                    "review_by",
+                    "is before the decision was taken (occurred_at)",
+                ));
+            }
+            r => r,
+        },
+        supersedes: d.supersedes,
+        recorded_by: ctx.actor.clone(),
+    })
 }
 
 /// `actor`, acting in `role`, may approve or retract communication `c`: the role is the one
@@ -1194,60 +1264,9 @@ impl Aggregate for Crisis {
                     })
                     .collect::<Result<Vec<_>, DomainError>>()?;
                 if let Some(old) = d.supersedes {
-                    current_decision(s, old, "supersedes")?;
+                    current_decision(&s.decisions, old, "supersedes", "crisis")?;
                 }
-                let options = d
-                    .options
-                    .iter()
-                    .enumerate()
-                    .map(|(i, o)| {
-                        Ok(OptionConsidered {
-                            option: Text::required(
-                                &format!("options[{i}].option"),
-                                &o.option,
-                                Limits::RATIONALE,
-                            )?,
-                            why_not: Text::required(
-                                &format!("options[{i}].why_not"),
-                                &o.why_not,
-                                Limits::RATIONALE,
-                            )?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, DomainError>>()?;
-                let record = DecisionRecord {
-                    decision_id: d.decision_id,
-                    decision: Text::required("decision", &d.decision, Limits::RATIONALE)?,
-                    rationale: Text::required("rationale", &d.rationale, Limits::RATIONALE)?,
-                    options,
-                    information_basis,
-                    assumptions: Text::optional("assumptions", &d.assumptions, Limits::RATIONALE)?,
-                    risks_accepted: Text::optional(
-                        "risks_accepted",
-                        &d.risks_accepted,
-                        Limits::RATIONALE,
-                    )?,
-                    powers: Text::optional("powers", &d.powers, Limits::RATIONALE)?,
-                    decision_maker: Text::required(
-                        "decision_maker",
-                        &d.decision_maker,
-                        Limits::PERSON,
-                    )?,
-                    level: d.level,
-                    joint_with: Text::optional("joint_with", &d.joint_with, Limits::PERSON)?,
-                    // A late entry's review may already be due, but never before the decision.
-                    review_by: match d.review_by {
-                        Some(r) if r < ctx.occurred_at => {
-                            return Err(DomainError::invalid(
-                                "review_by",
-                                "is before the decision was taken (occurred_at)",
-                            ));
-                        }
-                        r => r,
-                    },
-                    supersedes: d.supersedes,
-                    recorded_by: actor,
-                };
+                let record = decision_record(d, information_basis, ctx)?;
                 let mut events = vec![CrisisEvent::DecisionRecorded(Box::new(record))];
                 if let Some(old) = d.supersedes {
                     events.push(CrisisEvent::DecisionSuperseded {
@@ -1369,7 +1388,7 @@ impl Aggregate for Crisis {
                 amendment,
                 reason,
             } => {
-                current_decision(s, *decision_id, "decision_id")?;
+                current_decision(&s.decisions, *decision_id, "decision_id", "crisis")?;
                 CrisisEvent::DecisionAmended {
                     decision_id: *decision_id,
                     amendment: Text::required("amendment", amendment, Limits::RATIONALE)?,
@@ -1554,7 +1573,7 @@ impl Aggregate for Crisis {
                 handed_to,
                 decision_id,
             } => {
-                current_decision(s, *decision_id, "decision_id")?;
+                current_decision(&s.decisions, *decision_id, "decision_id", "crisis")?;
                 CrisisEvent::CrisisStoodDown {
                     handed_to: Text::required("handed_to", handed_to, Limits::PERSON)?,
                     decision_id: *decision_id,

@@ -22,6 +22,14 @@
 //! * a notification to an authority (a regulator, a CSIRT, the police: NIS2, GDPR and sector
 //!   rules set deadlines from detection) is recorded with the authority, the reference it
 //!   gave and what was reported, at the time it was sent (late entries say why);
+//! * the incident keeps its own decision log (JESIP: every commander logs decisions), as the
+//!   CMC does for a crisis: each decision with its rationale, the options considered and why
+//!   each was not taken, assumptions, risks accepted, powers relied on, decision maker, level
+//!   (`OPERATIONAL` or `TACTICAL`: strategic decisions are the CMC's, in the crisis) and a
+//!   review time not before the decision; it may supersede a current decision, which stays
+//!   on the record; a current decision is amended with a reason, any decision is reviewed;
+//!   nothing is edited or erased; decisions need an acknowledged incident; late entries say
+//!   why;
 //! * nothing but reopening changes a closed incident;
 //! * the handover decides a pending crisis-escalation request: accepted, command passes to
 //!   `STRATEGIC` (the CMC) at its effective time; declined, the request closes and command
@@ -34,9 +42,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use imbl::HashMap;
+
 use crate::{
     Aggregate, Context, DomainError, DomainEvent, JustCulture, Level, Limits, Phase, Priority,
     Role, Severity, Text,
+    crisis::{DecisionInput, DecisionRecord, current_decision, decision_record},
 };
 
 /// Where an incident stands.
@@ -183,6 +194,25 @@ pub enum IncidentCommand {
         handover_id: Uuid,
         /// Why it was withdrawn.
         reason: String,
+    },
+    /// Log a decision taken in the incident (the context's `occurred_at` is when it was
+    /// made).
+    RecordDecision(Box<DecisionInput>),
+    /// Amend a current decision (its record stays; the amendment is added).
+    AmendDecision {
+        /// The decision.
+        decision_id: Uuid,
+        /// What changes.
+        amendment: String,
+        /// Why.
+        reason: String,
+    },
+    /// Review a decision.
+    ReviewDecision {
+        /// The decision.
+        decision_id: Uuid,
+        /// What the review found.
+        outcome: String,
     },
     /// The crisis that took command stood down: command returns to `TACTICAL`.
     ReturnFromStrategic {
@@ -360,6 +390,36 @@ pub enum IncidentEvent {
         /// The level that keeps command (`TACTICAL`).
         command_stays_at: Level,
     },
+    /// A decision taken in the incident, as logged (`information_basis` is empty: graded
+    /// information is the CMC's).
+    IncidentDecisionRecorded(Box<DecisionRecord>),
+    /// A decision replaced by a later one; it stays on the record.
+    IncidentDecisionSuperseded {
+        /// The replaced decision.
+        decision_id: Uuid,
+        /// The decision replacing it.
+        superseded_by: Uuid,
+    },
+    /// A decision amended: the amendment is added; the record is untouched.
+    IncidentDecisionAmended {
+        /// The decision.
+        decision_id: Uuid,
+        /// What changes.
+        amendment: String,
+        /// Why.
+        reason: String,
+        /// Who amended it.
+        amended_by: String,
+    },
+    /// A decision reviewed.
+    IncidentDecisionReviewed {
+        /// The decision.
+        decision_id: Uuid,
+        /// What the review found.
+        outcome: String,
+        /// Who reviewed it.
+        reviewed_by: String,
+    },
     /// The crisis that took command stood down; command returned.
     IncidentCommandReturned {
         /// The crisis.
@@ -394,6 +454,10 @@ impl DomainEvent for IncidentEvent {
             Self::CrisisEscalationDeclined { .. } => "CrisisEscalationDeclined",
             Self::CrisisEscalationWithdrawn { .. } => "CrisisEscalationWithdrawn",
             Self::IncidentCommandReturned { .. } => "IncidentCommandReturned",
+            Self::IncidentDecisionRecorded(_) => "IncidentDecisionRecorded",
+            Self::IncidentDecisionSuperseded { .. } => "IncidentDecisionSuperseded",
+            Self::IncidentDecisionAmended { .. } => "IncidentDecisionAmended",
+            Self::IncidentDecisionReviewed { .. } => "IncidentDecisionReviewed",
         }
     }
 }
@@ -431,6 +495,8 @@ pub struct IncidentState {
     pub crisis_id: Option<Uuid>,
     /// Alerts it was opened from.
     pub alert_ids: Vec<Uuid>,
+    /// Its decision log: id → whether it is current (not superseded).
+    pub decisions: HashMap<Uuid, bool>,
 }
 
 impl IncidentState {
@@ -763,6 +829,71 @@ impl Aggregate for Incident {
                     command_stays_at: s.level,
                 }
             }
+            IncidentCommand::RecordDecision(d) => {
+                ctx.check_occurred_at("occurred_at")?;
+                require_someone_in_charge(s)?;
+                if s.decisions.contains_key(&d.decision_id) {
+                    return Err(DomainError::precondition(format!(
+                        "decision {} is already recorded",
+                        d.decision_id
+                    )));
+                }
+                if !d.information.is_empty() {
+                    return Err(DomainError::invalid(
+                        "information_ids",
+                        "an incident has no graded information items: decisions resting on them are logged in the crisis",
+                    ));
+                }
+                if d.level == Level::Strategic {
+                    return Err(DomainError::invalid(
+                        "level",
+                        "strategic decisions are the CMC's and are logged in the crisis; an incident's decisions are OPERATIONAL or TACTICAL",
+                    ));
+                }
+                if let Some(old) = d.supersedes {
+                    current_decision(&s.decisions, old, "supersedes", "incident")?;
+                }
+                let record = decision_record(d, Vec::new(), ctx)?;
+                let mut events = vec![IncidentEvent::IncidentDecisionRecorded(Box::new(record))];
+                if let Some(old) = d.supersedes {
+                    events.push(IncidentEvent::IncidentDecisionSuperseded {
+                        decision_id: old,
+                        superseded_by: d.decision_id,
+                    });
+                }
+                return Ok(events);
+            }
+            IncidentCommand::AmendDecision {
+                decision_id,
+                amendment,
+                reason,
+            } => {
+                ctx.check_occurred_at("occurred_at")?;
+                current_decision(&s.decisions, *decision_id, "decision_id", "incident")?;
+                IncidentEvent::IncidentDecisionAmended {
+                    decision_id: *decision_id,
+                    amendment: Text::required("amendment", amendment, Limits::RATIONALE)?,
+                    reason: Text::required("reason", reason, Limits::RATIONALE)?,
+                    amended_by: actor,
+                }
+            }
+            IncidentCommand::ReviewDecision {
+                decision_id,
+                outcome,
+            } => {
+                ctx.check_occurred_at("occurred_at")?;
+                if !s.decisions.contains_key(decision_id) {
+                    return Err(DomainError::invalid(
+                        "decision_id",
+                        format!("no decision {decision_id} in this incident"),
+                    ));
+                }
+                IncidentEvent::IncidentDecisionReviewed {
+                    decision_id: *decision_id,
+                    outcome: Text::required("outcome", outcome, Limits::RATIONALE)?,
+                    reviewed_by: actor,
+                }
+            }
             IncidentCommand::ReturnFromStrategic {
                 crisis_id,
                 decision_id,
@@ -807,6 +938,7 @@ impl Aggregate for Incident {
                 pending_requested_by: String::new(),
                 crisis_id: None,
                 alert_ids: alert_ids.clone(),
+                decisions: HashMap::new(),
             });
             return;
         }
@@ -873,6 +1005,14 @@ impl Aggregate for Incident {
                 s.level = *to_level;
                 s.crisis_id = None;
             }
+            IncidentEvent::IncidentDecisionRecorded(d) => {
+                s.decisions.insert(d.decision_id, true);
+            }
+            IncidentEvent::IncidentDecisionSuperseded { decision_id, .. } => {
+                s.decisions.insert(*decision_id, false);
+            }
+            IncidentEvent::IncidentDecisionAmended { .. }
+            | IncidentEvent::IncidentDecisionReviewed { .. } => {}
         }
     }
 
@@ -909,6 +1049,14 @@ fn require_below_the_cmc(s: &IncidentState, what: &str) -> Result<(), DomainErro
         return Err(DomainError::precondition(format!(
             "the CMC commands this incident: command returns when the crisis stands down, and {what} then"
         )));
+    }
+    Ok(())
+}
+
+/// Somebody has taken the incident (acknowledged it): decisions are theirs to log.
+fn require_someone_in_charge(s: &IncidentState) -> Result<(), DomainError> {
+    if s.status == IncidentStatus::Open {
+        return Err(DomainError::precondition("acknowledge the incident first"));
     }
     Ok(())
 }
@@ -2007,5 +2155,262 @@ mod tests {
                 reason: "x".into(),
             },
         ));
+    }
+
+    fn decision_id(n: u128) -> Uuid {
+        Uuid::from_u128(n)
+    }
+
+    fn decide(n: u128, supersedes: Option<u128>) -> DecisionInput {
+        DecisionInput {
+            decision_id: decision_id(n),
+            decision: "Isolate the file server segment".into(),
+            rationale: "encryption is spreading over SMB".into(),
+            options: vec![crate::crisis::OptionConsidered {
+                option: "monitor only".into(),
+                why_not: "every hour costs another share".into(),
+            }],
+            information: vec![],
+            assumptions: "backups are offline and clean".into(),
+            risks_accepted: "finance cannot post invoices today".into(),
+            powers: "IR playbook 3.1".into(),
+            decision_maker: "tactical-commander".into(),
+            level: Level::Tactical,
+            joint_with: String::new(),
+            review_by: Some(now() + Duration::hours(2)),
+            supersedes: supersedes.map(decision_id),
+        }
+    }
+
+    fn record(d: DecisionInput) -> IncidentCommand {
+        IncidentCommand::RecordDecision(Box::new(d))
+    }
+
+    /// An acknowledged incident with decision 1 logged (and whatever `then` adds).
+    fn with_decision(then: &[IncidentEvent]) -> Incident {
+        let mut events = vec![opened(), acked()];
+        let i = given(&events);
+        events.extend(when(&i, record(decide(1, None))).unwrap());
+        events.extend_from_slice(then);
+        given(&events)
+    }
+
+    #[test]
+    fn a_decision_is_logged_as_stated_by_whoever_records_it() {
+        let events = when(&given(&[opened(), acked()]), record(decide(1, None))).unwrap();
+        let [IncidentEvent::IncidentDecisionRecorded(r)] = events.as_slice() else {
+            panic!("expected one decision, got {events:?}");
+        };
+        assert_eq!(r.decision_id, decision_id(1));
+        assert_eq!(r.decision, "Isolate the file server segment");
+        assert_eq!(r.options.len(), 1);
+        assert_eq!(r.level, Level::Tactical);
+        assert_eq!(r.recorded_by, "duty-manager");
+        assert_eq!(r.decision_maker, "tactical-commander");
+        assert!(r.information_basis.is_empty());
+    }
+
+    #[test]
+    fn a_decision_waits_until_somebody_has_taken_the_incident() {
+        precondition(when(&given(&[opened()]), record(decide(1, None))));
+    }
+
+    #[test]
+    fn a_resolved_incident_still_logs_decisions_and_a_closed_one_does_not() {
+        let i = given(&[opened(), acked(), resolved()]);
+        assert!(when(&i, record(decide(1, None))).is_ok());
+        let i = given(&[opened(), acked(), resolved(), closed()]);
+        precondition(when(&i, record(decide(1, None))));
+        let i = with_decision(&[resolved(), closed()]);
+        let review = IncidentCommand::ReviewDecision {
+            decision_id: decision_id(1),
+            outcome: "sound".into(),
+        };
+        precondition(when(&i, review));
+    }
+
+    #[test]
+    fn strategic_decisions_belong_to_the_crisis() {
+        let mut d = decide(1, None);
+        d.level = Level::Strategic;
+        invalid(when(&given(&[opened(), acked()]), record(d)), "level");
+        let mut d = decide(1, None);
+        d.level = Level::Operational;
+        assert!(when(&given(&[opened(), acked()]), record(d)).is_ok());
+    }
+
+    #[test]
+    fn an_incident_decision_names_no_graded_information() {
+        let mut d = decide(1, None);
+        d.information = vec![decision_id(9)];
+        invalid(
+            when(&given(&[opened(), acked()]), record(d)),
+            "information_ids",
+        );
+    }
+
+    #[test]
+    fn a_decision_id_is_logged_once() {
+        precondition(when(&with_decision(&[]), record(decide(1, None))));
+    }
+
+    #[test]
+    fn a_decision_needs_its_text_a_rationale_and_a_decision_maker() {
+        let i = given(&[opened(), acked()]);
+        for (field, blank) in [
+            (
+                "decision",
+                (|d: &mut DecisionInput| d.decision.clear()) as fn(&mut DecisionInput),
+            ),
+            ("rationale", |d| d.rationale = "  ".into()),
+            ("decision_maker", |d| d.decision_maker.clear()),
+            ("options[0].why_not", |d| d.options[0].why_not.clear()),
+        ] {
+            let mut d = decide(1, None);
+            blank(&mut d);
+            invalid(when(&i, record(d)), field);
+        }
+    }
+
+    #[test]
+    fn a_decision_considers_a_bounded_number_of_options() {
+        let mut d = decide(1, None);
+        d.options = vec![d.options[0].clone(); Limits::OPTIONS + 1];
+        invalid(when(&given(&[opened(), acked()]), record(d)), "options");
+        let mut d = decide(1, None);
+        d.options = vec![d.options[0].clone(); Limits::OPTIONS];
+        assert!(when(&given(&[opened(), acked()]), record(d)).is_ok());
+    }
+
+    #[test]
+    fn a_review_cannot_fall_due_before_the_decision() {
+        let mut d = decide(1, None);
+        d.review_by = Some(now() - Duration::minutes(1));
+        invalid(when(&given(&[opened(), acked()]), record(d)), "review_by");
+    }
+
+    #[test]
+    fn a_decision_logged_late_says_why() {
+        let i = given(&[opened(), acked()]);
+        let mut late = ctx();
+        late.occurred_at = now() - Duration::hours(3);
+        let mut d = decide(1, None);
+        d.review_by = None;
+        let c = record(d);
+        assert!(
+            matches!(i.decide(&c, &late), Err(DomainError::Invalid { field, .. }) if field == "late_reason")
+        );
+        late.late_reason = Some("logged after the bridge call".into());
+        assert!(i.decide(&c, &late).is_ok());
+    }
+
+    #[test]
+    fn a_new_decision_supersedes_a_current_one_which_stays_on_the_record() {
+        let i = with_decision(&[]);
+        let events = when(&i, record(decide(2, Some(1)))).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1],
+            IncidentEvent::IncidentDecisionSuperseded {
+                decision_id: decision_id(1),
+                superseded_by: decision_id(2),
+            }
+        );
+        let i = with_decision(&events);
+        assert_eq!(
+            i.state().unwrap().decisions.get(&decision_id(1)),
+            Some(&false)
+        );
+        // Superseded once: neither superseded again nor amended, but still reviewed.
+        precondition(when(&i, record(decide(3, Some(1)))));
+        precondition(when(
+            &i,
+            IncidentCommand::AmendDecision {
+                decision_id: decision_id(1),
+                amendment: "also isolate backups".into(),
+                reason: "lateral movement seen".into(),
+            },
+        ));
+        assert!(
+            when(
+                &i,
+                IncidentCommand::ReviewDecision {
+                    decision_id: decision_id(1),
+                    outcome: "right call at the time".into(),
+                },
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn only_a_decision_of_this_incident_is_superseded_amended_or_reviewed() {
+        let i = with_decision(&[]);
+        invalid(when(&i, record(decide(2, Some(7)))), "supersedes");
+        invalid(
+            when(
+                &i,
+                IncidentCommand::AmendDecision {
+                    decision_id: decision_id(7),
+                    amendment: "x".into(),
+                    reason: "y".into(),
+                },
+            ),
+            "decision_id",
+        );
+        invalid(
+            when(
+                &i,
+                IncidentCommand::ReviewDecision {
+                    decision_id: decision_id(7),
+                    outcome: "x".into(),
+                },
+            ),
+            "decision_id",
+        );
+    }
+
+    #[test]
+    fn an_amendment_is_added_with_its_reason() {
+        let i = with_decision(&[]);
+        let amend = |reason: &str| IncidentCommand::AmendDecision {
+            decision_id: decision_id(1),
+            amendment: "keep the print server online".into(),
+            reason: reason.into(),
+        };
+        invalid(when(&i, amend("")), "reason");
+        assert_eq!(
+            when(&i, amend("payroll run")).unwrap(),
+            vec![IncidentEvent::IncidentDecisionAmended {
+                decision_id: decision_id(1),
+                amendment: "keep the print server online".into(),
+                reason: "payroll run".into(),
+                amended_by: "duty-manager".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn decisions_go_on_while_the_cmc_commands() {
+        let i = given(&[
+            opened(),
+            acked(),
+            to_tactical(),
+            IncidentEvent::CrisisEscalationRequested {
+                reason: "x".into(),
+                criteria_met: String::new(),
+                from_level: Level::Tactical,
+                requested_by: "tc".into(),
+                handover_id: Some(decision_id(50)),
+            },
+            IncidentEvent::IncidentCommandTransferred {
+                handover_id: decision_id(50),
+                crisis_id: decision_id(51),
+                from_level: Level::Tactical,
+                to_level: Level::Strategic,
+                effective_at: now(),
+            },
+        ]);
+        assert!(when(&i, record(decide(1, None))).is_ok());
     }
 }

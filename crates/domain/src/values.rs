@@ -54,6 +54,8 @@ impl Limits {
     pub const OBJECTIVES: usize = 20;
     /// Information items named together: a decision's basis, a conflict, a corroboration.
     pub const INFORMATION_ITEMS: usize = 100;
+    /// Options considered in one decision.
+    pub const OPTIONS: usize = 20;
     /// How far in the future an `occurred_at` may be (clock skew).
     pub const FUTURE_SKEW_SECONDS: i64 = 300;
     /// An entry that occurred longer ago than this before it was recorded is late and

@@ -7,7 +7,8 @@
 //!   crisis entry, in the order recorded, each with occurred_at, recorded_at, actor, level
 //!   and TLP;
 //! * **decision register**: each decision of a crisis with what superseded what, its
-//!   amendments and reviews.
+//!   amendments and reviews; each incident keeps its own (operational and tactical
+//!   decisions), as `incident_decision` records keyed by the incident.
 //!
 //! A handover's steps go on the timeline of the crisis it would activate
 //! ([`sems_app::crisis_id_for`]), so the escalation and the handshake open the crisis's log.
@@ -24,6 +25,7 @@ use sems_domain::{
     Level,
     crisis::{ActionStatus, CrisisEvent, DecisionRecord, SitrepBody, Tlp},
     handover::{HandoverBrief, HandoverEvent},
+    incident::IncidentEvent,
 };
 
 use crate::projection::{Events, ProjectedCommit, ProjectionError};
@@ -158,7 +160,9 @@ pub struct Review {
 /// A decision as the decision register shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRow {
-    pub crisis_id: Uuid,
+    /// The crisis, or for an incident's decision the incident, whose register holds it.
+    #[serde(rename = "crisis_id")]
+    pub register_id: Uuid,
     /// The record as taken (its information basis as graded then).
     pub record: DecisionRecord,
     /// When it was made (world time).
@@ -176,6 +180,53 @@ pub struct DecisionRow {
 }
 
 impl DecisionRow {
+    /// A decision as recorded at `position` in `register_id`'s register, current.
+    fn new(
+        register_id: Uuid,
+        record: &DecisionRecord,
+        made_at: DateTime<Utc>,
+        commit: &ProjectedCommit,
+        meta: &EnvelopeEvent,
+        position: i64,
+    ) -> Self {
+        Self {
+            register_id,
+            record: record.clone(),
+            made_at,
+            recorded_at: commit.envelope.recorded_at,
+            late_reason: meta.late_reason.clone(),
+            status: "CURRENT".into(),
+            superseded_by: None,
+            superseded_at: None,
+            amendments: Vec::new(),
+            reviews: Vec::new(),
+            position,
+        }
+    }
+
+    fn supersede(&mut self, by: Uuid, at: DateTime<Utc>) {
+        self.status = "SUPERSEDED".into();
+        self.superseded_by = Some(by);
+        self.superseded_at = Some(at);
+    }
+
+    fn review(&mut self, outcome: &str, reviewed_by: &str, at: DateTime<Utc>) {
+        self.reviews.push(Review {
+            outcome: outcome.into(),
+            reviewed_by: reviewed_by.into(),
+            reviewed_at: at,
+        });
+    }
+
+    fn amend(&mut self, amendment: &str, reason: &str, amended_by: &str, at: DateTime<Utc>) {
+        self.amendments.push(Amendment {
+            amendment: amendment.into(),
+            reason: reason.into(),
+            amended_by: amended_by.into(),
+            amended_at: at,
+        });
+    }
+
     /// Due for review at `now`: current, a review time passed, and no review recorded.
     pub fn due_for_review(&self, now: DateTime<Utc>) -> bool {
         self.review_due_at().is_some_and(|at| at <= now)
@@ -258,7 +309,7 @@ pub struct CommunicationRow {
 }
 
 /// A CMC record: one document of the handover, crisis, decision, action or communication
-/// read models.
+/// read models, or of an incident's decision log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
@@ -267,14 +318,16 @@ pub enum Record {
     Decision(DecisionRow),
     Action(ActionRow),
     Communication(CommunicationRow),
+    /// A decision of an incident's own log (its `crisis_id` column is the incident).
+    IncidentDecision(DecisionRow),
 }
 
 /// The key of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RecordKey {
-    /// `handover`, `crisis`, `decision`, `action`, `communication`.
+    /// `handover`, `crisis`, `decision`, `action`, `communication`, `incident_decision`.
     pub kind: &'static str,
-    /// The crisis it belongs to.
+    /// The crisis it belongs to (the incident, for `incident_decision`).
     pub crisis_id: Uuid,
     /// Its id within the crisis.
     pub id: Uuid,
@@ -286,7 +339,8 @@ impl Record {
         let (kind, crisis_id, id) = match self {
             Self::Handover(r) => ("handover", r.crisis_id, r.handover_id),
             Self::Crisis(r) => ("crisis", r.crisis_id, r.crisis_id),
-            Self::Decision(r) => ("decision", r.crisis_id, r.record.decision_id),
+            Self::Decision(r) => ("decision", r.register_id, r.record.decision_id),
+            Self::IncidentDecision(r) => ("incident_decision", r.register_id, r.record.decision_id),
             Self::Action(r) => ("action", r.crisis_id, r.action_id),
             Self::Communication(r) => ("communication", r.crisis_id, r.communication_id),
         };
@@ -302,7 +356,7 @@ impl Record {
         match self {
             Self::Handover(r) => &r.status,
             Self::Crisis(r) => &r.status,
-            Self::Decision(r) => &r.status,
+            Self::Decision(r) | Self::IncidentDecision(r) => &r.status,
             Self::Action(r) => &r.status,
             Self::Communication(r) => &r.status,
         }
@@ -314,7 +368,7 @@ impl Record {
         match self {
             Self::Handover(r) => r.is_pending().then(|| r.waiting_since()),
             Self::Crisis(r) => Some(r.activated_at),
-            Self::Decision(r) => r.review_due_at(),
+            Self::Decision(r) | Self::IncidentDecision(r) => r.review_due_at(),
             Self::Action(r) => r.open_due_at(),
             Self::Communication(_) => None,
         }
@@ -325,7 +379,7 @@ impl Record {
         match self {
             Self::Handover(r) => r.position,
             Self::Crisis(r) => r.position,
-            Self::Decision(r) => r.position,
+            Self::Decision(r) | Self::IncidentDecision(r) => r.position,
             Self::Action(r) => r.position,
             Self::Communication(r) => r.position,
         }
@@ -444,6 +498,16 @@ pub fn touched<'a>(commits: impl IntoIterator<Item = &'a ProjectedCommit>) -> Ve
                     }
                 }
             }
+            Events::Incident(events) => {
+                for e in events {
+                    if let IncidentEvent::IncidentDecisionSuperseded { decision_id, .. }
+                    | IncidentEvent::IncidentDecisionReviewed { decision_id, .. }
+                    | IncidentEvent::IncidentDecisionAmended { decision_id, .. } = e
+                    {
+                        keys.insert(key("incident_decision", id, *decision_id));
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -472,6 +536,8 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
         position: commit.position,
         message,
     };
+    let missing_decision =
+        |decision_id: Uuid| fail(format!("decision {decision_id} is not in the read model"));
     let position =
         i64::try_from(commit.position).map_err(|_| fail("position out of range".into()))?;
     let version =
@@ -871,19 +937,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         c.decisions += 1;
                         c.first_decision_at.get_or_insert(at);
                         level = d.level;
-                        rows.put(Record::Decision(DecisionRow {
-                            crisis_id: id,
-                            record: (**d).clone(),
-                            made_at: at,
-                            recorded_at: e.recorded_at,
-                            late_reason: meta.late_reason.clone(),
-                            status: "CURRENT".into(),
-                            superseded_by: None,
-                            superseded_at: None,
-                            amendments: Vec::new(),
-                            reviews: Vec::new(),
-                            position,
-                        }));
+                        rows.put(Record::Decision(DecisionRow::new(
+                            id, d, at, commit, meta, position,
+                        )));
                         (
                             "decision",
                             format!(
@@ -897,12 +953,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         decision_id,
                         superseded_by,
                     } => {
-                        let d = decision(rows, id, *decision_id).ok_or_else(|| {
-                            fail(format!("decision {decision_id} is not in the read model"))
-                        })?;
-                        d.status = "SUPERSEDED".into();
-                        d.superseded_by = Some(*superseded_by);
-                        d.superseded_at = Some(at);
+                        decision(rows, "decision", id, *decision_id)
+                            .ok_or_else(|| missing_decision(*decision_id))?
+                            .supersede(*superseded_by, at);
                         (
                             "decision",
                             format!("Decision {decision_id} superseded by {superseded_by}"),
@@ -913,14 +966,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         outcome,
                         reviewed_by,
                     } => {
-                        let d = decision(rows, id, *decision_id).ok_or_else(|| {
-                            fail(format!("decision {decision_id} is not in the read model"))
-                        })?;
-                        d.reviews.push(Review {
-                            outcome: outcome.clone(),
-                            reviewed_by: reviewed_by.clone(),
-                            reviewed_at: at,
-                        });
+                        decision(rows, "decision", id, *decision_id)
+                            .ok_or_else(|| missing_decision(*decision_id))?
+                            .review(outcome, reviewed_by, at);
                         (
                             "decision",
                             format!("Decision {decision_id} reviewed: {}", clip(outcome, 160)),
@@ -932,15 +980,9 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                         reason,
                         amended_by,
                     } => {
-                        let d = decision(rows, id, *decision_id).ok_or_else(|| {
-                            fail(format!("decision {decision_id} is not in the read model"))
-                        })?;
-                        d.amendments.push(Amendment {
-                            amendment: amendment.clone(),
-                            reason: reason.clone(),
-                            amended_by: amended_by.clone(),
-                            amended_at: at,
-                        });
+                        decision(rows, "decision", id, *decision_id)
+                            .ok_or_else(|| missing_decision(*decision_id))?
+                            .amend(amendment, reason, amended_by, at);
                         (
                             "decision",
                             format!("Decision {decision_id} amended: {}", clip(amendment, 160)),
@@ -1158,6 +1200,7 @@ pub fn apply(rows: &mut CmcRows, commit: &ProjectedCommit) -> Result<(), Project
                 )?);
             }
         }
+        Events::Incident(events) => apply_incident(rows, commit, events, position)?,
         _ => {}
     }
     Ok(())
@@ -1170,11 +1213,67 @@ fn crisis(rows: &mut CmcRows, crisis_id: Uuid) -> Option<&mut CrisisRow> {
     })
 }
 
-fn decision(rows: &mut CmcRows, crisis_id: Uuid, id: Uuid) -> Option<&mut DecisionRow> {
-    rows.get_mut(key("decision", crisis_id, id), |r| match r {
-        Record::Decision(d) => Some(d),
+/// Decision `id` of the register of `register_id`: `decision` (a crisis's) or
+/// `incident_decision` (an incident's).
+fn decision<'a>(
+    rows: &'a mut CmcRows,
+    kind: &'static str,
+    register_id: Uuid,
+    id: Uuid,
+) -> Option<&'a mut DecisionRow> {
+    rows.get_mut(key(kind, register_id, id), |r| match r {
+        Record::Decision(d) | Record::IncidentDecision(d) => Some(d),
         _ => None,
     })
+}
+
+/// Applies an incident's decision-log events to its register (the incident's other events
+/// are `crate::projection`'s; they are not on any crisis's timeline).
+fn apply_incident(
+    rows: &mut CmcRows,
+    commit: &ProjectedCommit,
+    events: &[IncidentEvent],
+    position: i64,
+) -> Result<(), ProjectionError> {
+    let e = &commit.envelope;
+    let id = e.aggregate_id;
+    let missing_decision = |decision_id: Uuid| ProjectionError {
+        position: commit.position,
+        message: format!("decision {decision_id} of incident {id} is not in the read model"),
+    };
+    for (event, meta) in events.iter().zip(&e.events) {
+        let at = meta.occurred_at;
+        match event {
+            IncidentEvent::IncidentDecisionRecorded(d) => {
+                rows.put(Record::IncidentDecision(DecisionRow::new(
+                    id, d, at, commit, meta, position,
+                )));
+            }
+            IncidentEvent::IncidentDecisionSuperseded {
+                decision_id,
+                superseded_by,
+            } => decision(rows, "incident_decision", id, *decision_id)
+                .ok_or_else(|| missing_decision(*decision_id))?
+                .supersede(*superseded_by, at),
+            IncidentEvent::IncidentDecisionReviewed {
+                decision_id,
+                outcome,
+                reviewed_by,
+            } => decision(rows, "incident_decision", id, *decision_id)
+                .ok_or_else(|| missing_decision(*decision_id))?
+                .review(outcome, reviewed_by, at),
+            IncidentEvent::IncidentDecisionAmended {
+                decision_id,
+                amendment,
+                reason,
+                amended_by,
+            } => decision(rows, "incident_decision", id, *decision_id)
+                .ok_or_else(|| missing_decision(*decision_id))?
+                .amend(amendment, reason, amended_by, at),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn communication(rows: &mut CmcRows, crisis_id: Uuid, id: Uuid) -> Option<&mut CommunicationRow> {
@@ -1215,4 +1314,105 @@ fn entry(
         summary,
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::tests::commit;
+    use sems_domain::crisis::DecisionRecord;
+
+    fn record(id: u128, supersedes: Option<u128>) -> IncidentEvent {
+        IncidentEvent::IncidentDecisionRecorded(Box::new(DecisionRecord {
+            decision_id: Uuid::from_u128(id),
+            decision: "Isolate FS-01".into(),
+            rationale: "spreading".into(),
+            options: vec![],
+            information_basis: vec![],
+            assumptions: String::new(),
+            risks_accepted: String::new(),
+            powers: String::new(),
+            decision_maker: "tom".into(),
+            level: Level::Tactical,
+            joint_with: String::new(),
+            review_by: None,
+            supersedes: supersedes.map(Uuid::from_u128),
+            recorded_by: "tom".into(),
+        }))
+    }
+
+    fn on_incident(position: u64, version: u64, events: Vec<IncidentEvent>) -> ProjectedCommit {
+        commit(
+            position,
+            "incident",
+            Uuid::from_u128(7),
+            version,
+            events,
+            Events::Incident,
+        )
+    }
+
+    /// The rows a batch of `commits` writes, given what earlier batches wrote.
+    fn batch(earlier: &CmcRows, commits: &[ProjectedCommit]) -> CmcRows {
+        let keys = touched(commits);
+        let mut rows = CmcRows::with(keys.iter().filter_map(|k| earlier.records.get(k).cloned()));
+        for c in commits {
+            apply(&mut rows, c).unwrap();
+        }
+        rows
+    }
+
+    #[test]
+    fn an_incident_decision_changed_in_a_later_batch_is_loaded_and_updated() {
+        let incident = Uuid::from_u128(7);
+        let first = batch(
+            &CmcRows::default(),
+            &[on_incident(1, 3, vec![record(1, None)])],
+        );
+        let later = vec![
+            on_incident(
+                2,
+                5,
+                vec![
+                    record(2, Some(1)),
+                    IncidentEvent::IncidentDecisionSuperseded {
+                        decision_id: Uuid::from_u128(1),
+                        superseded_by: Uuid::from_u128(2),
+                    },
+                ],
+            ),
+            on_incident(
+                3,
+                6,
+                vec![IncidentEvent::IncidentDecisionReviewed {
+                    decision_id: Uuid::from_u128(1),
+                    outcome: "too narrow".into(),
+                    reviewed_by: "auditor".into(),
+                }],
+            ),
+        ];
+        assert_eq!(
+            touched(&later),
+            vec![key("incident_decision", incident, Uuid::from_u128(1))],
+            "the decision an event names is loaded; the one recorded is new"
+        );
+        let rows = batch(&first, &later);
+        let get = |id: u128| match &rows.records
+            [&key("incident_decision", incident, Uuid::from_u128(id))]
+        {
+            Record::IncidentDecision(d) => d.clone(),
+            other => panic!("not an incident decision: {other:?}"),
+        };
+        let old = get(1);
+        assert_eq!(old.status, "SUPERSEDED");
+        assert_eq!(old.superseded_by, Some(Uuid::from_u128(2)));
+        assert_eq!(old.reviews[0].outcome, "too narrow");
+        assert_eq!(
+            old.position, 1,
+            "the register's order is when it was recorded"
+        );
+        assert_eq!(get(2).status, "CURRENT");
+        assert!(rows.timeline.is_empty(), "no crisis's timeline holds them");
+        assert_eq!(rows.changed.len(), 2);
+    }
 }

@@ -73,7 +73,7 @@ pub(crate) fn decisions(records: Vec<Record>) -> Vec<DecisionRow> {
     records
         .into_iter()
         .filter_map(|r| match r {
-            Record::Decision(d) => Some(d),
+            Record::Decision(d) | Record::IncidentDecision(d) => Some(d),
             _ => None,
         })
         .collect()
@@ -306,6 +306,15 @@ macro_rules! cmc_statements {
             Ok(decisions(of_crisis(pool, "decision", crisis_id).await?))
         }
 
+        pub(crate) async fn incident_decisions(
+            pool: &Pool<$db>,
+            incident_id: Uuid,
+        ) -> Result<Vec<crate::cmc::DecisionRow>, AppError> {
+            Ok(decisions(
+                of_crisis(pool, "incident_decision", incident_id).await?,
+            ))
+        }
+
         pub(crate) async fn timeline(
             pool: &Pool<$db>,
             query: &TimelineQuery,
@@ -449,6 +458,13 @@ macro_rules! cmc_read_model {
                 crisis_id: uuid::Uuid,
             ) -> Result<Vec<crate::cmc::DecisionRow>, sems_app::AppError> {
                 crate::cmc_sql::$module::decision_register(&self.pool, crisis_id).await
+            }
+
+            async fn incident_decisions(
+                &self,
+                incident_id: uuid::Uuid,
+            ) -> Result<Vec<crate::cmc::DecisionRow>, sems_app::AppError> {
+                crate::cmc_sql::$module::incident_decisions(&self.pool, incident_id).await
             }
         }
     };

@@ -126,6 +126,12 @@ pub trait CmcReadModel: IncidentReadModel {
 
     /// Every decision of a crisis, in the order recorded.
     async fn decision_register(&self, crisis_id: Uuid) -> Result<Vec<cmc::DecisionRow>, AppError>;
+
+    /// Every decision of an incident's own log, in the order recorded.
+    async fn incident_decisions(
+        &self,
+        incident_id: Uuid,
+    ) -> Result<Vec<cmc::DecisionRow>, AppError>;
 }
 
 /// Read-your-writes for a store: waits until `applied` (moved by a projector in this

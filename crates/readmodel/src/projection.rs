@@ -494,6 +494,11 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     IncidentEvent::IncidentCommandReturned { to_level, .. } => {
                         row.level = to_level.as_str().into();
                     }
+                    // The incident's decision log (crate::cmc) follows these.
+                    IncidentEvent::IncidentDecisionRecorded(_)
+                    | IncidentEvent::IncidentDecisionSuperseded { .. }
+                    | IncidentEvent::IncidentDecisionAmended { .. }
+                    | IncidentEvent::IncidentDecisionReviewed { .. } => {}
                 }
             }
             if let Some(row) = rows.incidents.get_mut(&e.aggregate_id) {
@@ -507,7 +512,7 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::{Duration, TimeZone};
     use sems_app::{EnvelopeEvent, GENESIS_HASH};
@@ -517,7 +522,7 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap() + Duration::minutes(minute)
     }
 
-    fn commit<E: DomainEvent>(
+    pub(crate) fn commit<E: DomainEvent>(
         position: u64,
         kind: &str,
         id: Uuid,

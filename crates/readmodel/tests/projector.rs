@@ -7,12 +7,16 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{SubsecRound, Utc};
 use sems_app::{CommandHandler, CommandMeta, CommitFeed, HandlerConfig, Sems, SystemClock};
-use sems_domain::{Observable, Severity, alert::AlertReport, incident::IncidentCommand};
+use sems_domain::{
+    Level, Observable, Severity, alert::AlertReport, crisis::DecisionInput,
+    incident::IncidentCommand,
+};
 use sems_readmodel::{
     AlertQuery, HandOff, IncidentReadModel, ProjectedCommit, Projector, ProjectorConfig, projection,
 };
 use sems_testkit::{Backend, TestLog, TestReadModel, TestStores, on_both_stores};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 on_both_stores!(
     a_crash_between_commit_and_ack_applies_nothing_twice,
@@ -101,7 +105,46 @@ async fn activity(w: &World, round: usize) {
             .incident_command(*id, notify, CommandMeta::default())
             .await
             .unwrap();
+        // The incident's decision log: a decision, superseded, the new one amended and the
+        // old one reviewed, each its own commit (so some straddle the projector's batches).
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        for command in [
+            decision(first, None),
+            decision(second, Some(first)),
+            IncidentCommand::AmendDecision {
+                decision_id: second,
+                amendment: format!("round {round}: keep FS-02"),
+                reason: "payroll run".into(),
+            },
+            IncidentCommand::ReviewDecision {
+                decision_id: first,
+                outcome: "too narrow".into(),
+            },
+        ] {
+            w.sems
+                .incident_command(*id, command, CommandMeta::default())
+                .await
+                .unwrap();
+        }
     }
+}
+
+fn decision(id: Uuid, supersedes: Option<Uuid>) -> IncidentCommand {
+    IncidentCommand::RecordDecision(Box::new(DecisionInput {
+        decision_id: id,
+        decision: "Isolate the segment".into(),
+        rationale: "spreading".into(),
+        options: vec![],
+        information: vec![],
+        assumptions: String::new(),
+        risks_accepted: String::new(),
+        powers: String::new(),
+        decision_maker: "tom.tactical".into(),
+        level: Level::Tactical,
+        joint_with: String::new(),
+        review_by: None,
+        supersedes,
+    }))
 }
 
 async fn store(w: &World, generation: &str) -> TestReadModel {

@@ -72,6 +72,10 @@ enum Command {
     /// information, decisions, actions and communications; stand down.
     #[command(subcommand)]
     Crisis(crate::cmc::CrisisCommand),
+    /// An incident's decision log: record, amend, review or read the decisions taken in it
+    /// (operational and tactical; the CMC's are `crisis decide`).
+    #[command(subcommand)]
+    Decision(crate::decisions::DecisionCommand),
     /// Post an alert, as a SOC tool would (repeats of the same source and ref are counted on
     /// the same alert).
     Ingest(IngestArgs),
@@ -799,6 +803,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Handover(c) => crate::cmc::handover(&mut s, out.format, c).await,
         Command::Crisis(c) => crate::cmc::crisis(&mut s, out.format, c).await,
+        Command::Decision(c) => crate::decisions::run(&mut s, out.format, c).await,
         Command::Demo { pace_ms } => {
             crate::demo::run(&mut s, &out, Duration::from_millis(pace_ms)).await
         }

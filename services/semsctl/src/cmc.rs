@@ -538,11 +538,11 @@ fn grade(text: &str, assumption: bool) -> Result<pb::Grade, CtlError> {
     })
 }
 
-fn time_text(t: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn time_text(t: Option<&prost_types::Timestamp>) -> String {
     output::time(t).unwrap_or_else(|| "-".into())
 }
 
-fn print_commit(format: Format, what: &str, c: &pb::CommitInfo, extra: Value) {
+pub(crate) fn print_commit(format: Format, what: &str, c: &pb::CommitInfo, extra: Value) {
     match format {
         Format::Json => {
             let mut doc = json!({ "commit": output::commit_json(c) });
@@ -639,7 +639,7 @@ fn entry_line(e: &pb::TimelineEntry) -> String {
     )
 }
 
-fn decision_json(d: &pb::DecisionView) -> Value {
+pub(crate) fn decision_json(d: &pb::DecisionView) -> Value {
     json!({
         "decision_id": d.decision_id, "decision": d.decision, "rationale": d.rationale,
         "decision_maker": d.decision_maker, "level": output::level(d.level),
@@ -658,6 +658,55 @@ fn decision_json(d: &pb::DecisionView) -> Value {
             .collect::<Vec<_>>(),
         "amendments": d.amendments, "reviews": d.reviews, "late_reason": d.late_reason,
     })
+}
+
+/// Prints a decision register (a crisis's or an incident's): current, superseded, due for
+/// review.
+pub(crate) fn print_register(format: Format, reg: &pb::DecisionRegister) {
+    match format {
+        Format::Json => println!(
+            "{}",
+            json!({
+                "current": reg.current.iter().map(decision_json).collect::<Vec<_>>(),
+                "superseded": reg.superseded.iter().map(decision_json).collect::<Vec<_>>(),
+                "due_for_review": reg.due_for_review.iter().map(decision_json).collect::<Vec<_>>(),
+            })
+        ),
+        Format::Table => {
+            for (title, list) in [
+                ("Current", &reg.current),
+                ("Superseded", &reg.superseded),
+                ("Due for review", &reg.due_for_review),
+            ] {
+                println!("{title}:");
+                if list.is_empty() {
+                    println!("  none");
+                }
+                for d in list {
+                    let by = if d.superseded_by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" → superseded by {}", d.superseded_by)
+                    };
+                    println!(
+                        "  {} {} by {} ({}): {} — because {}{by}",
+                        d.decision_id,
+                        time_text(d.made_at.as_ref()),
+                        d.decision_maker,
+                        output::level(d.level),
+                        d.decision,
+                        d.rationale
+                    );
+                    for a in &d.amendments {
+                        println!("    amended: {a}");
+                    }
+                    for r in &d.reviews {
+                        println!("    reviewed: {r}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn crisis_json(d: &pb::CrisisDetail) -> Value {
@@ -899,13 +948,29 @@ async fn show_handover(s: &mut Session, id: &str) -> Result<pb::HandoverView, Ct
 }
 
 /// The common fields of a CMC command.
-struct Entry {
-    request_id: String,
-    occurred_at: Option<prost_types::Timestamp>,
-    late_reason: String,
+pub(crate) struct Entry {
+    pub(crate) request_id: String,
+    pub(crate) occurred_at: Option<prost_types::Timestamp>,
+    pub(crate) late_reason: String,
 }
 
-fn entry(e: EntryArgs) -> Result<Entry, CtlError> {
+/// The options of `--option "OPTION: why not"` arguments.
+pub(crate) fn options(given: &[String]) -> Result<Vec<pb::OptionConsidered>, CtlError> {
+    given
+        .iter()
+        .map(|o| {
+            let (option, why_not) = o.split_once(':').ok_or_else(|| {
+                CtlError::Usage(format!("--option {o:?}: expected \"OPTION: why not\""))
+            })?;
+            Ok(pb::OptionConsidered {
+                option: option.trim().to_owned(),
+                why_not: why_not.trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn entry(e: EntryArgs) -> Result<Entry, CtlError> {
     Ok(Entry {
         request_id: e.write.request_id,
         occurred_at: timestamp("occurred-at", e.occurred_at.as_deref())?,
@@ -1125,44 +1190,7 @@ pub async fn crisis(
                         .map(tonic::Response::into_inner)
                 })
                 .await?;
-            match format {
-                Format::Json => println!(
-                    "{}",
-                    json!({
-                        "current": reg.current.iter().map(decision_json).collect::<Vec<_>>(),
-                        "superseded": reg.superseded.iter().map(decision_json).collect::<Vec<_>>(),
-                        "due_for_review": reg.due_for_review.iter().map(decision_json).collect::<Vec<_>>(),
-                    })
-                ),
-                Format::Table => {
-                    for (title, list) in [
-                        ("Current", &reg.current),
-                        ("Superseded", &reg.superseded),
-                        ("Due for review", &reg.due_for_review),
-                    ] {
-                        println!("{title}:");
-                        if list.is_empty() {
-                            println!("  none");
-                        }
-                        for d in list {
-                            let by = if d.superseded_by.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" → superseded by {}", d.superseded_by)
-                            };
-                            println!(
-                                "  {} {} by {} ({}): {} — because {}{by}",
-                                d.decision_id,
-                                time_text(d.made_at.as_ref()),
-                                d.decision_maker,
-                                output::level(d.level),
-                                d.decision,
-                                d.rationale
-                            );
-                        }
-                    }
-                }
-            }
+            print_register(format, &reg);
             return Ok(());
         }
         CrisisCommand::Declare {
@@ -1384,19 +1412,7 @@ pub async fn crisis(
         }
         CrisisCommand::Decide(d) => {
             let e = entry(d.entry)?;
-            let options = d
-                .options
-                .iter()
-                .map(|o| {
-                    let (option, why_not) = o.split_once(':').ok_or_else(|| {
-                        CtlError::Usage(format!("--option {o:?}: expected \"OPTION: why not\""))
-                    })?;
-                    Ok(pb::OptionConsidered {
-                        option: option.trim().to_owned(),
-                        why_not: why_not.trim().to_owned(),
-                    })
-                })
-                .collect::<Result<Vec<_>, CtlError>>()?;
+            let options = options(&d.options)?;
             let r = pb::RecordDecisionRequest {
                 crisis_id: d.crisis,
                 decision_id: String::new(),

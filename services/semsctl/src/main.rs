@@ -4,6 +4,7 @@
 
 mod cli;
 mod cmc;
+mod decisions;
 mod demo;
 mod error;
 mod output;

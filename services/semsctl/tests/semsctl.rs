@@ -15,6 +15,7 @@ on_both_stores!(
     errors_say_what_to_fix_and_exit_with_documented_codes,
     a_remembered_position_the_server_never_reached_is_reported_and_forgotten,
     the_handshake_and_the_cmc_log_from_the_command_line,
+    an_incident_decision_log_from_the_command_line,
 );
 
 struct Server {
@@ -748,4 +749,162 @@ fn with_token(token: &str, args: &[&str]) -> Vec<String> {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+async fn an_incident_decision_log_from_the_command_line(backend: Backend) {
+    let s = Server::start(backend).await;
+    let opened = s
+        .json(&[
+            "incidents",
+            "open",
+            "--title",
+            "Ransomware on FS-01",
+            "--severity",
+            "critical",
+        ])
+        .await;
+    let id = opened["commit"]["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.json(&["ack", &id]).await;
+
+    let first = s
+        .json(&[
+            "decision",
+            "record",
+            &id,
+            "--decision",
+            "Isolate FS-01",
+            "--rationale",
+            "encryption is spreading over SMB",
+            "--option",
+            "monitor only: every hour costs another share",
+            "--maker",
+            "tom.tactical",
+        ])
+        .await;
+    let first_id = first["decision"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(first["decision"]["level"], "TACTICAL");
+    assert_eq!(
+        first["decision"]["options"][0]["why_not"],
+        "every hour costs another share"
+    );
+    let second = s
+        .json(&[
+            "decision",
+            "record",
+            &id,
+            "--decision",
+            "Isolate the file-server VLAN",
+            "--rationale",
+            "FS-02 encrypting too",
+            "--maker",
+            "tom.tactical",
+            "--supersedes",
+            &first_id,
+        ])
+        .await;
+    let second_id = second["decision"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A run repeated with its request id answers the decision the first run recorded.
+    let retry = [
+        "decision",
+        "record",
+        &id,
+        "--decision",
+        "Call in the IR retainer",
+        "--rationale",
+        "two sites",
+        "--maker",
+        "tom.tactical",
+        "--level",
+        "operational",
+        "--request-id",
+        "call-retainer",
+    ];
+    let once = s.json(&retry).await;
+    let again = s.json(&retry).await;
+    assert_eq!(again["commit"]["replayed"], true);
+    assert_eq!(again["commit"]["position"], once["commit"]["position"]);
+    assert_eq!(again["decision"], once["decision"]);
+    assert_eq!(once["decision"]["level"], "OPERATIONAL");
+    let retainer_id = once["decision"]["decision_id"].as_str().unwrap().to_owned();
+    let reviewed = s
+        .json(&[
+            "decision",
+            "review",
+            &id,
+            &first_id,
+            "--outcome",
+            "too narrow",
+        ])
+        .await;
+    assert_eq!(reviewed["decision"]["status"], "SUPERSEDED");
+    assert_eq!(reviewed["decision"]["reviews"][0], "too narrow");
+
+    // Refusals exit 3 (a field) or 5 (the state) and name what to fix.
+    let r = s
+        .ctl(&[
+            "decision",
+            "amend",
+            &id,
+            &first_id,
+            "--amendment",
+            "x",
+            "--reason",
+            "y",
+        ])
+        .await;
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("superseded"), "{}", r.stderr);
+    let r = s
+        .ctl(&[
+            "decision",
+            "record",
+            &id,
+            "--decision",
+            "x",
+            "--rationale",
+            "",
+            "--maker",
+            "tom",
+        ])
+        .await;
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("rationale"), "{}", r.stderr);
+
+    let log = s.json(&["decision", "log", &id]).await;
+    let ids = |k: &str| -> Vec<String> {
+        log[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["decision_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids("current"), vec![second_id.clone(), retainer_id]);
+    assert_eq!(ids("superseded"), vec![first_id.clone()]);
+    let table = s.ctl(&["decision", "log", &id]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(
+        table.stdout.contains("Isolate the file-server VLAN"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains(&format!("superseded by {second_id}")),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("reviewed: too narrow"),
+        "{}",
+        table.stdout
+    );
 }

@@ -56,7 +56,7 @@ fn uuids(field: &str, values: &[String]) -> Result<Vec<Uuid>, AppError> {
         .collect()
 }
 
-fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, AppError> {
+pub(super) fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, AppError> {
     if value.trim().is_empty() {
         Ok(None)
     } else {
@@ -65,7 +65,7 @@ fn optional_uuid(field: &str, value: &str) -> Result<Option<Uuid>, AppError> {
 }
 
 /// A caller-chosen id, or a new one.
-fn id_or_new(field: &str, value: &str) -> Result<Uuid, AppError> {
+pub(super) fn id_or_new(field: &str, value: &str) -> Result<Uuid, AppError> {
     Ok(optional_uuid(field, value)?.unwrap_or_else(Uuid::now_v7))
 }
 
@@ -231,6 +231,17 @@ crisis_entries!(
     pb::DeclareStabilisingRequest,
     pb::RecordCrisisReviewRequest,
 );
+
+/// The options a decision request lists.
+pub(super) fn options(options: &[pb::OptionConsidered]) -> Vec<OptionConsidered> {
+    options
+        .iter()
+        .map(|o| OptionConsidered {
+            option: o.option.clone(),
+            why_not: o.why_not.clone(),
+        })
+        .collect()
+}
 
 pub(super) fn entry_meta(
     actor: Option<String>,
@@ -417,6 +428,21 @@ fn communication_view(c: &CommunicationRow) -> pb::CommunicationView {
         retracted_by: c.retracted_by.clone().unwrap_or_default(),
         retracted_at: convert::ts_opt(c.retracted_at),
         retraction_reason: c.retraction_reason.clone().unwrap_or_default(),
+    }
+}
+
+/// A decision register (a crisis's or an incident's) as it stands at `now`.
+pub(super) fn register(rows: &[DecisionRow], now: DateTime<Utc>) -> pb::DecisionRegister {
+    let view = |pick: &dyn Fn(&DecisionRow) -> bool| {
+        rows.iter()
+            .filter(|d| pick(d))
+            .map(|d| decision_view(d, now))
+            .collect()
+    };
+    pb::DecisionRegister {
+        current: view(&|d| d.status == "CURRENT"),
+        superseded: view(&|d| d.status == "SUPERSEDED"),
+        due_for_review: view(&|d| d.due_for_review(now)),
     }
 }
 
@@ -865,14 +891,7 @@ impl CrisisService for Api {
                 decision_id: id_or_new("decision_id", &r.decision_id)?,
                 decision: r.decision.clone(),
                 rationale: r.rationale.clone(),
-                options: r
-                    .options
-                    .iter()
-                    .map(|o| OptionConsidered {
-                        option: o.option.clone(),
-                        why_not: o.why_not.clone(),
-                    })
-                    .collect(),
+                options: options(&r.options),
                 information: uuids("information_ids", &r.information_ids)?,
                 assumptions: r.assumptions.clone(),
                 risks_accepted: r.risks_accepted.clone(),
@@ -1231,18 +1250,7 @@ impl CmcQueryService for Api {
                 return Err(Status::not_found(format!("crisis {id} not found")));
             }
             let rows = self.reads.decision_register(id).await.map_err(status)?;
-            let now = Utc::now();
-            let view = |pick: &dyn Fn(&DecisionRow) -> bool| {
-                rows.iter()
-                    .filter(|d| pick(d))
-                    .map(|d| decision_view(d, now))
-                    .collect()
-            };
-            Ok(Response::new(pb::DecisionRegister {
-                current: view(&|d| d.status == "CURRENT"),
-                superseded: view(&|d| d.status == "SUPERSEDED"),
-                due_for_review: view(&|d| d.due_for_review(now)),
-            }))
+            Ok(Response::new(register(&rows, Utc::now())))
         }
         .instrument(span)
         .await

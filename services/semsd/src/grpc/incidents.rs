@@ -4,13 +4,15 @@
 use sems_app::{AppError, Committed};
 use sems_domain::{
     JustCulture, JustCultureDetermination, Phase, Role,
+    crisis::DecisionInput,
     incident::{Incident, IncidentCommand},
 };
 use sems_proto::v1::{
-    AcknowledgeIncidentRequest, AddNoteRequest, AssignRoleRequest, ChangeLevelRequest,
-    ChangePhaseRequest, ClassifyIncidentRequest, CloseIncidentRequest, CommitInfo,
-    CrisisEscalationResponse, NotifyAuthorityRequest, OpenIncidentRequest, ReopenIncidentRequest,
-    RequestCrisisEscalationRequest, ResolveIncidentRequest,
+    AcknowledgeIncidentRequest, AddNoteRequest, AmendIncidentDecisionRequest, AssignRoleRequest,
+    ChangeLevelRequest, ChangePhaseRequest, ClassifyIncidentRequest, CloseIncidentRequest,
+    CommitInfo, CrisisEscalationResponse, NotifyAuthorityRequest, OpenIncidentRequest,
+    RecordIncidentDecisionRequest, ReopenIncidentRequest, RequestCrisisEscalationRequest,
+    ResolveIncidentRequest, ReviewIncidentDecisionRequest,
     incident_service_server::IncidentService,
 };
 use tonic::{Request, Response, Status};
@@ -44,6 +46,35 @@ impl Api {
             let run = async {
                 let id = convert::uuid("incident_id", incident_id)?;
                 let meta = command_meta(actor, convert::request_id(request_id)?);
+                let command = parse()?;
+                self.sems.incident_command(id, command, meta).await
+            };
+            let c = run.await.map_err(status)?;
+            Ok(Response::new(info(&c, c.position)))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Runs a command parsed by `parse` that records an entry with its world time and, when
+    /// late, the reason (as the CMC's log takes them).
+    #[allow(clippy::too_many_arguments)]
+    async fn on_entry(
+        &self,
+        method: &str,
+        metadata: &tonic::metadata::MetadataMap,
+        actor: Option<String>,
+        incident_id: &str,
+        request_id: &str,
+        occurred_at: Option<&prost_types::Timestamp>,
+        late_reason: &str,
+        parse: impl FnOnce() -> Result<IncidentCommand, AppError>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let span = rpc_span("IncidentService", method, metadata);
+        async move {
+            let run = async {
+                let id = convert::uuid("incident_id", incident_id)?;
+                let meta = super::cmc::entry_meta(actor, request_id, occurred_at, late_reason)?;
                 let command = parse()?;
                 self.sems.incident_command(id, command, meta).await
             };
@@ -192,29 +223,108 @@ impl IncidentService for Api {
         &self,
         request: Request<NotifyAuthorityRequest>,
     ) -> Result<Response<CommitInfo>, Status> {
-        let span = rpc_span("IncidentService", "NotifyAuthority", request.metadata());
         let actor = principal(&request);
-        async move {
-            let r = request.into_inner();
-            let run = async {
-                let id = convert::uuid("incident_id", &r.incident_id)?;
-                let meta = super::cmc::entry_meta(
-                    actor,
-                    &r.request_id,
-                    r.occurred_at.as_ref(),
-                    &r.late_reason,
-                )?;
-                let command = IncidentCommand::NotifyAuthority {
-                    authority: r.authority,
-                    reference: r.reference,
-                    summary: r.summary,
-                };
-                self.sems.incident_command(id, command, meta).await
-            };
-            let c = run.await.map_err(status)?;
-            Ok(Response::new(info(&c, c.position)))
-        }
-        .instrument(span)
+        let (m, r) = (request.metadata().clone(), request.into_inner());
+        self.on_entry(
+            "NotifyAuthority",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            r.occurred_at.as_ref(),
+            &r.late_reason,
+            || {
+                Ok(IncidentCommand::NotifyAuthority {
+                    authority: r.authority.clone(),
+                    reference: r.reference.clone(),
+                    summary: r.summary.clone(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn record_decision(
+        &self,
+        request: Request<RecordIncidentDecisionRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
+        let (m, r) = (request.metadata().clone(), request.into_inner());
+        self.on_entry(
+            "RecordDecision",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            r.occurred_at.as_ref(),
+            &r.late_reason,
+            || {
+                Ok(IncidentCommand::RecordDecision(Box::new(DecisionInput {
+                    decision_id: super::cmc::id_or_new("decision_id", &r.decision_id)?,
+                    decision: r.decision.clone(),
+                    rationale: r.rationale.clone(),
+                    options: super::cmc::options(&r.options),
+                    information: Vec::new(),
+                    assumptions: r.assumptions.clone(),
+                    risks_accepted: r.risks_accepted.clone(),
+                    powers: r.powers.clone(),
+                    decision_maker: r.decision_maker.clone(),
+                    level: convert::level("level", r.level)?,
+                    joint_with: r.joint_with.clone(),
+                    review_by: convert::time("review_by", r.review_by.as_ref())?,
+                    supersedes: super::cmc::optional_uuid("supersedes", &r.supersedes)?,
+                })))
+            },
+        )
+        .await
+    }
+
+    async fn amend_decision(
+        &self,
+        request: Request<AmendIncidentDecisionRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
+        let (m, r) = (request.metadata().clone(), request.into_inner());
+        self.on_entry(
+            "AmendDecision",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            r.occurred_at.as_ref(),
+            &r.late_reason,
+            || {
+                Ok(IncidentCommand::AmendDecision {
+                    decision_id: convert::uuid("decision_id", &r.decision_id)?,
+                    amendment: r.amendment.clone(),
+                    reason: r.reason.clone(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn review_decision(
+        &self,
+        request: Request<ReviewIncidentDecisionRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
+        let (m, r) = (request.metadata().clone(), request.into_inner());
+        self.on_entry(
+            "ReviewDecision",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            r.occurred_at.as_ref(),
+            &r.late_reason,
+            || {
+                Ok(IncidentCommand::ReviewDecision {
+                    decision_id: convert::uuid("decision_id", &r.decision_id)?,
+                    outcome: r.outcome.clone(),
+                })
+            },
+        )
         .await
     }
 

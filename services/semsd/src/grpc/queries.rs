@@ -3,9 +3,9 @@
 
 use sems_app::AppError;
 use sems_proto::v1::{
-    GetIncidentRequest, IncidentDetail, IncidentSort as PbSort, ListAlertsRequest,
-    ListAlertsResponse, ListIncidentsRequest, ListIncidentsResponse,
-    incident_query_service_server::IncidentQueryService,
+    DecisionRegister, GetIncidentDecisionLogRequest, GetIncidentRequest, IncidentDetail,
+    IncidentSort as PbSort, ListAlertsRequest, ListAlertsResponse, ListIncidentsRequest,
+    ListIncidentsResponse, incident_query_service_server::IncidentQueryService,
 };
 use sems_readmodel::{AlertQuery, Cursor, IncidentQuery, IncidentSort};
 use tonic::{Request, Response, Status};
@@ -50,6 +50,32 @@ fn each<T>(
 
 #[tonic::async_trait]
 impl IncidentQueryService for Api {
+    async fn get_decision_log(
+        &self,
+        request: Request<GetIncidentDecisionLogRequest>,
+    ) -> Result<Response<DecisionRegister>, Status> {
+        let span = rpc_span("IncidentQueryService", "GetDecisionLog", request.metadata());
+        async move {
+            let r = request.get_ref();
+            let id = convert::uuid("incident_id", &r.incident_id).map_err(status)?;
+            self.consistent(
+                request.extensions(),
+                r.consistency.as_ref().map_or(0, |c| c.min_position),
+            )
+            .await?;
+            if self.reads.get_incident(id).await.map_err(status)?.is_none() {
+                return Err(Status::not_found(format!("incident {id} not found")));
+            }
+            let rows = self.reads.incident_decisions(id).await.map_err(status)?;
+            Ok(Response::new(super::cmc::register(
+                &rows,
+                chrono::Utc::now(),
+            )))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn get_incident(
         &self,
         request: Request<GetIncidentRequest>,
