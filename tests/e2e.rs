@@ -28,6 +28,7 @@ on_both_stores!(
     an_analyst_merges_an_alert_into_an_existing_incident,
     notifications_to_authorities_are_recorded_with_when_they_were_sent,
     a_tactical_commander_logs_decisions_and_nothing_is_erased,
+    incidents_link_the_register_risks_they_realised_and_are_counted_per_risk,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -1181,5 +1182,163 @@ async fn a_tactical_commander_logs_decisions_and_nothing_is_erased(backend: Back
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+    s.stop().await;
+}
+
+async fn incidents_link_the_register_risks_they_realised_and_are_counted_per_risk(
+    backend: Backend,
+) {
+    let s = Server::start(backend).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let opened = s
+            .alerts()
+            .ingest_alert(alert(&format!("det-risk-{n}"), pb::Severity::Critical))
+            .await
+            .unwrap()
+            .into_inner();
+        ids.push(opened.incident_id);
+    }
+    let mut incidents = s.incidents();
+    let link = |id: &str, risk: &str| pb::LinkRiskRequest {
+        incident_id: id.into(),
+        risk_ref: risk.into(),
+        rationale: "phished credentials gave the way in".into(),
+        request_id: String::new(),
+    };
+
+    let before = s.message_count().await;
+    for (field, bad) in [
+        ("risk_ref", link(&ids[0], " ")),
+        ("risk_ref", link(&ids[0], &"R".repeat(101))),
+        ("rationale", {
+            let mut r = link(&ids[0], "R-042");
+            r.rationale.clear();
+            r
+        }),
+    ] {
+        let err = incidents.link_risk(bad).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Code::InvalidArgument,
+            "{field}: {}",
+            err.message()
+        );
+        assert_eq!(
+            err.get_error_details()
+                .bad_request()
+                .unwrap()
+                .field_violations[0]
+                .field,
+            field
+        );
+    }
+    assert_eq!(s.message_count().await, before);
+
+    incidents.link_risk(link(&ids[0], "R-042")).await.unwrap();
+    incidents.link_risk(link(&ids[0], "R-007")).await.unwrap();
+    incidents.link_risk(link(&ids[1], "R-042")).await.unwrap();
+    let err = incidents
+        .link_risk(link(&ids[1], "R-042"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+    incidents.link_risk(link(&ids[1], "R-007")).await.unwrap();
+    incidents.link_risk(link(&ids[2], "R-042")).await.unwrap();
+    // References match exactly, case included: a different risk (and ties order by bytes).
+    incidents.link_risk(link(&ids[2], "r-042")).await.unwrap();
+    // The third was linked in error.
+    let last = incidents
+        .unlink_risk(pb::UnlinkRiskRequest {
+            incident_id: ids[2].clone(),
+            risk_ref: "R-042".into(),
+            reason: "wrong register entry: it was the supplier risk".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The first is resolved: still counted, no longer open.
+    incidents
+        .acknowledge_incident(pb::AcknowledgeIncidentRequest {
+            incident_id: ids[0].clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    let last = incidents
+        .resolve_incident(pb::ResolveIncidentRequest {
+            incident_id: ids[0].clone(),
+            resolution: "accounts reset".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .position
+        .max(last.position);
+
+    let counts = s
+        .queries()
+        .count_incidents_by_risk(pb::CountIncidentsByRiskRequest {
+            consistency: consistency(last),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got: Vec<(&str, u64, u64)> = counts
+        .risks
+        .iter()
+        .map(|r| (r.risk_ref.as_str(), r.incidents, r.open))
+        .collect();
+    assert_eq!(got, vec![("R-007", 2, 1), ("R-042", 2, 1), ("r-042", 1, 1)]);
+
+    let listed = s
+        .queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            risk_ref: "R-042".into(),
+            sort: pb::IncidentSort::OpenedAsc as i32,
+            consistency: consistency(last),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<&str> = listed
+        .incidents
+        .iter()
+        .map(|i| i.incident_id.as_str())
+        .collect();
+    assert_eq!(listed, vec![ids[0].as_str(), ids[1].as_str()]);
+
+    let detail = s
+        .queries()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: ids[0].clone(),
+            consistency: consistency(last),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.incident.unwrap().risk_refs, vec!["R-042", "R-007"]);
+    assert_eq!(
+        detail.risks[0].rationale,
+        "phished credentials gave the way in"
+    );
+    assert_eq!(detail.risks[0].linked_by, "e2e-operator");
+    let third = s
+        .queries()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: ids[2].clone(),
+            consistency: consistency(last),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        third.incident.unwrap().risk_refs,
+        vec!["r-042"],
+        "the link made in error is gone"
+    );
     s.stop().await;
 }

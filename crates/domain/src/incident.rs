@@ -30,6 +30,10 @@
 //!   on the record; a current decision is amended with a reason, any decision is reviewed;
 //!   nothing is edited or erased; decisions need an acknowledged incident; late entries say
 //!   why;
+//! * an incident is linked to the register risks it realised (DOMAIN: incidents per register
+//!   risk is an assurance measure), each by the register's reference, once, with why; at
+//!   most [`Limits::RISKS`] at a time; a link made in error is removed with a reason (the
+//!   record keeps both);
 //! * nothing but reopening changes a closed incident;
 //! * the handover decides a pending crisis-escalation request: accepted, command passes to
 //!   `STRATEGIC` (the CMC) at its effective time; declined, the request closes and command
@@ -213,6 +217,20 @@ pub enum IncidentCommand {
         decision_id: Uuid,
         /// What the review found.
         outcome: String,
+    },
+    /// Link a risk of the risk register that the incident realised.
+    LinkRisk {
+        /// The register's reference for the risk (e.g. `R-042`).
+        risk_ref: String,
+        /// Why this incident realised it.
+        rationale: String,
+    },
+    /// Remove a link made in error.
+    UnlinkRisk {
+        /// The linked risk's reference.
+        risk_ref: String,
+        /// Why the link was wrong.
+        reason: String,
     },
     /// The crisis that took command stood down: command returns to `TACTICAL`.
     ReturnFromStrategic {
@@ -420,6 +438,24 @@ pub enum IncidentEvent {
         /// Who reviewed it.
         reviewed_by: String,
     },
+    /// A register risk the incident realised.
+    RiskLinked {
+        /// The register's reference for the risk.
+        risk_ref: String,
+        /// Why this incident realised it.
+        rationale: String,
+        /// Who linked it.
+        linked_by: String,
+    },
+    /// A risk link made in error, removed (the link stays on the record).
+    RiskUnlinked {
+        /// The risk's reference.
+        risk_ref: String,
+        /// Why the link was wrong.
+        reason: String,
+        /// Who removed it.
+        unlinked_by: String,
+    },
     /// The crisis that took command stood down; command returned.
     IncidentCommandReturned {
         /// The crisis.
@@ -458,6 +494,8 @@ impl DomainEvent for IncidentEvent {
             Self::IncidentDecisionSuperseded { .. } => "IncidentDecisionSuperseded",
             Self::IncidentDecisionAmended { .. } => "IncidentDecisionAmended",
             Self::IncidentDecisionReviewed { .. } => "IncidentDecisionReviewed",
+            Self::RiskLinked { .. } => "RiskLinked",
+            Self::RiskUnlinked { .. } => "RiskUnlinked",
         }
     }
 }
@@ -497,6 +535,8 @@ pub struct IncidentState {
     pub alert_ids: Vec<Uuid>,
     /// Its decision log: id → whether it is current (not superseded).
     pub decisions: HashMap<Uuid, bool>,
+    /// The register risks it is linked to, in the order linked.
+    pub risks: Vec<String>,
 }
 
 impl IncidentState {
@@ -894,6 +934,44 @@ impl Aggregate for Incident {
                     reviewed_by: actor,
                 }
             }
+            IncidentCommand::LinkRisk {
+                risk_ref,
+                rationale,
+            } => {
+                let risk_ref = risk_reference("risk_ref", risk_ref)?;
+                let rationale = Text::required("rationale", rationale, Limits::RATIONALE)?;
+                if s.risks.contains(&risk_ref) {
+                    return Err(DomainError::precondition(format!(
+                        "risk {risk_ref} is already linked to this incident"
+                    )));
+                }
+                if s.risks.len() >= Limits::RISKS {
+                    return Err(DomainError::precondition(format!(
+                        "the incident is linked to {} risks, the most allowed",
+                        Limits::RISKS
+                    )));
+                }
+                IncidentEvent::RiskLinked {
+                    risk_ref,
+                    rationale,
+                    linked_by: actor,
+                }
+            }
+            IncidentCommand::UnlinkRisk { risk_ref, reason } => {
+                let risk_ref = risk_reference("risk_ref", risk_ref)?;
+                let reason = Text::required("reason", reason, Limits::RATIONALE)?;
+                if !s.risks.contains(&risk_ref) {
+                    return Err(DomainError::invalid(
+                        "risk_ref",
+                        format!("risk {risk_ref} is not linked to this incident"),
+                    ));
+                }
+                IncidentEvent::RiskUnlinked {
+                    risk_ref,
+                    reason,
+                    unlinked_by: actor,
+                }
+            }
             IncidentCommand::ReturnFromStrategic {
                 crisis_id,
                 decision_id,
@@ -939,6 +1017,7 @@ impl Aggregate for Incident {
                 crisis_id: None,
                 alert_ids: alert_ids.clone(),
                 decisions: HashMap::new(),
+                risks: Vec::new(),
             });
             return;
         }
@@ -1013,6 +1092,8 @@ impl Aggregate for Incident {
             }
             IncidentEvent::IncidentDecisionAmended { .. }
             | IncidentEvent::IncidentDecisionReviewed { .. } => {}
+            IncidentEvent::RiskLinked { risk_ref, .. } => s.risks.push(risk_ref.clone()),
+            IncidentEvent::RiskUnlinked { risk_ref, .. } => s.risks.retain(|r| r != risk_ref),
         }
     }
 
@@ -1051,6 +1132,17 @@ fn require_below_the_cmc(s: &IncidentState, what: &str) -> Result<(), DomainErro
         )));
     }
     Ok(())
+}
+
+/// A risk register's reference: trimmed, 1 to [`Limits::RISK_REF`] characters, no line break
+/// or other control character (it is a key: links, counts and filters match it exactly,
+/// case included).
+pub fn risk_reference(field: &str, value: &str) -> Result<String, DomainError> {
+    let r = Text::required(field, value, Limits::RISK_REF)?;
+    if r.chars().any(char::is_control) {
+        return Err(DomainError::invalid(field, "contains control characters"));
+    }
+    Ok(r)
 }
 
 /// Somebody has taken the incident (acknowledged it): decisions are theirs to log.
@@ -2412,5 +2504,94 @@ mod tests {
             },
         ]);
         assert!(when(&i, record(decide(1, None))).is_ok());
+    }
+
+    fn link(risk_ref: &str) -> IncidentCommand {
+        IncidentCommand::LinkRisk {
+            risk_ref: risk_ref.into(),
+            rationale: "the supplier's VPN was the way in".into(),
+        }
+    }
+
+    fn linked(risk_ref: &str) -> IncidentEvent {
+        IncidentEvent::RiskLinked {
+            risk_ref: risk_ref.into(),
+            rationale: "x".into(),
+            linked_by: "x".into(),
+        }
+    }
+
+    #[test]
+    fn a_realised_risk_is_linked_once_by_its_register_reference_with_why() {
+        assert_eq!(
+            when(&given(&[opened()]), link(" R-042 ")).unwrap(),
+            vec![IncidentEvent::RiskLinked {
+                risk_ref: "R-042".into(),
+                rationale: "the supplier's VPN was the way in".into(),
+                linked_by: "duty-manager".into(),
+            }]
+        );
+        precondition(when(&given(&[opened(), linked("R-042")]), link("R-042")));
+        invalid(when(&given(&[opened()]), link(" ")), "risk_ref");
+        invalid(
+            when(
+                &given(&[opened()]),
+                IncidentCommand::LinkRisk {
+                    risk_ref: "R-042".into(),
+                    rationale: String::new(),
+                },
+            ),
+            "rationale",
+        );
+        invalid(
+            when(&given(&[opened()]), link(&"R".repeat(Limits::RISK_REF + 1))),
+            "risk_ref",
+        );
+        invalid(when(&given(&[opened()]), link("R-\n042")), "risk_ref");
+    }
+
+    #[test]
+    fn an_incident_links_a_bounded_number_of_risks() {
+        let mut events = vec![opened()];
+        events.extend((0..Limits::RISKS).map(|n| linked(&format!("R-{n}"))));
+        precondition(when(&given(&events), link("R-X")));
+        events.pop();
+        assert!(when(&given(&events), link("R-X")).is_ok());
+    }
+
+    #[test]
+    fn a_link_made_in_error_is_removed_with_a_reason_and_may_be_made_again() {
+        let i = given(&[opened(), linked("R-042")]);
+        let unlink = |risk_ref: &str, reason: &str| IncidentCommand::UnlinkRisk {
+            risk_ref: risk_ref.into(),
+            reason: reason.into(),
+        };
+        invalid(when(&i, unlink("R-042", "")), "reason");
+        invalid(when(&i, unlink("R-999", "wrong risk")), "risk_ref");
+        let events = when(&i, unlink("R-042", "wrong register entry")).unwrap();
+        assert_eq!(
+            events,
+            vec![IncidentEvent::RiskUnlinked {
+                risk_ref: "R-042".into(),
+                reason: "wrong register entry".into(),
+                unlinked_by: "duty-manager".into(),
+            }]
+        );
+        let i = given(&[opened(), linked("R-042"), events[0].clone()]);
+        assert!(i.state().unwrap().risks.is_empty());
+        assert!(when(&i, link("R-042")).is_ok());
+    }
+
+    #[test]
+    fn a_closed_incident_is_neither_linked_nor_unlinked() {
+        let i = given(&[opened(), acked(), linked("R-1"), resolved(), closed()]);
+        precondition(when(&i, link("R-2")));
+        precondition(when(
+            &i,
+            IncidentCommand::UnlinkRisk {
+                risk_ref: "R-1".into(),
+                reason: "x".into(),
+            },
+        ));
     }
 }

@@ -56,6 +56,10 @@ impl Limits {
     pub const INFORMATION_ITEMS: usize = 100;
     /// Options considered in one decision.
     pub const OPTIONS: usize = 20;
+    /// A risk register's reference for a risk.
+    pub const RISK_REF: usize = 100;
+    /// Register risks linked to one incident at a time.
+    pub const RISKS: usize = 50;
     /// How far in the future an `occurred_at` may be (clock skew).
     pub const FUTURE_SKEW_SECONDS: i64 = 300;
     /// An entry that occurred longer ago than this before it was recorded is late and

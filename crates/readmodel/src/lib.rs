@@ -27,11 +27,12 @@ pub use cmc_sql::{CrisisDetail, TimelineQuery};
 pub use handoff::{HAND_OFF_CAPACITY, HandOff};
 pub use pg::{PgReadModel, PgReadModelConfig};
 pub use projection::{
-    AlertRow, AuthorityNotification, IncidentRow, NoteRow, ProjectedCommit, RoleHolder,
+    AlertRow, AuthorityNotification, IncidentRow, LinkedRisk, NoteRow, ProjectedCommit, RoleHolder,
 };
 pub use projector::{Projector, ProjectorConfig};
 pub use query::{
     AlertQuery, Cursor, IncidentDetail, IncidentQuery, IncidentSort, IncidentSummary, Page,
+    RiskIncidents,
 };
 pub use sqlite::{
     PROJECTOR_BATCH as SQLITE_PROJECTOR_BATCH, SqliteReadModel, SqliteReadModelConfig,
@@ -82,6 +83,10 @@ pub trait IncidentReadModel: Send + Sync + 'static {
 
     /// A page of alerts.
     async fn list_alerts(&self, query: &AlertQuery) -> Result<Page<AlertRow>, AppError>;
+
+    /// How many incidents each register risk is linked to, most first (ties by reference,
+    /// byte order), the first 1,000 risks.
+    async fn incidents_per_risk(&self) -> Result<Vec<RiskIncidents>, AppError>;
 
     /// Alerts promoted at least `older_than` ago into an incident the read model does not
     /// have (the call that promoted them stopped before opening it), oldest first.

@@ -18,7 +18,8 @@ use sems_app::AppError;
 
 use crate::{
     AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
-    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, cmc, cmc_sql, fresh_above,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, RiskIncidents, cmc, cmc_sql,
+    fresh_above,
     projection::{self, Rows},
     wait_until_applied,
 };
@@ -49,6 +50,7 @@ const INCIDENT_COLUMNS: &[&str] = &[
     "position",
     "notifications",
     "authority_notified_at",
+    "risks",
 ];
 
 const ALERT_COLUMNS: &[&str] = &[
@@ -871,6 +873,11 @@ impl IncidentReadModel for PgReadModel {
         if let Some(before) = q.updated_before {
             b.push(" AND i.updated_at < ").push_bind(before);
         }
+        if let Some(risk) = &q.risk_ref {
+            b.push(" AND i.risks @> jsonb_build_array(jsonb_build_object('risk_ref', ")
+                .push_bind(risk.clone())
+                .push("::text))");
+        }
         if let Some(pattern) = q.like_pattern() {
             b.push(" AND (i.title ILIKE ")
                 .push_bind(pattern.clone())
@@ -895,6 +902,19 @@ impl IncidentReadModel for PgReadModel {
             .map_err(unavailable("list incidents"))?;
         let items = rows.iter().map(summary).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(items, q.page_size, |s| s.cursor(q.sort)))
+    }
+
+    async fn incidents_per_risk(&self) -> Result<Vec<RiskIncidents>, AppError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT (r->>'risk_ref') COLLATE \"C\", count(*), \
+             count(*) FILTER (WHERE i.status NOT IN ('RESOLVED', 'CLOSED')) \
+             FROM incidents i, jsonb_array_elements(COALESCE(i.risks, '[]')) r \
+             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable("incidents per risk"))?;
+        Ok(rows.into_iter().map(RiskIncidents::from).collect())
     }
 
     async fn alerts_awaiting_incident(

@@ -108,6 +108,19 @@ pub struct IncidentRow {
     /// When the first authority was notified (the regulatory clocks run from detection).
     #[serde(default)]
     pub authority_notified_at: Option<DateTime<Utc>>,
+    /// The register risks it realised, in the order linked (links removed in error are not
+    /// shown; the log keeps them). Null as `notifications` may be.
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub risks: Vec<LinkedRisk>,
+}
+
+/// A register risk an incident realised, on its row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedRisk {
+    pub risk_ref: String,
+    pub rationale: String,
+    pub linked_by: String,
+    pub linked_at: DateTime<Utc>,
 }
 
 fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
@@ -374,6 +387,7 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                             version,
                             position,
                             notifications: Vec::new(),
+                            risks: Vec::new(),
                             authority_notified_at: None,
                         },
                     );
@@ -493,6 +507,20 @@ pub fn apply(rows: &mut Rows, commit: &ProjectedCommit) -> Result<(), Projection
                     }
                     IncidentEvent::IncidentCommandReturned { to_level, .. } => {
                         row.level = to_level.as_str().into();
+                    }
+                    IncidentEvent::RiskLinked {
+                        risk_ref,
+                        rationale,
+                        linked_by,
+                    } => row.risks.push(LinkedRisk {
+                        risk_ref: risk_ref.clone(),
+                        rationale: rationale.clone(),
+                        linked_by: linked_by.clone(),
+                        // Microseconds, as PostgreSQL keeps them: both stores agree.
+                        linked_at: at.trunc_subsecs(6),
+                    }),
+                    IncidentEvent::RiskUnlinked { risk_ref, .. } => {
+                        row.risks.retain(|r| r.risk_ref != *risk_ref);
                     }
                     // The incident's decision log (crate::cmc) follows these.
                     IncidentEvent::IncidentDecisionRecorded(_)
@@ -866,6 +894,42 @@ pub(crate) mod tests {
         json["notifications"] = serde_json::Value::Null;
         let read: IncidentRow = serde_json::from_value(json).unwrap();
         assert!(read.notifications.is_empty());
+    }
+
+    #[test]
+    fn linked_risks_are_listed_in_order_and_an_unlinked_one_leaves_the_row() {
+        let linked = |risk_ref: &str| IncidentEvent::RiskLinked {
+            risk_ref: risk_ref.into(),
+            rationale: "why".into(),
+            linked_by: "x".into(),
+        };
+        let rows = project(&[
+            incident(1, 1, vec![opened()]),
+            incident(2, 2, vec![linked("R-1")]),
+            incident(3, 3, vec![linked("R-2"), linked("R-3")]),
+            incident(
+                4,
+                4,
+                vec![IncidentEvent::RiskUnlinked {
+                    risk_ref: "R-2".into(),
+                    reason: "wrong".into(),
+                    unlinked_by: "x".into(),
+                }],
+            ),
+        ]);
+        let row = &rows.incidents[&Uuid::from_u128(1)];
+        let got: Vec<&str> = row.risks.iter().map(|r| r.risk_ref.as_str()).collect();
+        assert_eq!(got, ["R-1", "R-3"]);
+        assert_eq!(row.risks[0].linked_at, t(2) - Duration::seconds(30));
+        // A row written without the list (an older version, after the column was added).
+        let mut json = serde_json::to_value(row).unwrap();
+        json["risks"] = serde_json::Value::Null;
+        let read: IncidentRow = serde_json::from_value(json).unwrap();
+        assert!(read.risks.is_empty());
+        json = serde_json::to_value(row).unwrap();
+        json.as_object_mut().unwrap().remove("risks");
+        let read: IncidentRow = serde_json::from_value(json).unwrap();
+        assert!(read.risks.is_empty());
     }
 
     #[test]

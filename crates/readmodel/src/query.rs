@@ -29,6 +29,29 @@ pub struct IncidentDetail {
     pub notes: Vec<NoteRow>,
 }
 
+/// A register risk and the incidents linked to it (the assurance measure "incidents per
+/// register risk").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RiskIncidents {
+    /// The register's reference.
+    pub risk_ref: String,
+    /// Incidents linked to it.
+    pub incidents: i64,
+    /// Of those, not yet resolved or closed.
+    pub open: i64,
+}
+
+impl From<(String, i64, i64)> for RiskIncidents {
+    /// From a row of (reference, incidents, open).
+    fn from((risk_ref, incidents, open): (String, i64, i64)) -> Self {
+        Self {
+            risk_ref,
+            incidents,
+            open,
+        }
+    }
+}
+
 /// Sort orders of the incident list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum IncidentSort {
@@ -66,6 +89,8 @@ pub struct IncidentQuery {
     pub escalation_requested: Option<bool>,
     /// Last changed before.
     pub updated_before: Option<DateTime<Utc>>,
+    /// Linked to this register risk.
+    pub risk_ref: Option<String>,
     /// Sort order.
     pub sort: IncidentSort,
     /// Page size (validated by the caller).

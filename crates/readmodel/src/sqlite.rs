@@ -26,7 +26,8 @@ use sems_app::AppError;
 
 use crate::{
     AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
-    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, cmc, cmc_sql, fresh_above,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, RiskIncidents, cmc, cmc_sql,
+    fresh_above,
     projection::{self, Rows},
     wait_until_applied,
 };
@@ -594,6 +595,14 @@ impl IncidentReadModel for SqliteReadModel {
         if let Some(before) = q.updated_before {
             b.push(" AND i.updated_at < ").push_bind(micros(before));
         }
+        if let Some(risk) = &q.risk_ref {
+            b.push(
+                " AND EXISTS (SELECT 1 FROM json_each(i.doc, '$.risks') r \
+                 WHERE json_extract(r.value, '$.risk_ref') = ",
+            )
+            .push_bind(risk.clone())
+            .push(")");
+        }
         if let Some(pattern) = q.like_pattern() {
             // LIKE is case-insensitive for ASCII letters in SQLite (docs/DECISIONS.md).
             b.push(" AND (i.title LIKE ")
@@ -617,6 +626,19 @@ impl IncidentReadModel for SqliteReadModel {
             .push_bind(i64::from(q.page_size) + 1);
         let items = self.summaries(b).await?;
         Ok(Page::from_rows(items, q.page_size, |s| s.cursor(q.sort)))
+    }
+
+    async fn incidents_per_risk(&self) -> Result<Vec<RiskIncidents>, AppError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT json_extract(r.value, '$.risk_ref'), count(*), \
+             count(*) FILTER (WHERE i.status NOT IN ('RESOLVED', 'CLOSED')) \
+             FROM incidents i, json_each(i.doc, '$.risks') r \
+             GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable("incidents per risk"))?;
+        Ok(rows.into_iter().map(RiskIncidents::from).collect())
     }
 
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Page<AlertRow>, AppError> {

@@ -105,6 +105,14 @@ async fn activity(w: &World, round: usize) {
             .incident_command(*id, notify, CommandMeta::default())
             .await
             .unwrap();
+        let link = IncidentCommand::LinkRisk {
+            risk_ref: format!("R-{round}"),
+            rationale: "realised".into(),
+        };
+        w.sems
+            .incident_command(*id, link, CommandMeta::default())
+            .await
+            .unwrap();
         // The incident's decision log: a decision, superseded, the new one amended and the
         // old one reviewed, each its own commit (so some straddle the projector's batches).
         let (first, second) = (Uuid::now_v7(), Uuid::now_v7());

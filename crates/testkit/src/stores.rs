@@ -112,6 +112,10 @@ impl IncidentReadModel for TestReadModel {
         self.reads().list_alerts(query).await
     }
 
+    async fn incidents_per_risk(&self) -> Result<Vec<sems_readmodel::RiskIncidents>, AppError> {
+        self.reads().incidents_per_risk().await
+    }
+
     async fn alerts_awaiting_incident(
         &self,
         older_than: Duration,

@@ -85,6 +85,9 @@ enum Command {
     /// List or dismiss alerts.
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Link incidents to the register risks they realised; count incidents per risk.
+    #[command(subcommand)]
+    Risk(RiskCommand),
     /// Acknowledge an incident.
     Ack {
         /// Incident id.
@@ -277,6 +280,36 @@ enum IncidentsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum RiskCommand {
+    /// Link an incident to a risk of the risk register that it realised.
+    Link {
+        /// Incident id.
+        incident: String,
+        /// The register's reference for the risk, e.g. R-042.
+        risk: String,
+        /// Why this incident realised it.
+        #[arg(long)]
+        rationale: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// Remove a link made in error (the record keeps both).
+    Unlink {
+        /// Incident id.
+        incident: String,
+        /// The linked risk's reference.
+        risk: String,
+        /// Why the link was wrong.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        write: WriteArgs,
+    },
+    /// How many incidents each register risk is linked to, most first.
+    Counts,
+}
+
+#[derive(Debug, Subcommand)]
 enum AlertsCommand {
     /// List alerts, most recent first.
     List {
@@ -364,6 +397,9 @@ struct ListIncidentsArgs {
     /// Text in the title or description (case-insensitive).
     #[arg(long)]
     text: Option<String>,
+    /// Only incidents linked to this register risk.
+    #[arg(long)]
+    risk: Option<String>,
     /// Order.
     #[arg(long, value_enum, default_value = "opened-desc")]
     sort: SortArg,
@@ -592,6 +628,81 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
             let c = s.alerts().merge_alert(s.request(r)).await?.into_inner();
             s.wrote(c.position);
             out.commit("Merged alert", &c, None);
+            Ok(())
+        }
+        Command::Risk(RiskCommand::Link {
+            incident,
+            risk,
+            rationale,
+            write,
+        }) => {
+            let r = pb::LinkRiskRequest {
+                incident_id: incident,
+                risk_ref: risk,
+                rationale,
+                request_id: write.request_id,
+            };
+            let c = s.incidents().link_risk(s.request(r)).await?.into_inner();
+            after_write(&mut s, &out, "Linked a risk to incident", c).await
+        }
+        Command::Risk(RiskCommand::Unlink {
+            incident,
+            risk,
+            reason,
+            write,
+        }) => {
+            let r = pb::UnlinkRiskRequest {
+                incident_id: incident,
+                risk_ref: risk,
+                reason,
+                request_id: write.request_id,
+            };
+            let c = s.incidents().unlink_risk(s.request(r)).await?.into_inner();
+            after_write(&mut s, &out, "Unlinked a risk from incident", c).await
+        }
+        Command::Risk(RiskCommand::Counts) => {
+            let q = s.queries();
+            let t = s.timeout();
+            let answer = s
+                .read(async |min_position| {
+                    let mut q = q.clone();
+                    let mut r = tonic::Request::new(pb::CountIncidentsByRiskRequest {
+                        consistency: Some(pb::Consistency { min_position }),
+                    });
+                    r.set_timeout(t);
+                    q.count_incidents_by_risk(r)
+                        .await
+                        .map(tonic::Response::into_inner)
+                })
+                .await?;
+            match out.format {
+                Format::Json => println!(
+                    "{}",
+                    json!({ "risks": answer.risks.iter().map(|r| json!({
+                        "risk_ref": r.risk_ref, "incidents": r.incidents, "open": r.open,
+                    })).collect::<Vec<_>>() })
+                ),
+                Format::Table if answer.risks.is_empty() => {
+                    println!("No incidents linked to risks.")
+                }
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = answer
+                        .risks
+                        .iter()
+                        .map(|r| {
+                            vec![
+                                r.risk_ref.clone(),
+                                r.incidents.to_string(),
+                                r.open.to_string(),
+                            ]
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        output::table(&["RISK", "INCIDENTS", "OPEN"], &rows, 60)
+                    );
+                }
+            }
             Ok(())
         }
         Command::Ack { incident, write } => {
@@ -1017,6 +1128,7 @@ async fn list_incidents(
         page_size: a.page.limit,
         page_token: a.page.page_token,
         consistency: None,
+        risk_ref: a.risk.unwrap_or_default(),
     };
     let q = s.queries();
     let t = s.timeout();

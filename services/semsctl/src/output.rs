@@ -91,6 +91,7 @@ pub fn incident_json(i: &pb::Incident) -> Value {
         "resolved_at": time_json(i.resolved_at.as_ref()),
         "closed_at": time_json(i.closed_at.as_ref()),
         "authority_notified_at": time_json(i.authority_notified_at.as_ref()),
+        "risk_refs": i.risk_refs,
         "updated_at": time_json(i.updated_at.as_ref()),
         "resolution": opt(&i.resolution),
         "version": i.version,
@@ -143,6 +144,12 @@ pub fn detail_json(d: &pb::IncidentDetail) -> Value {
             "occurred_at": time_json(n.occurred_at.as_ref()),
             "recorded_at": time_json(n.recorded_at.as_ref()),
             "late_reason": opt(&n.late_reason),
+        })).collect::<Vec<_>>(),
+        "risks": d.risks.iter().map(|r| json!({
+            "risk_ref": r.risk_ref,
+            "rationale": r.rationale,
+            "linked_by": r.linked_by,
+            "linked_at": time_json(r.linked_at.as_ref()),
         })).collect::<Vec<_>>(),
     })
 }
@@ -347,6 +354,22 @@ pub fn incident_card(d: &pb::IncidentDetail) -> String {
             &rows,
             60,
         ));
+    }
+    if !d.risks.is_empty() {
+        out.push_str("\nRegister risks realised\n");
+        let rows: Vec<Vec<String>> = d
+            .risks
+            .iter()
+            .map(|r| {
+                vec![
+                    r.risk_ref.clone(),
+                    r.linked_by.clone(),
+                    time(r.linked_at.as_ref()).unwrap_or_default(),
+                    r.rationale.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["RISK", "LINKED BY", "AT", "WHY"], &rows, 60));
     }
     if !d.notes.is_empty() {
         out.push_str("\nNotes\n");

@@ -16,6 +16,7 @@ on_both_stores!(
     a_remembered_position_the_server_never_reached_is_reported_and_forgotten,
     the_handshake_and_the_cmc_log_from_the_command_line,
     an_incident_decision_log_from_the_command_line,
+    risks_are_linked_listed_and_counted_from_the_command_line,
 );
 
 struct Server {
@@ -904,6 +905,74 @@ async fn an_incident_decision_log_from_the_command_line(backend: Backend) {
     );
     assert!(
         table.stdout.contains("reviewed: too narrow"),
+        "{}",
+        table.stdout
+    );
+}
+
+async fn risks_are_linked_listed_and_counted_from_the_command_line(backend: Backend) {
+    let s = Server::start(backend).await;
+    let mut ids = Vec::new();
+    for title in ["Phished finance clerk", "Phished HR officer"] {
+        let opened = s
+            .json(&["incidents", "open", "--title", title, "--severity", "high"])
+            .await;
+        ids.push(
+            opened["commit"]["aggregate_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let linked = s
+        .json(&[
+            "risk",
+            "link",
+            &ids[0],
+            "R-042",
+            "--rationale",
+            "credential phishing",
+        ])
+        .await;
+    assert_eq!(linked["incident"]["risks"][0]["risk_ref"], "R-042");
+    assert_eq!(linked["incident"]["incident"]["risk_refs"][0], "R-042");
+    s.json(&["risk", "link", &ids[1], "R-042", "--rationale", "same"])
+        .await;
+    let r = s
+        .ctl(&["risk", "link", &ids[1], "R-042", "--rationale", "again"])
+        .await;
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    s.json(&[
+        "risk",
+        "unlink",
+        &ids[1],
+        "R-042",
+        "--reason",
+        "wrong entry",
+    ])
+    .await;
+
+    let listed = s.json(&["incidents", "list", "--risk", "R-042"]).await;
+    let listed: Vec<&str> = listed["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["incident_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, vec![ids[0].as_str()]);
+    let counts = s.json(&["risk", "counts"]).await;
+    assert_eq!(
+        counts["risks"],
+        serde_json::json!([{"risk_ref": "R-042", "incidents": 1, "open": 1}])
+    );
+    let table = s.ctl(&["incidents", "show", &ids[0]]).await;
+    assert!(
+        table.stdout.contains("Register risks realised"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains("credential phishing"),
         "{}",
         table.stdout
     );

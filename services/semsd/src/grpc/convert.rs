@@ -7,7 +7,9 @@ use sems_domain::{
     Level, Limits, Observable, Phase, Priority, Role, Severity, Text, alert::AlertReport,
 };
 use sems_proto::v1 as pb;
-use sems_readmodel::{AlertRow, AuthorityNotification, IncidentSummary, NoteRow, RoleHolder};
+use sems_readmodel::{
+    AlertRow, AuthorityNotification, IncidentSummary, LinkedRisk, NoteRow, RoleHolder,
+};
 use uuid::Uuid;
 
 pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> AppError {
@@ -191,6 +193,17 @@ pub fn incident(s: &IncidentSummary) -> pb::Incident {
         position: u64::try_from(r.position).unwrap_or(0),
         resolution: r.resolution.clone().unwrap_or_default(),
         authority_notified_at: ts_opt(r.authority_notified_at),
+        risk_refs: r.risks.iter().map(|l| l.risk_ref.clone()).collect(),
+    }
+}
+
+/// A linked register risk for the wire.
+pub fn risk(l: &LinkedRisk) -> pb::LinkedRisk {
+    pb::LinkedRisk {
+        risk_ref: l.risk_ref.clone(),
+        rationale: l.rationale.clone(),
+        linked_by: l.linked_by.clone(),
+        linked_at: Some(ts(l.linked_at)),
     }
 }
 

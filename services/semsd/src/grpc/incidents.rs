@@ -10,10 +10,10 @@ use sems_domain::{
 use sems_proto::v1::{
     AcknowledgeIncidentRequest, AddNoteRequest, AmendIncidentDecisionRequest, AssignRoleRequest,
     ChangeLevelRequest, ChangePhaseRequest, ClassifyIncidentRequest, CloseIncidentRequest,
-    CommitInfo, CrisisEscalationResponse, NotifyAuthorityRequest, OpenIncidentRequest,
-    RecordIncidentDecisionRequest, ReopenIncidentRequest, RequestCrisisEscalationRequest,
-    ResolveIncidentRequest, ReviewIncidentDecisionRequest,
-    incident_service_server::IncidentService,
+    CommitInfo, CrisisEscalationResponse, LinkRiskRequest, NotifyAuthorityRequest,
+    OpenIncidentRequest, RecordIncidentDecisionRequest, ReopenIncidentRequest,
+    RequestCrisisEscalationRequest, ResolveIncidentRequest, ReviewIncidentDecisionRequest,
+    UnlinkRiskRequest, incident_service_server::IncidentService,
 };
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -238,6 +238,43 @@ impl IncidentService for Api {
                     authority: r.authority.clone(),
                     reference: r.reference.clone(),
                     summary: r.summary.clone(),
+                })
+            },
+        )
+        .await
+    }
+
+    async fn link_risk(
+        &self,
+        request: Request<LinkRiskRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
+        let (m, r) = (request.metadata().clone(), request.into_inner());
+        self.on_incident("LinkRisk", &m, actor, &r.incident_id, &r.request_id, || {
+            Ok(IncidentCommand::LinkRisk {
+                risk_ref: r.risk_ref.clone(),
+                rationale: r.rationale.clone(),
+            })
+        })
+        .await
+    }
+
+    async fn unlink_risk(
+        &self,
+        request: Request<UnlinkRiskRequest>,
+    ) -> Result<Response<CommitInfo>, Status> {
+        let actor = principal(&request);
+        let (m, r) = (request.metadata().clone(), request.into_inner());
+        self.on_incident(
+            "UnlinkRisk",
+            &m,
+            actor,
+            &r.incident_id,
+            &r.request_id,
+            || {
+                Ok(IncidentCommand::UnlinkRisk {
+                    risk_ref: r.risk_ref.clone(),
+                    reason: r.reason.clone(),
                 })
             },
         )

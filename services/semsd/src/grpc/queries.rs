@@ -3,9 +3,10 @@
 
 use sems_app::AppError;
 use sems_proto::v1::{
-    DecisionRegister, GetIncidentDecisionLogRequest, GetIncidentRequest, IncidentDetail,
-    IncidentSort as PbSort, ListAlertsRequest, ListAlertsResponse, ListIncidentsRequest,
-    ListIncidentsResponse, incident_query_service_server::IncidentQueryService,
+    CountIncidentsByRiskRequest, CountIncidentsByRiskResponse, DecisionRegister,
+    GetIncidentDecisionLogRequest, GetIncidentRequest, IncidentDetail, IncidentSort as PbSort,
+    ListAlertsRequest, ListAlertsResponse, ListIncidentsRequest, ListIncidentsResponse,
+    RiskIncidents, incident_query_service_server::IncidentQueryService,
 };
 use sems_readmodel::{AlertQuery, Cursor, IncidentQuery, IncidentSort};
 use tonic::{Request, Response, Status};
@@ -50,6 +51,38 @@ fn each<T>(
 
 #[tonic::async_trait]
 impl IncidentQueryService for Api {
+    async fn count_incidents_by_risk(
+        &self,
+        request: Request<CountIncidentsByRiskRequest>,
+    ) -> Result<Response<CountIncidentsByRiskResponse>, Status> {
+        let span = rpc_span(
+            "IncidentQueryService",
+            "CountIncidentsByRisk",
+            request.metadata(),
+        );
+        async move {
+            let min = request
+                .get_ref()
+                .consistency
+                .as_ref()
+                .map_or(0, |c| c.min_position);
+            self.consistent(request.extensions(), min).await?;
+            let risks = self.reads.incidents_per_risk().await.map_err(status)?;
+            Ok(Response::new(CountIncidentsByRiskResponse {
+                risks: risks
+                    .into_iter()
+                    .map(|r| RiskIncidents {
+                        risk_ref: r.risk_ref,
+                        incidents: u64::try_from(r.incidents).unwrap_or(0),
+                        open: u64::try_from(r.open).unwrap_or(0),
+                    })
+                    .collect(),
+            }))
+        }
+        .instrument(span)
+        .await
+    }
+
     async fn get_decision_log(
         &self,
         request: Request<GetIncidentDecisionLogRequest>,
@@ -114,6 +147,13 @@ impl IncidentQueryService for Api {
                     .iter()
                     .map(convert::notification)
                     .collect(),
+                risks: detail
+                    .incident
+                    .row
+                    .risks
+                    .iter()
+                    .map(convert::risk)
+                    .collect(),
             }))
         }
         .instrument(span)
@@ -157,6 +197,10 @@ impl IncidentQueryService for Api {
                     text: (!text.is_empty()).then_some(text),
                     escalation_requested: None,
                     updated_before: None,
+                    risk_ref: match r.risk_ref.trim() {
+                        "" => None,
+                        t => Some(sems_domain::incident::risk_reference("risk_ref", t)?),
+                    },
                     sort,
                     page_size: page_size(r.page_size)?,
                     after,
