@@ -729,7 +729,9 @@ fn crisis_json(d: &pb::CrisisDetail) -> Value {
             "communication_id": m.communication_id, "audience": m.audience,
             "channel": m.channel, "tlp": m.tlp, "status": m.status,
             "required_role": m.required_role, "approved_by": m.approved_by,
-            "retracted_by": m.retracted_by, "retraction_reason": m.retraction_reason,
+            "retracted_by": m.retracted_by,
+            "retracted_at": output::time(m.retracted_at.as_ref()),
+            "retraction_reason": m.retraction_reason,
         })).collect::<Vec<_>>(),
     })
 }

@@ -17,6 +17,7 @@ on_both_stores!(
     the_handshake_and_the_cmc_log_from_the_command_line,
     an_incident_decision_log_from_the_command_line,
     risks_are_linked_listed_and_counted_from_the_command_line,
+    a_statement_is_drafted_approved_sent_and_retracted_from_the_command_line,
 );
 
 struct Server {
@@ -976,4 +977,127 @@ async fn risks_are_linked_listed_and_counted_from_the_command_line(backend: Back
         "{}",
         table.stdout
     );
+}
+
+async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_line(
+    backend: Backend,
+) {
+    let tokens: String = ["tom.tactical", "carla.cmc"]
+        .iter()
+        .map(|p| {
+            format!(
+                "{p} sha256:{}\n",
+                sems_app::sha256_hex(format!("t-{p}").as_bytes())
+            )
+        })
+        .collect();
+    let s = Server::start_with(backend, Some(tokens)).await;
+    let carla = |args: &[&str]| with_token("t-carla.cmc", args);
+    let tom = |args: &[&str]| with_token("t-tom.tactical", args);
+    let opened = s
+        .json(&strs(&tom(&[
+            "incidents",
+            "open",
+            "--title",
+            "Customer data exposed",
+            "--severity",
+            "critical",
+        ])))
+        .await;
+    let incident = opened["commit"]["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let declared = s
+        .json(&strs(&carla(&[
+            "crisis",
+            "declare",
+            "--title",
+            "Data breach",
+            "--incident",
+            &incident,
+            "--criteria",
+            "C1: personal data of customers",
+        ])))
+        .await;
+    let crisis = declared["commit"]["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Tom speaks for communications, logged present by Carla; Carla drafts and sends.
+    for args in [
+        carla(&[
+            "crisis",
+            "attend",
+            &crisis,
+            "--person",
+            "tom.tactical",
+            "--role",
+            "communications",
+        ]),
+        carla(&[
+            "crisis",
+            "communicate",
+            &crisis,
+            "--audience",
+            "staff",
+            "--channel",
+            "intranet",
+            "--tlp",
+            "green",
+            "--content",
+            "Do not open mail from payroll-update.example",
+        ]),
+    ] {
+        let r = s.ctl(&strs(&args)).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    let shown = s.json(&strs(&carla(&["crisis", "show", &crisis]))).await;
+    let message = shown["communications"][0]["communication_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The drafter approves nothing of her own.
+    let r = s
+        .ctl(&strs(&carla(&[
+            "crisis",
+            "approve",
+            &crisis,
+            &message,
+            "--role",
+            "crisis-lead",
+        ])))
+        .await;
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    for args in [
+        tom(&[
+            "crisis",
+            "approve",
+            &crisis,
+            &message,
+            "--role",
+            "communications",
+        ]),
+        carla(&["crisis", "send", &crisis, &message]),
+        tom(&[
+            "crisis",
+            "retract",
+            &crisis,
+            &message,
+            "--reason",
+            "the sender domain was wrong",
+            "--role",
+            "communications",
+        ]),
+    ] {
+        let r = s.ctl(&strs(&args)).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    let shown = s.json(&strs(&carla(&["crisis", "show", &crisis]))).await;
+    let m = &shown["communications"][0];
+    assert_eq!(m["status"], "RETRACTED", "{m}");
+    assert_eq!(m["approved_by"], "tom.tactical");
+    assert_eq!(m["retracted_by"], "tom.tactical");
+    assert_eq!(m["retraction_reason"], "the sender domain was wrong");
+    assert!(m["retracted_at"].is_string(), "{m}");
 }
