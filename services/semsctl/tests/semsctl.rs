@@ -383,16 +383,7 @@ async fn a_remembered_position_the_server_never_reached_is_reported_and_forgotte
 }
 
 async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
-    let tokens: String = ["tom.tactical", "carla.cmc"]
-        .iter()
-        .map(|p| {
-            format!(
-                "{p} sha256:{}\n",
-                sems_app::sha256_hex(format!("t-{p}").as_bytes())
-            )
-        })
-        .collect();
-    let s = Server::start_with(backend, Some(tokens)).await;
+    let s = Server::start_with(backend, Some(tokens(&["tom.tactical", "carla.cmc"]))).await;
     // Without a token, nothing.
     let anonymous = s.ctl(&["incidents", "list"]).await;
     assert_eq!(anonymous.code, 9, "{}", anonymous.stderr);
@@ -743,6 +734,19 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
     assert_eq!(last, ["InformationSuperseded", "InformationCorroborated"]);
 }
 
+/// A tokens file for `people`: each one's token is `t-` and their name.
+fn tokens(people: &[&str]) -> String {
+    people
+        .iter()
+        .map(|p| {
+            format!(
+                "{p} sha256:{}\n",
+                sems_app::sha256_hex(format!("t-{p}").as_bytes())
+            )
+        })
+        .collect()
+}
+
 fn with_token(token: &str, args: &[&str]) -> Vec<String> {
     let mut all = vec!["--token".to_owned(), token.to_owned()];
     all.extend(args.iter().map(|a| a.to_string()));
@@ -982,16 +986,7 @@ async fn risks_are_linked_listed_and_counted_from_the_command_line(backend: Back
 async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_line(
     backend: Backend,
 ) {
-    let tokens: String = ["tom.tactical", "carla.cmc"]
-        .iter()
-        .map(|p| {
-            format!(
-                "{p} sha256:{}\n",
-                sems_app::sha256_hex(format!("t-{p}").as_bytes())
-            )
-        })
-        .collect();
-    let s = Server::start_with(backend, Some(tokens)).await;
+    let s = Server::start_with(backend, Some(tokens(&["tom.tactical", "carla.cmc"]))).await;
     let carla = |args: &[&str]| with_token("t-carla.cmc", args);
     let tom = |args: &[&str]| with_token("t-tom.tactical", args);
     let opened = s
