@@ -37,7 +37,9 @@
 //!   with a reason, by someone present in that same role (or as crisis lead) — the retraction
 //!   is recorded, the communication never erased;
 //! * a crisis goes active → stabilising (with a reason, once) → stood down → reviewed;
-//! * stand-down names who takes control next and is backed by a current decision;
+//! * stand-down names who takes control next and is backed by a current decision taken at
+//!   `STRATEGIC` (standing the CMC down is the CMC's own decision, not a tactical one it
+//!   logged);
 //! * a stood-down crisis refuses everything but its post-crisis review, recorded once, the
 //!   progress of its actions still open (their owners carry them on after the CMC, and an
 //!   action nobody could close would stay overdue for ever) and the retraction of a sent
@@ -814,6 +816,8 @@ pub struct CrisisState {
     pub superseded: HashMap<Uuid, Uuid>,
     /// Decisions: id → whether it is current (not superseded).
     pub decisions: HashMap<Uuid, bool>,
+    /// The decisions taken at `STRATEGIC`.
+    pub strategic: HashSet<Uuid>,
     /// Who is in the CMC now, and in which role.
     pub present: HashMap<String, CmcRole>,
     /// The version of the objectives last set.
@@ -1574,6 +1578,14 @@ impl Aggregate for Crisis {
                 decision_id,
             } => {
                 current_decision(&s.decisions, *decision_id, "decision_id", "crisis")?;
+                if !s.strategic.contains(decision_id) {
+                    return Err(DomainError::invalid(
+                        "decision_id",
+                        format!(
+                            "decision {decision_id} was not taken at STRATEGIC: standing the CMC down is its own decision"
+                        ),
+                    ));
+                }
                 CrisisEvent::CrisisStoodDown {
                     handed_to: Text::required("handed_to", handed_to, Limits::PERSON)?,
                     decision_id: *decision_id,
@@ -1605,6 +1617,7 @@ impl Aggregate for Crisis {
                 contradicted: Default::default(),
                 superseded: Default::default(),
                 decisions: Default::default(),
+                strategic: Default::default(),
                 present: Default::default(),
                 objectives_version: 0,
                 reports: Default::default(),
@@ -1716,6 +1729,9 @@ impl Aggregate for Crisis {
             }
             CrisisEvent::DecisionRecorded(d) => {
                 s.decisions.insert(d.decision_id, true);
+                if d.level == Level::Strategic {
+                    s.strategic.insert(d.decision_id);
+                }
             }
             CrisisEvent::DecisionSuperseded { decision_id, .. } => {
                 s.decisions.insert(*decision_id, false);
@@ -2151,6 +2167,17 @@ mod tests {
             decision_id: id(n),
         };
         assert_eq!(invalid(c.decide(&stand_down(99), &ctx())), "decision_id");
+        // A decision the CMC logged at TACTICAL does not stand it down.
+        let CrisisCommand::RecordDecision(mut tactical) = decision(21, vec![], None) else {
+            unreachable!()
+        };
+        tactical.level = Level::Tactical;
+        let logged = recorded(&c, &CrisisCommand::RecordDecision(tactical));
+        let with_tactical = given(&[activated(), first[0].clone(), logged[0].clone()]);
+        assert_eq!(
+            invalid(with_tactical.decide(&stand_down(21), &ctx())),
+            "decision_id"
+        );
         let events = recorded(&c, &stand_down(20));
         let c = given(&[activated(), first[0].clone(), events[0].clone()]);
         // A stood-down crisis refuses everything else.
