@@ -1689,15 +1689,35 @@ pub async fn crisis(
             q.get_timeline(r).await.map(tonic::Response::into_inner)
         })
         .await?;
-    let entries: Vec<Value> = last
+    let at_commit: Vec<&pb::TimelineEntry> = last
         .entries
         .iter()
         .filter(|e| e.position == commit.position)
-        .map(|e| json!(e.summary))
         .collect();
-    print_commit(format, what, &commit, json!({ "entries": entries }));
+    let mut extra = json!({
+        "entries": at_commit.iter().map(|e| json!(e.summary)).collect::<Vec<_>>(),
+    });
+    // The id of what the command created (chosen by the server), for the commands that follow.
+    for (event_type, key) in CREATED {
+        if let Some(e) = at_commit.iter().find(|e| e.event_type == event_type)
+            && let Ok(detail) = serde_json::from_str::<Value>(&e.detail_json)
+            && let Some(id) = detail.get(key)
+        {
+            extra[key] = id.clone();
+        }
+    }
+    print_commit(format, what, &commit, extra);
     Ok(())
 }
+
+/// The events that create an item of the CMC log, and the field naming it.
+const CREATED: [(&str, &str); 5] = [
+    ("InformationReceived", "information_id"),
+    ("SituationReportIssued", "report_id"),
+    ("DecisionRecorded", "decision_id"),
+    ("ActionAssigned", "action_id"),
+    ("CommunicationDrafted", "communication_id"),
+];
 
 async fn show_crisis(s: &mut Session, id: &str) -> Result<pb::CrisisDetail, CtlError> {
     let q = s.cmc();

@@ -591,6 +591,13 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         )))
         .await;
     assert_eq!(decided.code, 0, "{}", decided.stderr);
+    // The table names the decision the server chose the id of.
+    let decision_id = decided
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("decision_id: "))
+        .unwrap_or_else(|| panic!("no decision id printed: {}", decided.stdout))
+        .to_owned();
     let mut lines =
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(watch.stdout.take().unwrap()));
     let mut seen = Vec::new();
@@ -656,6 +663,7 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         )))
         .await;
     assert_eq!(register["current"][0]["decision"], "Shut the OT gateway");
+    assert_eq!(register["current"][0]["decision_id"], decision_id.as_str());
     assert_eq!(register["current"][0]["options"][0]["why_not"], "too slow");
 
     // A second report confirms the first, a third replaces it; their ids are in the timeline.
@@ -1020,8 +1028,8 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
         .unwrap()
         .to_owned();
     // Tom speaks for communications, logged present by Carla; Carla drafts and sends.
-    for args in [
-        carla(&[
+    let attended = s
+        .ctl(&strs(&carla(&[
             "crisis",
             "attend",
             &crisis,
@@ -1029,8 +1037,11 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
             "tom.tactical",
             "--role",
             "communications",
-        ]),
-        carla(&[
+        ])))
+        .await;
+    assert_eq!(attended.code, 0, "{}", attended.stderr);
+    let drafted = s
+        .json(&strs(&carla(&[
             "crisis",
             "communicate",
             &crisis,
@@ -1042,16 +1053,12 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
             "green",
             "--content",
             "Do not open mail from payroll-update.example",
-        ]),
-    ] {
-        let r = s.ctl(&strs(&args)).await;
-        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
-    }
+        ])))
+        .await;
+    // The command names what it created.
+    let message = drafted["communication_id"].as_str().unwrap().to_owned();
     let shown = s.json(&strs(&carla(&["crisis", "show", &crisis]))).await;
-    let message = shown["communications"][0]["communication_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(shown["communications"][0]["communication_id"], message);
     // The drafter approves nothing of her own.
     let r = s
         .ctl(&strs(&carla(&[
