@@ -240,7 +240,8 @@ enum Command {
         write: WriteArgs,
     },
     /// Play a short scenario against the server: alerts from two sources, a duplicate, an
-    /// incident taken to TACTICAL and resolved.
+    /// incident taken to TACTICAL with a decision logged, resolved and linked to a register
+    /// risk.
     Demo {
         /// Pause between steps, in milliseconds.
         #[arg(long, default_value_t = 400)]

@@ -156,7 +156,8 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
 
     step(
         5,
-        "Exploitation is confirmed: raised to CRITICAL / P1, taken to TACTICAL, containment",
+        "Exploitation is confirmed: raised to CRITICAL / P1, taken to TACTICAL; the tactical \
+         commander logs the decision to isolate the gateway; containment",
     );
     let c = s
         .incidents()
@@ -202,6 +203,25 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
     out.commit("Moved to TACTICAL: incident", &c, None);
     let c = s
         .incidents()
+        .record_decision(s.request(pb::RecordIncidentDecisionRequest {
+            incident_id: incident.clone(),
+            decision: "Isolate vpn-gw-01 and fail VPN users over to vpn-gw-02".into(),
+            rationale: "code execution confirmed: the host can no longer be trusted".into(),
+            options: vec![pb::OptionConsidered {
+                option: "patch in place and keep it serving".into(),
+                why_not: "a compromised host stays compromised after patching".into(),
+            }],
+            risks_accepted: "VPN capacity halved until the rebuild".into(),
+            decision_maker: "duty tactical commander".into(),
+            level: pb::Level::Tactical as i32,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner();
+    s.wrote(c.position);
+    out.commit("Logged a decision in incident", &c, None);
+    let c = s
+        .incidents()
         .change_phase(s.request(pb::ChangePhaseRequest {
             incident_id: incident.clone(),
             phase: pb::Phase::Contain as i32,
@@ -214,7 +234,11 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
     out.commit("Containment under way: incident", &c, None);
     pause().await;
 
-    step(6, "Patched, rebuilt and verified: the incident is resolved");
+    step(
+        6,
+        "Patched, rebuilt and verified: the incident is resolved and linked to the register \
+         risk it realised",
+    );
     let c = s
         .incidents()
         .resolve_incident(
@@ -235,6 +259,22 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         .into_inner();
     s.wrote(c.position);
     out.commit("Resolved incident", &c, None);
+    let c = s
+        .incidents()
+        .link_risk(
+            s.request(pb::LinkRiskRequest {
+                incident_id: incident.clone(),
+                risk_ref: "R-017".into(),
+                rationale: "unpatched internet-facing service: the gateway was missing from the \
+                        asset inventory"
+                    .into(),
+                request_id: String::new(),
+            }),
+        )
+        .await?
+        .into_inner();
+    s.wrote(c.position);
+    out.commit("Linked register risk R-017 to incident", &c, None);
 
     step(
         7,
@@ -248,7 +288,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
     if talk {
         println!(
             "\nNext: `semsctl incidents list`, `semsctl incidents show {incident}`, \
-             `semsctl alerts list --status received`."
+             `semsctl decision log {incident}`, `semsctl alerts list --status received`."
         );
     }
     Ok(())

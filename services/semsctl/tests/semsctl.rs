@@ -148,6 +148,13 @@ async fn the_demo_leaves_a_resolved_tactical_incident_and_an_untriaged_alert(bac
     );
     assert_eq!(detail["roles"][0]["role"], "COMMANDER");
     assert_eq!(detail["notes"].as_array().unwrap().len(), 1);
+    assert_eq!(detail["risks"][0]["risk_ref"], "R-017");
+    let log = s.json(&["decision", "log", id]).await;
+    assert_eq!(log["current"][0]["level"], "TACTICAL");
+    assert_eq!(
+        log["current"][0]["decision"],
+        "Isolate vpn-gw-01 and fail VPN users over to vpn-gw-02"
+    );
 
     let waiting = s.json(&["alerts", "list", "--status", "received"]).await;
     let alerts = waiting["alerts"].as_array().unwrap();
@@ -1027,9 +1034,10 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
         .as_str()
         .unwrap()
         .to_owned();
-    // Tom speaks for communications, logged present by Carla; Carla drafts and sends.
-    let attended = s
-        .ctl(&strs(&carla(&[
+    // Tom speaks for communications, logged present by Carla; Carla leads, logged by Tom;
+    // Carla drafts and sends.
+    for args in [
+        carla(&[
             "crisis",
             "attend",
             &crisis,
@@ -1037,26 +1045,41 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
             "tom.tactical",
             "--role",
             "communications",
-        ])))
-        .await;
-    assert_eq!(attended.code, 0, "{}", attended.stderr);
-    let drafted = s
-        .json(&strs(&carla(&[
+        ]),
+        tom(&[
             "crisis",
-            "communicate",
+            "attend",
             &crisis,
-            "--audience",
-            "staff",
-            "--channel",
-            "intranet",
-            "--tlp",
-            "green",
-            "--content",
-            "Do not open mail from payroll-update.example",
-        ])))
-        .await;
-    // The command names what it created.
+            "--person",
+            "carla.cmc",
+            "--role",
+            "crisis-lead",
+        ]),
+    ] {
+        let r = s.ctl(&strs(&args)).await;
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    let draft = carla(&[
+        "crisis",
+        "communicate",
+        &crisis,
+        "--audience",
+        "staff",
+        "--channel",
+        "intranet",
+        "--tlp",
+        "green",
+        "--content",
+        "Do not open mail from payroll-update.example",
+        "--request-id",
+        "staff-warning",
+    ]);
+    let drafted = s.json(&strs(&draft)).await;
+    // The command names what it created; run again with its request id, the same.
     let message = drafted["communication_id"].as_str().unwrap().to_owned();
+    let again = s.json(&strs(&draft)).await;
+    assert_eq!(again["commit"]["replayed"], true);
+    assert_eq!(again["communication_id"], message.as_str());
     let shown = s.json(&strs(&carla(&["crisis", "show", &crisis]))).await;
     assert_eq!(shown["communications"][0]["communication_id"], message);
     // The drafter approves nothing of her own.
@@ -1071,6 +1094,7 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
         ])))
         .await;
     assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("other than its drafter"), "{}", r.stderr);
     for args in [
         tom(&[
             "crisis",
