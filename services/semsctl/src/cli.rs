@@ -904,7 +904,14 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .into_inner();
             let handover = c.handover_id;
             let c = c.commit.unwrap_or_default();
-            after_write(&mut s, &out, "Requested crisis escalation of incident", c).await?;
+            after_write_naming(
+                &mut s,
+                &out,
+                "Requested crisis escalation of incident",
+                c,
+                Some(("handover_id", &handover)),
+            )
+            .await?;
             if out.format == Format::Table {
                 println!(
                     "\nHandover {handover} started: brief the CMC with \
@@ -931,11 +938,25 @@ pub struct Printer {
 impl Printer {
     /// A command's answer, with the incident as it now reads.
     pub fn commit(&self, what: &str, c: &pb::CommitInfo, detail: Option<&pb::IncidentDetail>) {
+        self.commit_naming(what, c, detail, None);
+    }
+
+    /// [`Printer::commit`], naming in JSON something else the command created.
+    fn commit_naming(
+        &self,
+        what: &str,
+        c: &pb::CommitInfo,
+        detail: Option<&pb::IncidentDetail>,
+        created: Option<(&str, &str)>,
+    ) {
         match self.format {
             Format::Json => {
                 let mut doc = json!({ "commit": output::commit_json(c) });
                 if let Some(d) = detail {
                     doc["incident"] = output::detail_json(d);
+                }
+                if let Some((field, id)) = created {
+                    doc[field] = json!(id);
                 }
                 println!("{doc}");
             }
@@ -1069,16 +1090,27 @@ async fn after_write(
     what: &str,
     c: pb::CommitInfo,
 ) -> Result<(), CtlError> {
+    after_write_naming(s, out, what, c, None).await
+}
+
+/// [`after_write`], naming in JSON something else the write created (`(field, id)`).
+async fn after_write_naming(
+    s: &mut Session,
+    out: &Printer,
+    what: &str,
+    c: pb::CommitInfo,
+    created: Option<(&str, &str)>,
+) -> Result<(), CtlError> {
     s.wrote(c.position);
     match show(s, &c.aggregate_id).await {
         Ok(detail) => {
-            out.commit(what, &c, Some(&detail));
+            out.commit_naming(what, &c, Some(&detail), created);
             Ok(())
         }
         Err(e) => {
             // The write is recorded: say so before the read's error, so a script does not
             // repeat it.
-            out.commit(what, &c, None);
+            out.commit_naming(what, &c, None, created);
             eprintln!(
                 "semsctl: the change is recorded (position {}); reading the incident back failed",
                 c.position

@@ -166,6 +166,10 @@ pub fn commit_json(c: &pb::CommitInfo) -> Value {
 
 /// Left-aligned columns separated by two spaces; cells longer than `max` are cut with `…`.
 pub fn table(headers: &[&str], rows: &[Vec<String>], max: usize) -> String {
+    debug_assert!(
+        rows.iter().all(|r| r.len() == headers.len()),
+        "every row has a cell per header: {headers:?}"
+    );
     let cut = |s: &str| -> String {
         let s = s.replace(['\n', '\t'], " ");
         if s.chars().count() > max {
@@ -258,6 +262,7 @@ pub fn alerts_table(alerts: &[pb::AlertView]) -> String {
             "REF",
             "SEVERITY",
             "STATUS",
+            "AT SOURCE",
             "REPEATS",
             "LAST SEEN",
             "TITLE",
@@ -405,6 +410,36 @@ mod tests {
             10,
         );
         assert_eq!(t, "ID  TITLE\n1   short\n22  a title f…\n");
+    }
+
+    #[test]
+    fn the_alerts_table_has_a_header_over_every_column() {
+        let a = pb::AlertView {
+            alert_id: "a1".into(),
+            source: "suricata".into(),
+            source_ref: "flow-1".into(),
+            title: "log4j".into(),
+            severity: pb::Severity::High as i32,
+            status: "promoted".into(),
+            source_state: "firing".into(),
+            repeat_count: 2,
+            ..Default::default()
+        };
+        let t = alerts_table(&[a]);
+        let lines: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines[0],
+            [
+                "ALERT", "SOURCE", "REF", "SEVERITY", "STATUS", "AT", "SOURCE", "REPEATS", "LAST",
+                "SEEN", "TITLE"
+            ]
+        );
+        assert_eq!(
+            lines[1],
+            [
+                "a1", "suricata", "flow-1", "HIGH", "promoted", "firing", "2", "log4j"
+            ]
+        );
     }
 
     #[test]

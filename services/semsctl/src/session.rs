@@ -44,8 +44,8 @@ pub struct Session {
     state: Option<PathBuf>,
     /// Highest position this client wrote (this run or, from the state file, earlier).
     written: u64,
-    /// This run wrote something (its position is certain to exist).
-    wrote_now: bool,
+    /// Highest position this run wrote (0: none); it is certain to exist on this server.
+    own: u64,
 }
 
 impl Session {
@@ -88,7 +88,7 @@ impl Session {
             timeout,
             state,
             written,
-            wrote_now: false,
+            own: 0,
         })
     }
 
@@ -140,7 +140,7 @@ impl Session {
 
     /// Records a write at `position`: later reads wait for it.
     pub fn wrote(&mut self, position: u64) {
-        self.wrote_now = true;
+        self.own = self.own.max(position);
         if position <= self.written {
             return;
         }
@@ -155,33 +155,46 @@ impl Session {
     }
 
     /// Runs a query at `min_position` = this client's last write. When that position comes
-    /// from an earlier run and the server never reaches it (its store was replaced), says so
-    /// and reads what the server has, forgetting the old position.
+    /// from an earlier run and the server never reaches it (its store was replaced: this run's
+    /// own writes may even have landed below it), says so and reads at this run's own last
+    /// write (or what the server has), forgetting the old position.
     pub async fn read<T>(
         &mut self,
         call: impl AsyncFn(u64) -> Result<T, tonic::Status>,
     ) -> Result<T, CtlError> {
         match call(self.written).await {
-            // Only a position remembered from an earlier run may be one the server never
-            // reaches; this run's own writes exist, so a time-out then is a slow read model.
-            Err(s) if s.code() == Code::DeadlineExceeded && self.written > 0 && !self.wrote_now => {
+            // Only a position remembered from an earlier run, above anything this run wrote,
+            // may be one the server never reaches; this run's own writes exist, so a time-out
+            // waiting for them is a slow read model.
+            Err(s) if s.code() == Code::DeadlineExceeded && self.written > self.own => {
                 eprintln!(
-                    "semsctl: warning: {} has not reached position {}, this client's last write; \
-                     it may run on a new store. Showing what it has.",
-                    self.server, self.written
+                    "semsctl: warning: {} has not reached position {}, this client's last write \
+                     in an earlier run; it may run on a new store. Showing what it has{}.",
+                    self.server,
+                    self.written,
+                    if self.own > 0 {
+                        format!(" after this run's write at position {}", self.own)
+                    } else {
+                        String::new()
+                    }
                 );
                 self.forget();
-                Ok(call(0).await?)
+                Ok(call(self.own).await?)
             }
             other => Ok(other?),
         }
     }
 
+    /// Forgets positions of earlier runs: only this run's own write (if any) is remembered.
     fn forget(&mut self) {
-        self.written = 0;
+        self.written = self.own;
         if let Some(path) = &self.state {
             let mut all = read_positions(path);
-            all.remove(&self.server);
+            if self.own > 0 {
+                all.insert(self.server.clone(), self.own);
+            } else {
+                all.remove(&self.server);
+            }
             let _ = write_positions(path, &all);
         }
     }

@@ -387,6 +387,44 @@ async fn a_remembered_position_the_server_never_reached_is_reported_and_forgotte
     );
     let state = std::fs::read_to_string(s.state.path().join("positions.json")).unwrap();
     assert!(!state.contains("999999"), "{state}");
+
+    // A write after a stale position: its own position is what the read waits for.
+    let opened = s
+        .json(&[
+            "incidents",
+            "open",
+            "--title",
+            "Lost laptop",
+            "--severity",
+            "low",
+        ])
+        .await;
+    let id = opened["commit"]["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        s.state.path().join("positions.json"),
+        format!(r#"{{"{}": 999999}}"#, s.url),
+    )
+    .unwrap();
+    let r = s
+        .ctl(&["--timeout", "1", "--output", "json", "ack", &id])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("has not reached position 999999"),
+        "{}",
+        r.stderr
+    );
+    let acked: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(acked["incident"]["incident"]["status"], "ACKNOWLEDGED");
+    let position = acked["commit"]["position"].as_u64().unwrap();
+    let state = std::fs::read_to_string(s.state.path().join("positions.json")).unwrap();
+    assert!(
+        state.contains(&format!(": {position}")),
+        "the run's own write is remembered: {state}"
+    );
 }
 
 async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
@@ -421,18 +459,23 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
             "--reason",
             "two sites",
         ],
-        vec![
-            "escalate",
-            incident.as_str(),
-            "--reason",
-            "airside at risk",
-            "--criteria",
-            "C2",
-        ],
     ] {
         let r = s.ctl(&strs(&with_token("t-tom.tactical", &args))).await;
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
     }
+    let escalated = s
+        .json(&strs(&with_token(
+            "t-tom.tactical",
+            &[
+                "escalate",
+                incident.as_str(),
+                "--reason",
+                "airside at risk",
+                "--criteria",
+                "C2",
+            ],
+        )))
+        .await;
     let list = s
         .json(&strs(&with_token(
             "t-tom.tactical",
@@ -443,6 +486,14 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
+    assert_eq!(
+        escalated["handover_id"], handover,
+        "the escalation names the handover it started"
+    );
+    assert_eq!(
+        escalated["incident"]["incident"]["crisis_escalation_requested"],
+        true
+    );
 
     let brief = s.state.path().join("brief.json");
     let doc = serde_json::json!({
