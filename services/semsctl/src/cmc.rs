@@ -405,9 +405,12 @@ pub enum CrisisCommand {
 
 #[derive(Debug, Args)]
 pub struct DecideArgs {
+    /// Crisis id.
     crisis: String,
+    /// What was decided.
     #[arg(long)]
     decision: String,
+    /// Why.
     #[arg(long)]
     rationale: String,
     /// An option considered and not taken: "OPTION: why not" (repeat).
@@ -416,15 +419,19 @@ pub struct DecideArgs {
     /// An information item it relies on (repeat).
     #[arg(long = "information")]
     information: Vec<String>,
+    /// Assumptions it rests on.
     #[arg(long, default_value = "")]
     assumptions: String,
+    /// Risks accepted in taking it.
     #[arg(long, default_value = "")]
     risks_accepted: String,
+    /// Powers and policies relied on.
     #[arg(long, default_value = "")]
     powers: String,
     /// Who decided.
     #[arg(long)]
     maker: String,
+    /// Decided jointly with whom, if anyone.
     #[arg(long, default_value = "")]
     joint_with: String,
     /// Review by (RFC 3339).

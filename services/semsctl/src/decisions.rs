@@ -55,10 +55,13 @@ pub enum DecisionCommand {
 /// The level an incident's decision is taken at.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DecisionLevel {
+    /// Taken at OPERATIONAL level.
     Operational,
+    /// Taken at TACTICAL level.
     Tactical,
 }
 
+/// A decision as its maker states it (JESIP decision log).
 #[derive(Debug, Args)]
 pub struct RecordArgs {
     /// Incident id.
@@ -72,8 +75,10 @@ pub struct RecordArgs {
     /// An option considered and not taken: "OPTION: why not" (repeat).
     #[arg(long = "option")]
     options: Vec<String>,
+    /// Assumptions it rests on.
     #[arg(long, default_value = "")]
     assumptions: String,
+    /// Risks accepted in taking it.
     #[arg(long, default_value = "")]
     risks_accepted: String,
     /// Powers and policies relied on.
@@ -85,6 +90,7 @@ pub struct RecordArgs {
     /// The level it was taken at.
     #[arg(long, value_enum, default_value = "tactical")]
     level: DecisionLevel,
+    /// Decided jointly with whom, if anyone.
     #[arg(long, default_value = "")]
     joint_with: String,
     /// Review by (RFC 3339).
