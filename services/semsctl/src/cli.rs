@@ -253,7 +253,8 @@ enum Command {
 enum IncidentsCommand {
     /// List incidents, newest first unless --sort says otherwise.
     List(ListIncidentsArgs),
-    /// Show one incident with its alerts, roles and notes.
+    /// Show one incident with its alerts, roles, notifications, risks, notes and the
+    /// decisions in force.
     Show {
         /// Incident id.
         incident: String,
@@ -544,7 +545,38 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Incidents(IncidentsCommand::List(a)) => list_incidents(&mut s, &out, a).await,
         Command::Incidents(IncidentsCommand::Show { incident }) => {
             let detail = show(&mut s, &incident).await?;
-            out.detail(&detail);
+            let log = crate::decisions::log(&mut s, &incident).await?;
+            match out.format {
+                Format::Json => {
+                    let mut doc = output::detail_json(&detail);
+                    doc["decisions"] = json!(
+                        log.current
+                            .iter()
+                            .map(crate::cmc::decision_json)
+                            .collect::<Vec<_>>()
+                    );
+                    println!("{doc}");
+                }
+                Format::Table => {
+                    print!("{}", output::incident_card(&detail));
+                    if !log.current.is_empty() {
+                        println!("\nDecisions in force");
+                        for d in &log.current {
+                            println!(
+                                "{}  {} ({}): {}",
+                                crate::cmc::time_text(d.made_at.as_ref()),
+                                d.decision_maker,
+                                output::level(d.level),
+                                d.decision
+                            );
+                        }
+                        println!(
+                            "({} superseded; `semsctl decision log {incident}` for the whole log)",
+                            log.superseded.len()
+                        );
+                    }
+                }
+            }
             Ok(())
         }
         Command::Incidents(IncidentsCommand::Open {

@@ -221,7 +221,8 @@ fn new_id(incident: &str, request_id: &str) -> String {
     }
 }
 
-async fn log(s: &mut Session, incident: &str) -> Result<pb::DecisionRegister, CtlError> {
+/// An incident's decision log, read at this client's last write.
+pub(crate) async fn log(s: &mut Session, incident: &str) -> Result<pb::DecisionRegister, CtlError> {
     let q = s.queries();
     let t = s.timeout();
     s.read(async |min_position| {

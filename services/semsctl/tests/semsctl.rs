@@ -149,6 +149,18 @@ async fn the_demo_leaves_a_resolved_tactical_incident_and_an_untriaged_alert(bac
     assert_eq!(detail["roles"][0]["role"], "COMMANDER");
     assert_eq!(detail["notes"].as_array().unwrap().len(), 1);
     assert_eq!(detail["risks"][0]["risk_ref"], "R-017");
+    assert_eq!(detail["decisions"][0]["level"], "TACTICAL");
+    let card = s.ctl(&["incidents", "show", id]).await;
+    assert!(
+        card.stdout.contains("Decisions in force"),
+        "{}",
+        card.stdout
+    );
+    assert!(
+        card.stdout.contains("(TACTICAL): Isolate vpn-gw-01"),
+        "{}",
+        card.stdout
+    );
     let log = s.json(&["decision", "log", id]).await;
     assert_eq!(log["current"][0]["level"], "TACTICAL");
     assert_eq!(
