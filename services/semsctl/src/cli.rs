@@ -545,7 +545,13 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Incidents(IncidentsCommand::List(a)) => list_incidents(&mut s, &out, a).await,
         Command::Incidents(IncidentsCommand::Show { incident }) => {
             let detail = show(&mut s, &incident).await?;
-            let log = crate::decisions::log(&mut s, &incident).await?;
+            // The card stands without its decisions (an older semsd has no decision log).
+            let log = crate::decisions::log(&mut s, &incident)
+                .await
+                .unwrap_or_else(|e| {
+                    eprintln!("semsctl: warning: the decision log could not be read: {e}");
+                    pb::DecisionRegister::default()
+                });
             match out.format {
                 Format::Json => {
                     let mut doc = output::detail_json(&detail);
@@ -642,7 +648,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 request_id: write.request_id,
             };
             let c = s.alerts().dismiss_alert(s.request(r)).await?.into_inner();
-            s.wrote(c.position);
+            s.wrote(c.position, c.replayed);
             out.commit("Dismissed alert", &c, None);
             Ok(())
         }
@@ -659,7 +665,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 request_id: write.request_id,
             };
             let c = s.alerts().merge_alert(s.request(r)).await?.into_inner();
-            s.wrote(c.position);
+            s.wrote(c.position, c.replayed);
             out.commit("Merged alert", &c, None);
             Ok(())
         }
@@ -936,21 +942,22 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .into_inner();
             let handover = c.handover_id;
             let c = c.commit.unwrap_or_default();
-            after_write_naming(
+            let read = after_write_naming(
                 &mut s,
                 &out,
                 "Requested crisis escalation of incident",
                 c,
                 Some(("handover_id", &handover)),
             )
-            .await?;
+            .await;
+            // Named even when the incident could not be read back: the request is recorded.
             if out.format == Format::Table {
                 println!(
                     "\nHandover {handover} started: brief the CMC with \
                      `semsctl handover offer {handover} --brief brief.json`"
                 );
             }
-            Ok(())
+            read
         }
         Command::Handover(c) => crate::cmc::handover(&mut s, out.format, c).await,
         Command::Crisis(c) => crate::cmc::crisis(&mut s, out.format, c).await,
@@ -1133,7 +1140,7 @@ async fn after_write_naming(
     c: pb::CommitInfo,
     created: Option<(&str, &str)>,
 ) -> Result<(), CtlError> {
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     match show(s, &c.aggregate_id).await {
         Ok(detail) => {
             out.commit_naming(what, &c, Some(&detail), created);
@@ -1172,7 +1179,7 @@ async fn ingest(s: &mut Session, out: &Printer, a: IngestArgs) -> Result<(), Ctl
         request_id: a.write.request_id,
     };
     let answer = s.alerts().ingest_alert(s.request(r)).await?.into_inner();
-    s.wrote(answer.position);
+    s.wrote(answer.position, answer.replayed);
     out.ingested(&answer);
     Ok(())
 }

@@ -930,7 +930,7 @@ pub async fn handover(
             .into_inner(),
     };
     let c = answer.commit.unwrap_or_default();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     let v = show_handover(s, &c.aggregate_id).await?;
     let extra = if answer.crisis_id.is_empty() {
         json!({ "status": v.status })
@@ -1677,7 +1677,7 @@ pub async fn crisis(
         }
     };
     let commit = commit.into_inner();
-    s.wrote(commit.position);
+    s.wrote(commit.position, commit.replayed);
     // Read the newest entry back, so what is printed is what the timeline now says.
     let q = s.cmc();
     let t = s.timeout();

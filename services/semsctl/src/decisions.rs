@@ -191,7 +191,7 @@ pub async fn run(
             ("Reviewed a decision in incident", incident, decision, c)
         }
     };
-    s.wrote(commit.position);
+    s.wrote(commit.position, commit.replayed);
     // Read back at the write's position: what is printed is what the log now holds.
     let log = log(s, &incident).await?;
     let shown = log

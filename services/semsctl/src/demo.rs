@@ -71,7 +71,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         .ingest_alert(s.request(first.clone()))
         .await?
         .into_inner();
-    s.wrote(a1.position);
+    s.wrote(a1.position, a1.replayed);
     out.ingested(&a1);
     let incident = a1.incident_id.clone();
     if incident.is_empty() {
@@ -101,7 +101,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         .ingest_alert(s.request(second))
         .await?
         .into_inner();
-    s.wrote(a2.position);
+    s.wrote(a2.position, a2.replayed);
     out.ingested(&a2);
     if talk {
         println!("   Below the threshold: it waits for triage and opens nothing by itself.");
@@ -114,7 +114,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         .ingest_alert(s.request(first))
         .await?
         .into_inner();
-    s.wrote(a3.position);
+    s.wrote(a3.position, a3.replayed);
     out.ingested(&a3);
     if talk {
         println!(
@@ -136,7 +136,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Acknowledged incident", &c, None);
     let c = s
         .incidents()
@@ -150,7 +150,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Assigned the operational commander of incident", &c, None);
     pause().await;
 
@@ -173,7 +173,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Added a note to incident", &c, None);
     let c = s
         .incidents()
@@ -187,7 +187,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Classified incident", &c, None);
     let c = s
         .incidents()
@@ -199,7 +199,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Moved to TACTICAL: incident", &c, None);
     let c = s
         .incidents()
@@ -218,7 +218,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Logged a decision in incident", &c, None);
     let c = s
         .incidents()
@@ -230,7 +230,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         }))
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Containment under way: incident", &c, None);
     pause().await;
 
@@ -257,7 +257,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         )
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Resolved incident", &c, None);
     let c = s
         .incidents()
@@ -273,7 +273,7 @@ pub async fn run(s: &mut Session, out: &Printer, pace: Duration) -> Result<(), C
         )
         .await?
         .into_inner();
-    s.wrote(c.position);
+    s.wrote(c.position, c.replayed);
     out.commit("Linked register risk R-017 to incident", &c, None);
 
     step(

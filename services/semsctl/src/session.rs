@@ -44,8 +44,11 @@ pub struct Session {
     state: Option<PathBuf>,
     /// Highest position this client wrote (this run or, from the state file, earlier).
     written: u64,
-    /// Highest position this run wrote (0: none); it is certain to exist on this server.
+    /// Highest position this run's writes answered (0: none), new or replayed: it is certain
+    /// to exist on this server.
     own: u64,
+    /// This run made a new write (not one replayed from its request id).
+    wrote_new: bool,
 }
 
 impl Session {
@@ -89,6 +92,7 @@ impl Session {
             state,
             written,
             own: 0,
+            wrote_new: false,
         })
     }
 
@@ -138,9 +142,27 @@ impl Session {
         r
     }
 
-    /// Records a write at `position`: later reads wait for it.
-    pub fn wrote(&mut self, position: u64) {
+    /// Records a write answered at `position` (`replayed`: answered from an earlier call
+    /// with the same request id): later reads wait for it. A log's positions only grow, so a
+    /// new write answered below the position remembered from an earlier run shows that the
+    /// server runs on a new store: the old position is forgotten at once.
+    pub fn wrote(&mut self, position: u64, replayed: bool) {
         self.own = self.own.max(position);
+        if !replayed {
+            self.wrote_new = true;
+            if position < self.written {
+                eprintln!(
+                    "semsctl: warning: {} answered position {position}, below {}, this \
+                     client's last write in an earlier run: it runs on a new store; \
+                     forgetting the old position.",
+                    self.server, self.written
+                );
+                let old = self.written;
+                self.written = position;
+                self.replace(old, position);
+                return;
+            }
+        }
         if position <= self.written {
             return;
         }
@@ -155,48 +177,52 @@ impl Session {
     }
 
     /// Runs a query at `min_position` = this client's last write. When that position comes
-    /// from an earlier run and the server never reaches it (its store was replaced: this run's
-    /// own writes may even have landed below it), says so and reads at this run's own last
-    /// write (or what the server has), forgetting the old position.
+    /// from an earlier run, this run made no new write, and the server never reaches it (its
+    /// store was replaced), says so and reads what the server has — at least this run's
+    /// replayed writes — forgetting the old position.
     pub async fn read<T>(
         &mut self,
         call: impl AsyncFn(u64) -> Result<T, tonic::Status>,
     ) -> Result<T, CtlError> {
         match call(self.written).await {
-            // Only a position remembered from an earlier run, above anything this run wrote,
-            // may be one the server never reaches; this run's own writes exist, so a time-out
-            // waiting for them is a slow read model.
-            Err(s) if s.code() == Code::DeadlineExceeded && self.written > self.own => {
+            // A new write of this run settled the position (`wrote`): a time-out then is a
+            // slow read model. Only a position from an earlier run may never be reached.
+            Err(s)
+                if s.code() == Code::DeadlineExceeded
+                    && !self.wrote_new
+                    && self.written > self.own =>
+            {
                 eprintln!(
-                    "semsctl: warning: {} has not reached position {}, this client's last write \
-                     in an earlier run; it may run on a new store. Showing what it has{}.",
-                    self.server,
-                    self.written,
-                    if self.own > 0 {
-                        format!(" after this run's write at position {}", self.own)
-                    } else {
-                        String::new()
-                    }
+                    "semsctl: warning: {} has not reached position {}, this client's last write; \
+                     it may run on a new store. Showing what it has.",
+                    self.server, self.written
                 );
-                self.forget();
+                let old = self.written;
+                self.written = self.own;
+                self.replace(old, self.own);
                 Ok(call(self.own).await?)
             }
             other => Ok(other?),
         }
     }
 
-    /// Forgets positions of earlier runs: only this run's own write (if any) is remembered.
-    fn forget(&mut self) {
-        self.written = self.own;
-        if let Some(path) = &self.state {
-            let mut all = read_positions(path);
-            if self.own > 0 {
-                all.insert(self.server.clone(), self.own);
-            } else {
+    /// Replaces the remembered position `old` with `new` (0: none) in the state file — unless
+    /// another run has moved it meanwhile, which then stands (with `new` if higher).
+    fn replace(&self, old: u64, new: u64) {
+        let Some(path) = &self.state else { return };
+        let mut all = read_positions(path);
+        match all.get(&self.server).copied() {
+            Some(now) if now != old => {
+                all.insert(self.server.clone(), now.max(new));
+            }
+            _ if new == 0 => {
                 all.remove(&self.server);
             }
-            let _ = write_positions(path, &all);
+            _ => {
+                all.insert(self.server.clone(), new);
+            }
         }
+        let _ = write_positions(path, &all);
     }
 }
 

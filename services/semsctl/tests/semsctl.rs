@@ -421,11 +421,20 @@ async fn a_remembered_position_the_server_never_reached_is_reported_and_forgotte
     )
     .unwrap();
     let r = s
-        .ctl(&["--timeout", "1", "--output", "json", "ack", &id])
+        .ctl(&[
+            "--timeout",
+            "1",
+            "--output",
+            "json",
+            "ack",
+            &id,
+            "--request-id",
+            "ack-lost-laptop",
+        ])
         .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("has not reached position 999999"),
+        r.stderr.contains("below 999999") && r.stderr.contains("new store"),
         "{}",
         r.stderr
     );
@@ -437,6 +446,31 @@ async fn a_remembered_position_the_server_never_reached_is_reported_and_forgotte
         state.contains(&format!(": {position}")),
         "the run's own write is remembered: {state}"
     );
+
+    // A later write, then the first one retried: its answer (the original, lower position)
+    // says nothing about the store, and the later position stays remembered.
+    let noted = s.json(&["note", &id, "found in a taxi"]).await;
+    let later = noted["commit"]["position"].as_u64().unwrap();
+    assert!(later > position);
+    let r = s
+        .ctl(&[
+            "--timeout",
+            "1",
+            "--output",
+            "json",
+            "ack",
+            &id,
+            "--request-id",
+            "ack-lost-laptop",
+        ])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("warning"), "{}", r.stderr);
+    let retried: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(retried["commit"]["replayed"], true);
+    assert_eq!(retried["commit"]["position"].as_u64(), Some(position));
+    let state = std::fs::read_to_string(s.state.path().join("positions.json")).unwrap();
+    assert!(state.contains(&format!(": {later}")), "{state}");
 }
 
 async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
