@@ -1704,6 +1704,15 @@ pub async fn crisis(
     let mut extra = json!({
         "entries": at_commit.iter().map(|e| json!(e.summary)).collect::<Vec<_>>(),
     });
+    if at_commit.is_empty() {
+        // A stand-down answers the position of the command it returned to the incident,
+        // after its own entry: say where the crisis now stands instead.
+        let c = show_crisis(s, &crisis_id).await?.crisis.unwrap_or_default();
+        extra["status"] = json!(c.status);
+        if !c.handed_to.is_empty() {
+            extra["handed_to"] = json!(c.handed_to);
+        }
+    }
     // The id of what the command created (chosen by the server), for the commands that follow.
     for (event_type, key) in CREATED {
         if let Some(e) = at_commit.iter().find(|e| e.event_type == event_type)

@@ -844,6 +844,31 @@ async fn the_handshake_and_the_cmc_log_from_the_command_line(backend: Backend) {
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
     assert_eq!(last, ["InformationSuperseded", "InformationCorroborated"]);
+
+    // The stand-down returns command to TACTICAL and says where the crisis stands.
+    let stood_down = s
+        .json(&strs(&with_token(
+            "t-carla.cmc",
+            &[
+                "crisis",
+                "stand-down",
+                &crisis,
+                "--handed-to",
+                "tom.tactical",
+                "--decision",
+                &decision_id,
+            ],
+        )))
+        .await;
+    assert_eq!(stood_down["status"], "STOOD_DOWN", "{stood_down}");
+    assert_eq!(stood_down["handed_to"], "tom.tactical");
+    let card = s
+        .json(&strs(&with_token(
+            "t-tom.tactical",
+            &["incidents", "show", &incident],
+        )))
+        .await;
+    assert_eq!(card["incident"]["level"], "TACTICAL");
 }
 
 /// A tokens file for `people`: each one's token is `t-` and their name.
