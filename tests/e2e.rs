@@ -541,6 +541,35 @@ async fn health_reflection_and_trace_context_work(backend: Backend) {
         names.contains(&"sems.v1.IncidentService".to_string()),
         "{names:?}"
     );
+    // Older clients (grpcurl before 1.8.8) ask `v1alpha`; both versions reflect the error
+    // details' types, so a client can show a refusal's `BadRequest`.
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "google.rpc.BadRequest".into(),
+            )),
+        };
+        let answer = ServerReflectionClient::new(s.channel.clone())
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await
+            .unwrap()
+            .unwrap()
+            .message_response;
+        assert!(
+            matches!(&answer, Some(MessageResponse::FileDescriptorResponse(f))
+                if !f.file_descriptor_proto.is_empty()),
+            "{answer:?}"
+        );
+    }
 
     // The caller's trace id travels into the stored commit.
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -20,6 +20,8 @@ use tonic::transport::Channel;
 pub struct Server {
     pub stores: TestStores,
     pub channel: Channel,
+    /// `127.0.0.1:<port>` of the gRPC API.
+    pub grpc: String,
     /// `http://127.0.0.1:<port>` of the webhooks.
     pub http: String,
     stop: Option<oneshot::Sender<()>>,
@@ -76,6 +78,7 @@ impl Server {
         Self {
             stores,
             channel,
+            grpc: addr.to_string(),
             http: format!("http://{http_addr}"),
             stop: Some(stop),
             done: Some(done),

@@ -127,10 +127,20 @@ pub async fn serve(
         .set_serving::<CmcQueryServiceServer<Api>>()
         .await;
     let tokens = api.tokens.clone();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(sems_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both versions of reflection: grpcurl before 1.8.8, and many other tools, ask only for
+    // `v1alpha`. The error details' types are reflected too, so a client can show the
+    // `BadRequest` of a refusal (which fields, and why) without proto files. The three sets
+    // share no file name; a file registered twice would keep its first copy, and a symbol
+    // defined in two files its last, so a proto of ours must not import `google/rpc/*`
+    // under another name than tonic-types' (`status.proto`, `error_details.proto`).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sems_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .layer(tower::util::MapRequestLayer::new(
@@ -138,6 +148,7 @@ pub async fn serve(
         ))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(AlertServiceServer::with_interceptor(
             api.clone(),
             tokens.clone(),
