@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { sems_log "the Rust toolchain (cargo) is required"; exit 1; }
 sems_ensure_nats_server
 sems_ensure_grpcurl
+command -v curl >/dev/null || sems_apt_install curl ca-certificates   # the README's webhook post
 sems_ensure_postgres "${SEMS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export SEMS_TEST_DATABASE_URL="$SEMS_PG_URL"
 

@@ -98,7 +98,10 @@ fn as_(s: &Server, person: &str) -> As {
 }
 
 fn at(min_position: u64) -> Option<pb::Consistency> {
-    Some(pb::Consistency { min_position })
+    Some(pb::Consistency {
+        min_position,
+        latest: false,
+    })
 }
 
 fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {

@@ -130,7 +130,10 @@ async fn kill_9_loses_no_acknowledged_alert_and_duplicates_none(backend: Backend
         let mut request = tonic::Request::new(pb::ListAlertsRequest {
             page_size: 500,
             page_token: token.clone(),
-            consistency: Some(pb::Consistency { min_position: last }),
+            consistency: Some(pb::Consistency {
+                min_position: last,
+                latest: false,
+            }),
             ..Default::default()
         });
         request.set_timeout(Duration::from_secs(30));

@@ -29,6 +29,8 @@ on_both_stores!(
     notifications_to_authorities_are_recorded_with_when_they_were_sent,
     a_tactical_commander_logs_decisions_and_nothing_is_erased,
     incidents_link_the_register_risks_they_realised_and_are_counted_per_risk,
+    a_query_asking_for_the_latest_sees_every_acknowledged_commit,
+    the_latest_is_waited_for_like_a_min_position,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -52,7 +54,10 @@ fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
 }
 
 fn consistency(min_position: u64) -> Option<pb::Consistency> {
-    Some(pb::Consistency { min_position })
+    Some(pb::Consistency {
+        min_position,
+        latest: false,
+    })
 }
 
 async fn alert_to_incident_to_tactical_to_escalation_read_at_once(backend: Backend) {
@@ -1370,4 +1375,82 @@ async fn incidents_link_the_register_risks_they_realised_and_are_counted_per_ris
         "the link made in error is gone"
     );
     s.stop().await;
+}
+
+async fn a_query_asking_for_the_latest_sees_every_acknowledged_commit(backend: Backend) {
+    let s = Server::start(backend).await;
+    // On an empty log there is nothing to wait for.
+    let page = s
+        .queries()
+        .list_alerts(pb::ListAlertsRequest {
+            consistency: latest(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.alerts.is_empty());
+    // A reader that was told no position (the writes were another client's) sees them all.
+    let requests: Vec<pb::IngestAlertRequest> = (0..300)
+        .map(|i| alert(&format!("latest-{i}"), pb::Severity::Low))
+        .collect();
+    let answer = s
+        .alerts()
+        .ingest_alerts(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.accepted, 300);
+    let page = s
+        .queries()
+        .list_alerts(pb::ListAlertsRequest {
+            page_size: 500,
+            consistency: latest(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.alerts.len(), 300);
+}
+
+async fn the_latest_is_waited_for_like_a_min_position(backend: Backend) {
+    // No projector in this process: the read model stays where it is, so what a query waits
+    // for shows.
+    let s = Server::start_with(backend, |c| {
+        c.role = semsd::Role::Api;
+        c.grpc.read_wait_ms = 300;
+    })
+    .await;
+    let ingested = s
+        .alerts()
+        .ingest_alert(alert("latest-api", pb::Severity::Low))
+        .await
+        .unwrap()
+        .into_inner();
+    let list = |consistency| pb::ListAlertsRequest {
+        consistency,
+        ..Default::default()
+    };
+    let err = s.queries().list_alerts(list(latest())).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        err.message().contains(&ingested.position.to_string()),
+        "{err:?}"
+    );
+    // Without it, the same query answers at once, from the read model as it is.
+    let stale = s
+        .queries()
+        .list_alerts(list(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stale.alerts.is_empty());
+}
+
+fn latest() -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        min_position: 0,
+        latest: true,
+    })
 }

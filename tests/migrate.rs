@@ -61,7 +61,10 @@ async fn snapshot(s: &Server, min_position: u64) -> (Vec<pb::Incident>, Vec<pb::
         .queries()
         .list_incidents(pb::ListIncidentsRequest {
             page_size: 500,
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: Some(pb::Consistency {
+                min_position,
+                latest: false,
+            }),
             ..Default::default()
         })
         .await
@@ -72,7 +75,10 @@ async fn snapshot(s: &Server, min_position: u64) -> (Vec<pb::Incident>, Vec<pb::
         .queries()
         .list_alerts(pb::ListAlertsRequest {
             page_size: 500,
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: Some(pb::Consistency {
+                min_position,
+                latest: false,
+            }),
             ..Default::default()
         })
         .await

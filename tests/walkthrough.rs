@@ -2,17 +2,11 @@
 //! stores.
 //!
 //! Each command of the walk-through's `sh` block runs as the README shows it, with only the
-//! address changed to the test server's and the `<NAME>`s filled in. Each `# → …` line right
-//! under a command (with the indented comment lines after it) is the answer the README
-//! promises, checked here:
-//!
-//! * `# → {json} prose`: the answer holds at least the JSON's fields, with those values; a
-//!   list shows every item, in order, each with at least the fields shown. `"…"` stands for
-//!   any value, and `"<NAME>"` for a value captured from the answer and substituted, wherever
-//!   `<NAME>` appears, into the commands after it;
-//! * `# → ERROR: Code: <code>  Message: <message>  prose`: the call fails with that status,
-//!   and appends nothing; an `InvalidArgument` also carries a `google.rpc.BadRequest` naming
-//!   the field the message names, which grpcurl shows under `Details`.
+//! address changed to the test server's and the `<NAME>`s filled in. Each `# → …` promise
+//! under a command (`sems_testkit::readme`) is checked: JSON that the answer holds, or
+//! `ERROR: Code: <code>  Message: <message>  prose`, a refusal with that status that appends
+//! nothing; an `InvalidArgument` also carries a `google.rpc.BadRequest` naming the field the
+//! message names, which grpcurl shows under `Details`.
 //!
 //! grpcurl is taken from `SEMS_GRPCURL`, else from where `scripts/test.sh` fetches it
 //! (`target/tools/`; `scripts/services.sh`, `sems_ensure_grpcurl`), else from `PATH`.
@@ -21,9 +15,10 @@
 
 mod support;
 
-use std::collections::HashMap;
-
-use sems_testkit::{Backend, on_both_stores};
+use sems_testkit::{
+    Backend, on_both_stores,
+    readme::{self, Bound, Step},
+};
 use serde_json::Value;
 use support::Server;
 
@@ -43,11 +38,11 @@ async fn the_readme_grpcurl_walk_through_runs_as_written(backend: Backend) {
     let default_listen = semsd::Config::defaults().grpc.listen.to_string();
     let calls: Vec<Call> = steps
         .iter()
-        .map(|step| Call::parse(&step.words).unwrap())
+        .map(|(step, _)| Call::parse(&step.words).unwrap())
         .collect();
-    let mut bound: HashMap<String, String> = HashMap::new();
+    let mut bound = Bound::new();
     let mut reran_the_first_alert = false;
-    for (step, call) in steps.iter().zip(&calls) {
+    for ((step, expect), call) in steps.iter().zip(&calls) {
         let what = step.words.join(" ");
         assert_eq!(
             step.words[call.address], default_listen,
@@ -56,7 +51,7 @@ async fn the_readme_grpcurl_walk_through_runs_as_written(backend: Backend) {
         let mut words = step
             .words
             .iter()
-            .map(|w| substitute(w, &bound))
+            .map(|w| readme::substitute(w, &bound))
             .collect::<Result<Vec<_>, _>>()
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         words[call.address] = s.grpc.clone();
@@ -64,10 +59,7 @@ async fn the_readme_grpcurl_walk_through_runs_as_written(backend: Backend) {
         let answer = grpcurl(&words).await;
         let Some(method) = &call.method else {
             // `grpcurl … list`: every service the walk-through calls is listed.
-            assert!(
-                step.expect.is_none(),
-                "{what}: a list's promise is not checked"
-            );
+            assert!(expect.is_none(), "{what}: a list's promise is not checked");
             let listed: Vec<&str> = answer.as_ref().unwrap().lines().collect();
             for service in calls.iter().filter_map(|c| c.method.as_deref()) {
                 let service = service.split('/').next().unwrap();
@@ -75,13 +67,13 @@ async fn the_readme_grpcurl_walk_through_runs_as_written(backend: Backend) {
             }
             continue;
         };
-        match (&step.expect, &answer) {
+        match (expect, &answer) {
             (None, Ok(_)) => {}
             (None, Err(out)) => panic!("{what}: failed: {out}"),
             (Some(Expect::Answer(expected)), Ok(out)) => {
                 let actual: Value = serde_json::from_str(out)
                     .unwrap_or_else(|e| panic!("{what}: the answer is not JSON ({e}): {out}"));
-                matches(expected, &actual, "", &mut bound)
+                readme::json_matches(expected, &actual, "", &mut bound)
                     .unwrap_or_else(|e| panic!("{what}: the answer {actual} differs: {e}"));
             }
             (Some(Expect::Failure { code, message }), Err(out)) => {
@@ -194,88 +186,32 @@ async fn grpcurl(words: &[String]) -> Result<String, String> {
     }
 }
 
-/// One command of the walk-through and the answer promised under it.
-#[derive(Debug)]
-struct Step {
-    words: Vec<String>,
-    expect: Option<Expect>,
-}
-
 #[derive(Debug)]
 enum Expect {
     Answer(Value),
     Failure { code: String, message: String },
 }
 
-/// The commands of the README's walk-through, in order.
-fn walk_through() -> Result<Vec<Step>, String> {
-    let section = README
-        .split_once(SECTION)
-        .ok_or("the README has no grpcurl walk-through")?
-        .1;
-    let section = section.split("\n## ").next().unwrap_or_default();
-    let block = section
-        .split_once("```sh\n")
-        .and_then(|(_, rest)| rest.split_once("```"))
-        .ok_or("the walk-through has no sh block")?
-        .0;
-    steps_of(block)
-}
-
-/// What the last comment line of a shell block followed.
-#[derive(PartialEq)]
-enum After {
-    Command,
-    Promise,
-    Other,
-}
-
-/// The commands of a shell block, each with the promise under it, if any: a `# →` line and
-/// the indented comment lines that continue it.
-fn steps_of(block: &str) -> Result<Vec<Step>, String> {
-    let mut steps: Vec<Step> = Vec::new();
-    let mut promise: Option<String> = None;
-    let mut after = After::Other;
-    let keep = |steps: &mut Vec<Step>, promise: &mut Option<String>| -> Result<(), String> {
-        if let (Some(step), Some(text)) = (steps.last_mut(), promise.take()) {
-            step.expect = Some(expectation(&text)?);
-        }
-        Ok(())
-    };
-    for item in shell_items(block) {
-        match item {
-            Item::Command(words) => {
-                keep(&mut steps, &mut promise)?;
-                if words[0] != "grpcurl" {
-                    return Err(format!("the walk-through runs only grpcurl: {words:?}"));
-                }
-                steps.push(Step {
-                    words,
-                    expect: None,
-                });
-                after = After::Command;
+/// The commands of the README's walk-through, in order, each with its promise.
+fn walk_through() -> Result<Vec<(Step, Option<Expect>)>, String> {
+    let section = readme::section(README, SECTION)?;
+    let block = readme::sh_blocks(section)
+        .into_iter()
+        .next()
+        .ok_or("the walk-through has no sh block")?;
+    readme::steps_of(block)?
+        .into_iter()
+        .map(|step| {
+            if step.words[0] != "grpcurl" {
+                return Err(format!(
+                    "the walk-through runs only grpcurl: {:?}",
+                    step.words
+                ));
             }
-            Item::Comment(text) => {
-                if let Some(rest) = text.trim_start().strip_prefix('→') {
-                    if after != After::Command {
-                        return Err(format!("`# →{rest}` is not right under a command"));
-                    }
-                    promise = Some(rest.trim().to_string());
-                    after = After::Promise;
-                } else if after == After::Promise && text.starts_with("  ") {
-                    // Two blanks: they end a failure's message, where prose may follow.
-                    let promise = promise.as_mut().expect("a promise is open");
-                    promise.push_str("  ");
-                    promise.push_str(text.trim());
-                } else {
-                    keep(&mut steps, &mut promise)?;
-                    after = After::Other;
-                }
-            }
-        }
-    }
-    keep(&mut steps, &mut promise)?;
-    Ok(steps)
+            let expect = step.promise.as_deref().map(expectation).transpose()?;
+            Ok((step, expect))
+        })
+        .collect()
 }
 
 fn expectation(promise: &str) -> Result<Expect, String> {
@@ -291,72 +227,7 @@ fn expectation(promise: &str) -> Result<Expect, String> {
             message: message.to_string(),
         });
     }
-    // The JSON comes first; prose may follow it, after a blank.
-    let mut values = serde_json::Deserializer::from_str(promise).into_iter::<Value>();
-    let json = match values.next() {
-        Some(Ok(v)) if v.is_object() => v,
-        other => {
-            return Err(format!(
-                "`# → {promise}` starts with neither a JSON object nor ERROR: {other:?}"
-            ));
-        }
-    };
-    let prose = &promise[values.byte_offset()..];
-    if !prose.is_empty() && !prose.starts_with(char::is_whitespace) {
-        return Err(format!("`# → {promise}`: `{prose}` follows the JSON"));
-    }
-    Ok(Expect::Answer(json))
-}
-
-enum Item {
-    Command(Vec<String>),
-    Comment(String),
-}
-
-/// The commands and comments of a shell block: words split on blanks, single and double
-/// quotes (over several lines), `\` line continuations, `#` comments (their text as written,
-/// after the `#`).
-fn shell_items(block: &str) -> Vec<Item> {
-    let mut items = Vec::new();
-    let (mut words, mut word): (Vec<String>, Option<String>) = (Vec::new(), None);
-    let mut chars = block.chars().peekable();
-    let end_word = |words: &mut Vec<String>, word: &mut Option<String>| {
-        if let Some(w) = word.take() {
-            words.push(w);
-        }
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' => end_word(&mut words, &mut word),
-            '\\' if chars.peek() == Some(&'\n') => {
-                chars.next();
-                end_word(&mut words, &mut word);
-            }
-            '\n' => {
-                end_word(&mut words, &mut word);
-                if !words.is_empty() {
-                    items.push(Item::Command(std::mem::take(&mut words)));
-                }
-            }
-            '#' if word.is_none() => {
-                let comment: String = chars.by_ref().take_while(|c| *c != '\n').collect();
-                if !words.is_empty() {
-                    items.push(Item::Command(std::mem::take(&mut words)));
-                }
-                items.push(Item::Comment(comment.trim_end().to_string()));
-            }
-            '\'' | '"' => {
-                let quoted: String = chars.by_ref().take_while(|q| *q != c).collect();
-                word.get_or_insert_with(String::new).push_str(&quoted);
-            }
-            c => word.get_or_insert_with(String::new).push(c),
-        }
-    }
-    end_word(&mut words, &mut word);
-    if !words.is_empty() {
-        items.push(Item::Command(words));
-    }
-    items
+    readme::json_promise(promise).map(Expect::Answer)
 }
 
 /// Where the parts of a grpcurl command line are: `grpcurl -plaintext [-d JSON] ADDRESS
@@ -405,126 +276,6 @@ impl Call {
     }
 }
 
-/// `text` with each `<NAME>` replaced by the value captured for it.
-fn substitute(text: &str, bound: &HashMap<String, String>) -> Result<String, String> {
-    let mut out = text.to_string();
-    for (name, value) in bound {
-        out = out.replace(&format!("<{name}>"), value);
-    }
-    match placeholder_in(&out) {
-        Some(name) => Err(format!("<{name}> is used before any answer gave it")),
-        None => Ok(out),
-    }
-}
-
-fn placeholder_in(text: &str) -> Option<&str> {
-    text.match_indices('<').find_map(|(start, _)| {
-        let rest = &text[start + 1..];
-        let name = &rest[..rest.find('>')?];
-        let mut chars = name.chars();
-        let valid = chars.next().is_some_and(|c| c.is_ascii_uppercase())
-            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        valid.then_some(name)
-    })
-}
-
-/// Whether `actual` holds at least what `expected` shows (see the module's comment).
-fn matches(
-    expected: &Value,
-    actual: &Value,
-    path: &str,
-    bound: &mut HashMap<String, String>,
-) -> Result<(), String> {
-    match (expected, actual) {
-        (Value::String(e), _) if e == "…" => match actual {
-            Value::Null => Err(format!("{path} is missing")),
-            _ => Ok(()),
-        },
-        (Value::String(e), _) if placeholder_in(e).is_some_and(|n| e.len() == n.len() + 2) => {
-            let name = &e[1..e.len() - 1];
-            let text = match actual {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Null => return Err(format!("{path} is missing")),
-                other => return Err(format!("{path}: {other} cannot stand for <{name}>")),
-            };
-            match bound.get(name) {
-                Some(known) if *known != text => {
-                    Err(format!("{path} is {text}, but <{name}> was {known}"))
-                }
-                Some(_) => Ok(()),
-                None => {
-                    bound.insert(name.to_string(), text);
-                    Ok(())
-                }
-            }
-        }
-        (Value::Object(e), Value::Object(a)) => {
-            for (key, value) in e {
-                let at = format!("{path}.{key}");
-                let found = a.get(key).unwrap_or(&Value::Null);
-                matches(value, found, &at, bound)?;
-            }
-            Ok(())
-        }
-        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
-            for (i, (e, a)) in e.iter().zip(a).enumerate() {
-                matches(e, a, &format!("{path}[{i}]"), bound)?;
-            }
-            Ok(())
-        }
-        (e, a) if e == a => Ok(()),
-        (e, a) => Err(format!("{path} is {a}, not {e}")),
-    }
-}
-
-#[test]
-fn the_shell_reader_splits_commands_quotes_continuations_and_comments() {
-    let block = "grpcurl -plaintext -d '{\n  \"a\": 1\n}' host:1 s.S/M\n# → {\"b\": \"<X>\"} more\n\
-                 grpcurl -d '{}' \\\n  host:1 s.S/N\n#   other\n";
-    let items = shell_items(block);
-    let rendered: Vec<String> = items
-        .iter()
-        .map(|i| match i {
-            Item::Command(w) => format!("C{w:?}"),
-            Item::Comment(c) => format!("#{c}"),
-        })
-        .collect();
-    assert_eq!(
-        rendered,
-        [
-            r#"C["grpcurl", "-plaintext", "-d", "{\n  \"a\": 1\n}", "host:1", "s.S/M"]"#,
-            "# → {\"b\": \"<X>\"} more",
-            r#"C["grpcurl", "-d", "{}", "host:1", "s.S/N"]"#,
-            "#   other",
-        ]
-    );
-}
-
-#[test]
-fn a_promise_continues_on_indented_comment_lines() {
-    let steps = steps_of(
-        "grpcurl a\n# → {\"x\": 1,\n#    \"y\": [2]} and prose\n# aside\ngrpcurl b\n\n# → {}\n",
-    )
-    .unwrap();
-    assert_eq!(steps.len(), 2);
-    assert!(
-        matches!(&steps[0].expect, Some(Expect::Answer(v)) if *v == serde_json::json!({"x": 1, "y": [2]}))
-    );
-    // A blank line between a command and its promise is allowed; a comment is not.
-    assert!(matches!(&steps[1].expect, Some(Expect::Answer(_))));
-    assert!(steps_of("grpcurl a\n# aside\n# → {}\n").is_err());
-    assert!(steps_of("grpcurl a\n# → not json\n").is_err());
-    assert!(steps_of("grpcurl a\n# → {\"x\": 1}}\n").is_err());
-    assert!(steps_of("curl a\n").is_err());
-    let failure = steps_of(
-        "grpcurl a\n# → ERROR: Code: InvalidArgument  Message: invalid x: y  (and prose)\n",
-    )
-    .unwrap();
-    assert!(matches!(&failure[0].expect,
-        Some(Expect::Failure { code, message }) if code == "InvalidArgument" && message == "invalid x: y"));
-}
-
 #[test]
 fn grpcurl_command_lines_are_read_as_grpcurl_reads_them() {
     let words = |line: &str| line.split(' ').map(String::from).collect::<Vec<_>>();
@@ -546,39 +297,15 @@ fn grpcurl_command_lines_are_read_as_grpcurl_reads_them() {
 }
 
 #[test]
-fn answers_match_what_the_readme_shows_and_capture_placeholders() {
-    let mut bound = HashMap::new();
-    let expected = serde_json::json!({"id": "<ID>", "n": "2", "any": "…", "list": [{"k": true}]});
-    let actual = serde_json::json!({"id": "x-1", "n": "2", "any": "v", "list": [{"k": true, "o": 1}], "extra": 0});
-    matches(&expected, &actual, "", &mut bound).unwrap();
-    assert_eq!(bound["ID"], "x-1");
-    // A captured value must hold wherever the placeholder is shown again.
-    let other = serde_json::json!({"id": "x-2", "n": "2", "any": "v", "list": [{"k": true}]});
-    assert!(matches(&expected, &other, "", &mut bound).is_err());
-    // Missing fields, other values and other list lengths do not match.
-    let mut fresh = HashMap::new();
-    for wrong in [
-        serde_json::json!({"id": "x", "n": "3", "any": "v", "list": [{"k": true}]}),
-        serde_json::json!({"id": "x", "n": "2", "list": [{"k": true}]}),
-        serde_json::json!({"id": "x", "n": "2", "any": "v", "list": []}),
-    ] {
-        assert!(
-            matches(&expected, &wrong, "", &mut fresh).is_err(),
-            "{wrong}"
-        );
-    }
-    assert_eq!(
-        substitute(r#"{"id": "<ID>", "p": <P>}"#, &bound).unwrap_err(),
-        "<P> is used before any answer gave it"
-    );
-    // A `<` that starts no placeholder does not hide one after it.
-    assert_eq!(
-        substitute(r#"{"a": "1 < 2", "p": <P>}"#, &bound).unwrap_err(),
-        "<P> is used before any answer gave it"
-    );
-    bound.insert("P".into(), "7".into());
-    assert_eq!(
-        substitute(r#"{"id": "<ID>", "p": <P>}"#, &bound).unwrap(),
-        r#"{"id": "x-1", "p": 7}"#
-    );
+fn promises_are_json_answers_or_grpcurl_errors() {
+    let failure =
+        expectation("ERROR: Code: InvalidArgument  Message: invalid x: y  (and prose)").unwrap();
+    assert!(matches!(failure,
+        Expect::Failure { code, message } if code == "InvalidArgument" && message == "invalid x: y"));
+    assert!(matches!(
+        expectation("{\"a\": 1}  prose"),
+        Ok(Expect::Answer(_))
+    ));
+    assert!(expectation("Code: InvalidArgument").is_err());
+    assert!(expectation("the answer").is_err());
 }

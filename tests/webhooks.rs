@@ -64,7 +64,10 @@ async fn alerts_of(s: &Server, source: &str, min_position: u64) -> Vec<pb::Alert
     s.queries()
         .list_alerts(pb::ListAlertsRequest {
             page_size: 500,
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: Some(pb::Consistency {
+                min_position,
+                latest: false,
+            }),
             ..Default::default()
         })
         .await

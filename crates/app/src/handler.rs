@@ -197,6 +197,11 @@ impl CommandHandler {
         Ok((loaded.state.clone(), loaded.version))
     }
 
+    /// The position of the log's last acknowledged commit (0 when it is empty).
+    pub async fn last_position(&self) -> Result<u64, AppError> {
+        Ok(self.log.last_position().await?)
+    }
+
     /// The position of commit `commit_id` of aggregate `id`, when it is one of the
     /// aggregate's recent commits.
     pub async fn commit_position<A: Aggregate>(

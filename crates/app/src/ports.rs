@@ -91,6 +91,9 @@ pub trait EventLog: Send + Sync + 'static {
     /// Appends a commit if the aggregate's last commit is still at
     /// `expected_last_position`; a commit id seen before returns the original position.
     async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError>;
+
+    /// The position of the last commit acknowledged (0 when the log is empty).
+    async fn last_position(&self) -> Result<u64, LogError>;
 }
 
 /// A commit this process has just appended, as the handler knows it: the stored bytes, the

@@ -314,6 +314,10 @@ impl EventLog for JetStreamLog {
         }
     }
 
+    async fn last_position(&self) -> Result<u64, LogError> {
+        Ok(self.state().await?.1)
+    }
+
     async fn append(&self, commit: PendingCommit) -> Result<AppendOutcome, LogError> {
         let subject = self.subject(commit.aggregate_type, commit.aggregate_id);
         let span = debug_span!(

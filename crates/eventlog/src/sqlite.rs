@@ -633,6 +633,16 @@ async fn write_group(
 
 #[async_trait]
 impl EventLog for SqliteLog {
+    async fn last_position(&self) -> Result<u64, LogError> {
+        // The writer answers an append only once it is committed, so the database's last
+        // position covers every acknowledged commit.
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
+            .fetch_one(&self.inner.readers)
+            .await
+            .map_err(sqlite_error("read the log's last position"))?;
+        Ok(u64::try_from(last).unwrap_or(0))
+    }
+
     async fn read_aggregate(
         &self,
         aggregate_type: &str,
@@ -775,11 +785,7 @@ impl SqliteFeed {
 #[async_trait]
 impl CommitFeed for SqliteFeed {
     async fn open(&mut self, checkpoint: u64) -> Result<(), LogError> {
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
-            .fetch_one(&self.log.inner.readers)
-            .await
-            .map_err(sqlite_error("read the log's last position"))?;
-        crate::beyond_the_end(checkpoint, u64::try_from(last).unwrap_or(0))?;
+        crate::beyond_the_end(checkpoint, EventLog::last_position(&self.log).await?)?;
         self.after = checkpoint;
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! Test-only helpers, never a dependency of production code: a real `nats-server` with
 //! JetStream on a free port and a temporary store, killed on drop; a fresh PostgreSQL
 //! database per test, dropped afterwards; and [`TestStores`], either store behind the same
-//! ports, for the conformance suite ([`on_both_stores!`]).
+//! ports, for the conformance suite ([`on_both_stores!`]); and [`readme`], the README's
+//! walk-throughs read as tests.
 //!
 //! `SEMS_NATS_SERVER` names the nats-server binary (default `nats-server` on `PATH`, then
 //! `/usr/sbin/nats-server`); `SEMS_TEST_DATABASE_URL` names an administrative PostgreSQL
@@ -16,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod readme;
 mod stores;
 
 pub use stores::{Backend, TestLog, TestReadModel, TestStores};

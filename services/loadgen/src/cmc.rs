@@ -143,6 +143,7 @@ pub async fn fill(channel: Channel, entries: usize, concurrency: usize) -> anyho
             crisis_id: crisis_id.clone(),
             consistency: Some(pb::Consistency {
                 min_position: declared.position,
+                latest: false,
             }),
         })
         .await?;
@@ -190,6 +191,7 @@ pub async fn watch(
             crisis_id: crisis_id.to_owned(),
             consistency: Some(pb::Consistency {
                 min_position: start,
+                latest: false,
             }),
         })
         .await?;

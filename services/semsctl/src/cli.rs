@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     error::CtlError,
     output::{self, Format},
-    session::{Session, default_state_dir},
+    session::{Session, consistency, default_state_dir},
 };
 
 const EXIT_CODES: &str = "\
@@ -627,7 +627,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .read(async |min_position| {
                     let mut q = q.clone();
                     let mut r = tonic::Request::new(pb::ListAlertsRequest {
-                        consistency: Some(pb::Consistency { min_position }),
+                        consistency: consistency(min_position),
                         ..request.clone()
                     });
                     r.set_timeout(t);
@@ -706,7 +706,7 @@ pub async fn run(cli: Cli) -> Result<(), CtlError> {
                 .read(async |min_position| {
                     let mut q = q.clone();
                     let mut r = tonic::Request::new(pb::CountIncidentsByRiskRequest {
-                        consistency: Some(pb::Consistency { min_position }),
+                        consistency: consistency(min_position),
                     });
                     r.set_timeout(t);
                     q.count_incidents_by_risk(r)
@@ -1115,7 +1115,7 @@ pub async fn show(s: &mut Session, incident: &str) -> Result<pb::IncidentDetail,
         let mut q = q.clone();
         let mut r = tonic::Request::new(pb::GetIncidentRequest {
             incident_id: id.clone(),
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: consistency(min_position),
         });
         r.set_timeout(t);
         q.get_incident(r).await.map(tonic::Response::into_inner)
@@ -1208,7 +1208,7 @@ async fn list_incidents(
         .read(async |min_position| {
             let mut q = q.clone();
             let mut r = tonic::Request::new(pb::ListIncidentsRequest {
-                consistency: Some(pb::Consistency { min_position }),
+                consistency: consistency(min_position),
                 ..request.clone()
             });
             r.set_timeout(t);

@@ -10,7 +10,7 @@ use crate::{
     cli::{WriteArgs, timestamp},
     error::CtlError,
     output::{self, Format},
-    session::Session,
+    session::{Session, consistency},
 };
 
 #[derive(Debug, Subcommand)]
@@ -761,7 +761,7 @@ pub async fn handover(
                         pending_only: pending,
                         incident_id: incident.clone().unwrap_or_default(),
                         limit: 500,
-                        consistency: Some(pb::Consistency { min_position }),
+                        consistency: consistency(min_position),
                     });
                     r.set_timeout(t);
                     q.list_handovers(r).await.map(tonic::Response::into_inner)
@@ -948,7 +948,7 @@ async fn show_handover(s: &mut Session, id: &str) -> Result<pb::HandoverView, Ct
         let mut q = q.clone();
         let mut r = tonic::Request::new(pb::GetHandoverRequest {
             handover_id: id.to_owned(),
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: consistency(min_position),
         });
         r.set_timeout(t);
         q.get_handover(r).await.map(tonic::Response::into_inner)
@@ -1003,7 +1003,7 @@ pub async fn crisis(
                     let mut q = q.clone();
                     let mut r = tonic::Request::new(pb::ListCrisesRequest {
                         limit: 100,
-                        consistency: Some(pb::Consistency { min_position }),
+                        consistency: consistency(min_position),
                     });
                     r.set_timeout(t);
                     q.list_crises(r).await.map(tonic::Response::into_inner)
@@ -1130,7 +1130,7 @@ pub async fn crisis(
                         kinds: kinds.clone(),
                         page_size: limit,
                         page_token: page_token.clone(),
-                        consistency: Some(pb::Consistency { min_position }),
+                        consistency: consistency(min_position),
                         ..Default::default()
                     });
                     r.set_timeout(t);
@@ -1164,6 +1164,9 @@ pub async fn crisis(
                         CtlError::Usage(format!("--after {a:?}: expected POSITION.SEQ, e.g. 42.0"))
                     })?,
             };
+            // A watch has no consistency of its own: the crisis is first read as of now, so a
+            // crisis just declared (by anyone) is found.
+            show_crisis(s, &crisis).await?;
             // A watch runs until stopped: no call deadline.
             let mut stream = s
                 .cmc()
@@ -1191,7 +1194,7 @@ pub async fn crisis(
                     let mut q = q.clone();
                     let mut r = tonic::Request::new(pb::GetDecisionRegisterRequest {
                         crisis_id: crisis.clone(),
-                        consistency: Some(pb::Consistency { min_position }),
+                        consistency: consistency(min_position),
                     });
                     r.set_timeout(t);
                     q.get_decision_register(r)
@@ -1689,7 +1692,7 @@ pub async fn crisis(
                 crisis_id: crisis_id.clone(),
                 page_size: 1000,
                 page_token: format!("{}.-1", commit.position),
-                consistency: Some(pb::Consistency { min_position }),
+                consistency: consistency(min_position),
                 ..Default::default()
             });
             r.set_timeout(t);
@@ -1742,7 +1745,7 @@ async fn show_crisis(s: &mut Session, id: &str) -> Result<pb::CrisisDetail, CtlE
         let mut q = q.clone();
         let mut r = tonic::Request::new(pb::GetCrisisRequest {
             crisis_id: id.to_owned(),
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: consistency(min_position),
         });
         r.set_timeout(t);
         q.get_crisis(r).await.map(tonic::Response::into_inner)

@@ -11,7 +11,7 @@ use crate::{
     cmc::{EntryArgs, decision_json, entry, options, print_commit, print_register},
     error::CtlError,
     output::Format,
-    session::Session,
+    session::{Session, consistency},
 };
 
 #[derive(Debug, Subcommand)]
@@ -229,7 +229,7 @@ pub(crate) async fn log(s: &mut Session, incident: &str) -> Result<pb::DecisionR
         let mut q = q.clone();
         let mut r = tonic::Request::new(pb::GetIncidentDecisionLogRequest {
             incident_id: incident.to_owned(),
-            consistency: Some(pb::Consistency { min_position }),
+            consistency: consistency(min_position),
         });
         r.set_timeout(t);
         q.get_decision_log(r).await.map(tonic::Response::into_inner)

@@ -177,9 +177,12 @@ impl Session {
     }
 
     /// Runs a query at `min_position` = this client's last write. When that position comes
-    /// from an earlier run, this run made no new write, and the server never reaches it (its
-    /// store was replaced), says so and reads what the server has — at least this run's
-    /// replayed writes — forgetting the old position.
+    /// from an earlier run, this run made no new write, and the server does not reach it in
+    /// time, reads again at this run's own position (at least its replayed writes): when that
+    /// read is answered, the server has everything it has acknowledged (the reads ask for the
+    /// latest) yet not the remembered position, so its store was replaced — says so and
+    /// forgets the old position. When that read times out too, the read model is only
+    /// behind, and the position stands.
     pub async fn read<T>(
         &mut self,
         call: impl AsyncFn(u64) -> Result<T, tonic::Status>,
@@ -192,15 +195,17 @@ impl Session {
                     && !self.wrote_new
                     && self.written > self.own =>
             {
+                let answer = call(self.own).await?;
                 eprintln!(
-                    "semsctl: warning: {} has not reached position {}, this client's last write; \
-                     it may run on a new store. Showing what it has.",
+                    "semsctl: warning: {} has not reached position {}, this client's last write, \
+                     though it has applied all it acknowledged: it runs on a new store. \
+                     Showing what it has; forgetting the old position.",
                     self.server, self.written
                 );
                 let old = self.written;
                 self.written = self.own;
                 self.replace(old, self.own);
-                Ok(call(self.own).await?)
+                Ok(answer)
             }
             other => Ok(other?),
         }
@@ -240,6 +245,16 @@ fn write_positions(path: &PathBuf, all: &BTreeMap<String, u64>) -> std::io::Resu
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec_pretty(all).unwrap_or_default())?;
     std::fs::rename(tmp, path)
+}
+
+/// What every read of semsctl asks to see: `min_position` (this client's last write), and
+/// everything the log had acknowledged when the read arrived, whoever wrote it (another
+/// client, a webhook): what a person is shown is never older than what was acknowledged.
+pub fn consistency(min_position: u64) -> Option<sems_proto::v1::Consistency> {
+    Some(sems_proto::v1::Consistency {
+        min_position,
+        latest: true,
+    })
 }
 
 /// The default state directory: `$XDG_STATE_HOME/semsctl`, else `~/.local/state/semsctl`.

@@ -5,7 +5,10 @@
 
 use std::{path::Path, time::Duration};
 
-use sems_testkit::{Backend, TestStores, on_both_stores};
+use sems_testkit::{
+    Backend, TestStores, on_both_stores,
+    readme::{self, Bound, Step},
+};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -18,11 +21,16 @@ on_both_stores!(
     an_incident_decision_log_from_the_command_line,
     risks_are_linked_listed_and_counted_from_the_command_line,
     a_statement_is_drafted_approved_sent_and_retracted_from_the_command_line,
+    the_readme_quick_start_runs_as_written,
+    the_readme_handshake_walk_through_runs_as_written,
+    the_readme_webhook_post_runs_as_written,
 );
 
 struct Server {
     _stores: TestStores,
     url: String,
+    /// `http://127.0.0.1:<port>` of the webhooks.
+    http: String,
     state: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -48,10 +56,15 @@ impl Server {
         config.data_dir = stores.data_dir();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(semsd::run(
             config,
-            semsd::Listeners::grpc(listener),
+            semsd::Listeners {
+                grpc: Some(listener),
+                http: Some(http),
+            },
             async move {
                 let _ = stopped.await;
             },
@@ -59,6 +72,7 @@ impl Server {
         let server = Self {
             _stores: stores,
             url: format!("http://{addr}"),
+            http: format!("http://{http_addr}"),
             state,
             stop: Some(stop),
         };
@@ -97,15 +111,21 @@ struct Run {
     stderr: String,
 }
 
-async fn run(server: &str, state: &Path, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_semsctl"))
+fn semsctl(server: &str, state: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_semsctl"));
+    command
         .args(["--server", server])
         .args(args)
         .env("SEMSCTL_STATE_DIR", state)
         .env_remove("SEMS_SERVER")
-        .output()
-        .await
-        .unwrap();
+        // Where a reader runs the README's commands (paths in them are from there).
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .kill_on_drop(true);
+    command
+}
+
+async fn run(server: &str, state: &Path, args: &[&str]) -> Run {
+    let out = semsctl(server, state, args).output().await.unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8(out.stdout).unwrap(),
@@ -1248,4 +1268,185 @@ async fn a_statement_is_drafted_approved_sent_and_retracted_from_the_command_lin
     assert_eq!(m["retracted_by"], "tom.tactical");
     assert_eq!(m["retraction_reason"], "the sender domain was wrong");
     assert!(m["retracted_at"].is_string(), "{m}");
+}
+
+const README: &str = include_str!("../../../README.md");
+
+/// The README's quick-start `sh` block that holds `marker`.
+fn quick_start_block(marker: &str) -> &'static str {
+    let section = readme::section(README, "## Quick start").unwrap();
+    readme::sh_blocks(section)
+        .into_iter()
+        .find(|b| b.contains(marker))
+        .unwrap_or_else(|| panic!("no quick-start block holds `{marker}`"))
+}
+
+/// Runs the README's semsctl commands `steps`, each starting with the words `program` (how
+/// the README runs semsctl), as written but for the `<NAME>`s, and checks each promise: a
+/// line of the output that matches it or, for a promise starting with `{`, JSON the output
+/// holds. Returns the values the promises captured.
+async fn run_readme_steps(s: &Server, steps: &[Step], program: &[&str]) -> Bound {
+    let mut bound = Bound::new();
+    for step in steps {
+        let what = step.words.join(" ");
+        assert!(
+            step.words.iter().take(program.len()).eq(program.iter()),
+            "`{what}` does not run semsctl as {program:?}"
+        );
+        let args = step.words[program.len()..]
+            .iter()
+            .map(|w| readme::substitute(w, &bound))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let args = strs(&args);
+        if args.windows(2).any(|w| w == ["crisis", "watch"]) {
+            let promise = step.promise.as_deref().expect("a watch promises a line");
+            watch_until(s, &args, promise, &mut bound).await;
+            continue;
+        }
+        let r = s.ctl(&args).await;
+        assert_eq!(r.code, 0, "{what}: {}{}", r.stdout, r.stderr);
+        let Some(promise) = step.promise.as_deref() else {
+            continue;
+        };
+        if promise.starts_with('{') {
+            let expected = readme::json_promise(promise).unwrap();
+            let actual: Value = serde_json::from_str(&r.stdout)
+                .unwrap_or_else(|e| panic!("{what}: printed no JSON ({e}): {}", r.stdout));
+            readme::json_matches(&expected, &actual, "", &mut bound)
+                .unwrap_or_else(|e| panic!("{what}: {e}: {actual}"));
+        } else {
+            assert!(
+                r.stdout
+                    .lines()
+                    .any(|line| readme::line_matches(promise, line, &mut bound)),
+                "{what}: no line matches `{promise}` in:\n{}",
+                r.stdout
+            );
+        }
+    }
+    bound
+}
+
+/// Runs a command that watches (it never ends by itself) until a line of its output matches
+/// `promise`, then stops it.
+async fn watch_until(s: &Server, args: &[&str], promise: &str, bound: &mut Bound) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = semsctl(&s.url, s.state.path(), args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if readme::line_matches(promise, &line, bound) {
+                return true;
+            }
+            seen.push(line);
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "{args:?}: no line matches `{promise}` in {seen:#?}"
+    );
+    child.kill().await.unwrap();
+}
+
+/// Exactly the names captured: a misspelt name in a promise would capture anything.
+fn assert_captured(bound: &Bound, names: &[&str]) {
+    let mut captured: Vec<&str> = bound.keys().map(String::as_str).collect();
+    captured.sort_unstable();
+    let mut names = names.to_vec();
+    names.sort_unstable();
+    assert_eq!(captured, names);
+}
+
+async fn the_readme_quick_start_runs_as_written(backend: Backend) {
+    let s = Server::start(backend).await;
+    let steps = readme::steps_of(quick_start_block("semsctl -- demo")).unwrap();
+    assert!(steps.len() >= 4, "{steps:?}");
+    let program = ["cargo", "run", "--release", "-p", "semsctl", "--"];
+    let bound = run_readme_steps(&s, &steps, &program).await;
+    assert_captured(&bound, &["INCIDENT"]);
+}
+
+async fn the_readme_handshake_walk_through_runs_as_written(backend: Backend) {
+    let block = quick_start_block("--tokens-file");
+    // The lines before semsd starts write the tokens file; they run as written, in a
+    // directory of their own.
+    let (setup, rest) = block
+        .split_once("cargo run --release -p semsd -- --tokens-file tokens")
+        .expect("the walk-through starts semsd with its tokens file");
+    let dir = tempfile::tempdir().unwrap();
+    let status = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", setup])
+        .current_dir(dir.path())
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "{setup}");
+    let tokens = std::fs::read_to_string(dir.path().join("tokens")).unwrap();
+    assert_eq!(tokens.lines().count(), 2, "{tokens}");
+    let s = Server::start_with(backend, Some(tokens)).await;
+    let (defined, commands) = rest
+        .split_once("ctl() { cargo run -q --release -p semsctl -- \"$@\"; }\n")
+        .expect("the walk-through runs semsctl as `ctl`");
+    assert!(
+        defined
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')),
+        "only remarks between semsd and ctl: {defined}"
+    );
+    let steps = readme::steps_of(commands).unwrap();
+    assert!(steps.len() >= 9, "{steps:?}");
+    let bound = run_readme_steps(&s, &steps, &["ctl"]).await;
+    assert_captured(&bound, &["CRISIS", "HANDOVER", "INCIDENT"]);
+}
+
+async fn the_readme_webhook_post_runs_as_written(backend: Backend) {
+    let s = Server::start(backend).await;
+    let steps = readme::steps_of(quick_start_block("curl ")).unwrap();
+    let [post, list] = steps.as_slice() else {
+        panic!("the webhook block posts, then lists: {steps:?}");
+    };
+    // curl as written, to the test server's webhooks instead of semsd's default address.
+    let listen = semsd::Config::defaults().grpc.http_listen.0;
+    let default = format!("http://{}", listen.expect("webhooks are served by default"));
+    assert_eq!(post.words[0], "curl");
+    let words: Vec<String> = post.words[1..]
+        .iter()
+        .map(|w| match w.strip_prefix(&default) {
+            Some(path) => format!("{}{path}", s.http),
+            None => w.clone(),
+        })
+        .collect();
+    assert_ne!(words, post.words[1..], "the post goes to {default}");
+    let out = tokio::process::Command::new("curl")
+        .args(&words)
+        .output()
+        .await
+        .expect("curl (scripts/test.sh installs it)");
+    let answer = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{answer}");
+    let mut bound = Bound::new();
+    let promise = post
+        .promise
+        .as_deref()
+        .expect("the post promises an answer");
+    let actual: Value = serde_json::from_str(&answer).unwrap();
+    readme::json_matches(
+        &readme::json_promise(promise).unwrap(),
+        &actual,
+        "",
+        &mut bound,
+    )
+    .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    // The incident list shows what the post opened.
+    let program = ["cargo", "run", "--release", "-p", "semsctl", "--"];
+    bound.extend(run_readme_steps(&s, std::slice::from_ref(list), &program).await);
+    assert_captured(&bound, &["INCIDENT"]);
 }

@@ -94,7 +94,8 @@ pub struct GrpcArgs {
     /// actor recorded. Without it, calls are not authenticated and --actor acts.
     #[arg(long, env = "SEMS_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
-    /// Longest a query waits for `min_position` when the call sets no deadline (ms).
+    /// Longest a query waits for its `min_position` (or, with `latest`, the log's last
+    /// position) when the call sets no deadline (ms).
     #[arg(long, env = "SEMS_READ_WAIT_MS", default_value_t = 5_000)]
     pub read_wait_ms: u64,
 }

@@ -352,16 +352,6 @@ impl Api {
             position: h.position as u64,
         }
     }
-
-    /// Waits for the caller's `min_position`.
-    async fn consistent_with(
-        &self,
-        extensions: &tonic::Extensions,
-        c: Option<&pb::Consistency>,
-    ) -> Result<(), Status> {
-        self.consistent(extensions, c.map_or(0, |c| c.min_position))
-            .await
-    }
 }
 
 fn crisis_view(c: &CrisisRow) -> pb::CrisisView {
@@ -1071,7 +1061,7 @@ impl CmcQueryService for Api {
         async move {
             let r = request.get_ref();
             let id = convert::uuid("handover_id", &r.handover_id).map_err(status)?;
-            self.consistent_with(request.extensions(), r.consistency.as_ref())
+            self.consistent(request.extensions(), r.consistency.as_ref())
                 .await?;
             let h = self
                 .reads
@@ -1100,7 +1090,7 @@ impl CmcQueryService for Api {
                 }
                 n => n,
             };
-            self.consistent_with(request.extensions(), r.consistency.as_ref())
+            self.consistent(request.extensions(), r.consistency.as_ref())
                 .await?;
             let rows = self
                 .reads
@@ -1125,7 +1115,7 @@ impl CmcQueryService for Api {
         async move {
             let r = request.get_ref();
             let id = convert::uuid("crisis_id", &r.crisis_id).map_err(status)?;
-            self.consistent_with(request.extensions(), r.consistency.as_ref())
+            self.consistent(request.extensions(), r.consistency.as_ref())
                 .await?;
             let d = self
                 .reads
@@ -1155,7 +1145,7 @@ impl CmcQueryService for Api {
                 0 => 50,
                 n => n.min(500),
             };
-            self.consistent_with(request.extensions(), r.consistency.as_ref())
+            self.consistent(request.extensions(), r.consistency.as_ref())
                 .await?;
             let rows = self.reads.list_crises(limit).await.map_err(status)?;
             Ok(Response::new(pb::ListCrisesResponse {
@@ -1214,7 +1204,7 @@ impl CmcQueryService for Api {
                 })
             };
             let mut query = parse().map_err(status)?;
-            self.consistent_with(request.extensions(), r.consistency.as_ref())
+            self.consistent(request.extensions(), r.consistency.as_ref())
                 .await?;
             let mut entries = self.reads.timeline(&query).await.map_err(status)?;
             query.limit -= 1;
@@ -1244,7 +1234,7 @@ impl CmcQueryService for Api {
         async move {
             let r = request.get_ref();
             let id = convert::uuid("crisis_id", &r.crisis_id).map_err(status)?;
-            self.consistent_with(request.extensions(), r.consistency.as_ref())
+            self.consistent(request.extensions(), r.consistency.as_ref())
                 .await?;
             if self.reads.get_crisis(id).await.map_err(status)?.is_none() {
                 return Err(Status::not_found(format!("crisis {id} not found")));

@@ -17,8 +17,9 @@ use std::{
 
 use sems_app::{AppError, CommandMeta, Sems, TraceContext};
 use sems_proto::v1::{
-    alert_service_server::AlertServiceServer, cmc_query_service_server::CmcQueryServiceServer,
-    crisis_service_server::CrisisServiceServer, handover_service_server::HandoverServiceServer,
+    self as pb, alert_service_server::AlertServiceServer,
+    cmc_query_service_server::CmcQueryServiceServer, crisis_service_server::CrisisServiceServer,
+    handover_service_server::HandoverServiceServer,
     incident_query_service_server::IncidentQueryServiceServer,
     incident_service_server::IncidentServiceServer,
 };
@@ -72,21 +73,37 @@ impl Api {
         self
     }
 
-    /// Waits until the read model has applied `min_position`, within the call's deadline
-    /// (or the configured read wait when the call has none).
+    /// Waits until the read model has applied what the caller asks to see (`min_position`,
+    /// and with `latest` the log's last position as the query arrives), within the call's
+    /// deadline (or the configured read wait when the call has none).
     async fn consistent(
         &self,
         extensions: &tonic::Extensions,
-        min_position: u64,
+        consistency: Option<&pb::Consistency>,
     ) -> Result<(), Status> {
-        if min_position == 0 {
+        let Some(c) = consistency else {
             return Ok(());
-        }
+        };
         // Answer a little before the caller gives up, so it gets DEADLINE_EXCEEDED, not CANCELLED.
         let fallback = Instant::now() + self.read_wait;
         let deadline = extensions
             .get::<CallDeadline>()
             .map_or(fallback, |d| d.answer_by.min(fallback));
+        let mut min_position = c.min_position;
+        if c.latest {
+            // Within the same deadline: the log may answer slowly (a JetStream request waits
+            // up to its own time-out).
+            let last =
+                tokio::time::timeout_at(deadline.into(), self.sems.handler().last_position())
+                    .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded("the log's last position was not read in time")
+                    })?;
+            min_position = min_position.max(last.map_err(status)?);
+        }
+        if min_position == 0 {
+            return Ok(());
+        }
         self.reads
             .wait_for(min_position, deadline)
             .await

@@ -1,5 +1,5 @@
 //! `sems.v1.IncidentQueryService`: reads of the incident-tracking read model, each after
-//! waiting for the caller's `min_position`.
+//! waiting for what the caller's `consistency` asks (`min_position`, `latest`).
 
 use sems_app::AppError;
 use sems_proto::v1::{
@@ -61,12 +61,8 @@ impl IncidentQueryService for Api {
             request.metadata(),
         );
         async move {
-            let min = request
-                .get_ref()
-                .consistency
-                .as_ref()
-                .map_or(0, |c| c.min_position);
-            self.consistent(request.extensions(), min).await?;
+            let consistency = request.get_ref().consistency.as_ref();
+            self.consistent(request.extensions(), consistency).await?;
             let risks = self.reads.incidents_per_risk().await.map_err(status)?;
             Ok(Response::new(CountIncidentsByRiskResponse {
                 risks: risks
@@ -91,11 +87,8 @@ impl IncidentQueryService for Api {
         async move {
             let r = request.get_ref();
             let id = convert::uuid("incident_id", &r.incident_id).map_err(status)?;
-            self.consistent(
-                request.extensions(),
-                r.consistency.as_ref().map_or(0, |c| c.min_position),
-            )
-            .await?;
+            self.consistent(request.extensions(), r.consistency.as_ref())
+                .await?;
             if self.reads.get_incident(id).await.map_err(status)?.is_none() {
                 return Err(Status::not_found(format!("incident {id} not found")));
             }
@@ -117,12 +110,8 @@ impl IncidentQueryService for Api {
         async move {
             let id =
                 convert::uuid("incident_id", &request.get_ref().incident_id).map_err(status)?;
-            let min = request
-                .get_ref()
-                .consistency
-                .as_ref()
-                .map_or(0, |c| c.min_position);
-            self.consistent(request.extensions(), min).await?;
+            let consistency = request.get_ref().consistency.as_ref();
+            self.consistent(request.extensions(), consistency).await?;
             let detail = self
                 .reads
                 .get_incident(id)
@@ -207,8 +196,8 @@ impl IncidentQueryService for Api {
                 })
             };
             let query = parse().map_err(status)?;
-            let min = r.consistency.as_ref().map_or(0, |c| c.min_position);
-            self.consistent(request.extensions(), min).await?;
+            self.consistent(request.extensions(), r.consistency.as_ref())
+                .await?;
             let page = self.reads.list_incidents(&query).await.map_err(status)?;
             Ok(Response::new(ListIncidentsResponse {
                 incidents: page.items.iter().map(convert::incident).collect(),
@@ -251,8 +240,8 @@ impl IncidentQueryService for Api {
                 })
             };
             let query = parse().map_err(status)?;
-            let min = r.consistency.as_ref().map_or(0, |c| c.min_position);
-            self.consistent(request.extensions(), min).await?;
+            self.consistent(request.extensions(), r.consistency.as_ref())
+                .await?;
             let page = self.reads.list_alerts(&query).await.map_err(status)?;
             Ok(Response::new(ListAlertsResponse {
                 alerts: page.items.iter().map(convert::alert).collect(),
