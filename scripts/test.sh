@@ -10,6 +10,7 @@ command -v cargo >/dev/null || { sems_log "the Rust toolchain (cargo) is require
 sems_ensure_nats_server
 sems_ensure_grpcurl
 command -v curl >/dev/null || sems_apt_install curl ca-certificates   # the README's webhook post
+command -v python3 >/dev/null || sems_apt_install python3   # scripts/verify-log.py
 sems_ensure_postgres "${SEMS_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export SEMS_TEST_DATABASE_URL="$SEMS_PG_URL"
 

@@ -66,7 +66,12 @@ impl Server {
         // migrates the read model first): wait until health checks answer SERVING.
         let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
         let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "semsd did not serve within 60 s (its stores unreachable?)"
+            );
             let check = tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
             };

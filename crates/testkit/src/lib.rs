@@ -114,7 +114,9 @@ impl Drop for NatsServer {
     }
 }
 
-fn nats_server_binary() -> PathBuf {
+/// The nats-server binary: `SEMS_NATS_SERVER`, else `nats-server` on `PATH`, else
+/// `/usr/sbin/nats-server`.
+pub fn nats_server_binary() -> PathBuf {
     if let Ok(p) = std::env::var("SEMS_NATS_SERVER") {
         return PathBuf::from(p);
     }

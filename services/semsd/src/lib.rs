@@ -190,7 +190,7 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
     let source = SqliteLog::open(SqliteLogConfig::new(&events))
         .await
         .with_context(|| format!("open {}", events.display()))?;
-    let client = async_nats::ConnectOptions::new()
+    let client = nats_options(nats_url)
         .name("semsd-migrate")
         .connection_timeout(Duration::from_secs(5))
         .connect(nats_url)
@@ -316,7 +316,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 config.nats.stream,
                 redact(database_url)
             );
-            let client = async_nats::ConnectOptions::new()
+            let client = nats_options(nats_url)
                 .name("semsd")
                 .retry_on_initial_connect()
                 .connection_timeout(Duration::from_secs(5))
@@ -366,12 +366,62 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
     })
 }
 
+/// Connection options carrying the credentials of `url`: `user:password@` as user and
+/// password, a bare `token@` as a token (percent-decoded), as NATS clients read them.
+/// async-nats itself ignores credentials in the URL (nats-io/nats.rs#1623), so without this
+/// a password-protected server refuses semsd.
+fn nats_options(url: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new();
+    match url_credentials(url) {
+        Some((user, Some(password))) => options.user_and_password(user, password),
+        Some((token, None)) => options.token(token),
+        None => options,
+    }
+}
+
+/// The user (or token) and password of the first server of a NATS URL.
+fn url_credentials(url: &str) -> Option<(String, Option<String>)> {
+    let first = url.split(',').next()?;
+    let rest = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, Some(percent_decode(p))),
+        None => (userinfo, None),
+    };
+    Some((percent_decode(user), password))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// A URL without its credentials, for logs.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***@{}", &url[..scheme], &url[at + 1..])
         }
+        (None, Some(at)) => format!("***@{}", &url[at + 1..]),
         _ => url.to_owned(),
     }
 }
@@ -400,7 +450,41 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, url_credentials};
+
+    #[test]
+    fn credentials_in_a_nats_url_are_read_as_nats_clients_read_them() {
+        assert_eq!(
+            url_credentials("nats://semsd:p%40ss%3Aw@127.0.0.1:4222"),
+            Some(("semsd".into(), Some("p@ss:w".into())))
+        );
+        assert_eq!(
+            url_credentials("nats://s3cr3t@127.0.0.1:4222"),
+            Some(("s3cr3t".into(), None))
+        );
+        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(url_credentials("127.0.0.1:4222"), None);
+        assert_eq!(
+            url_credentials("nats://a:b@n1:4222,nats://a:b@n2:4222"),
+            Some(("a".into(), Some("b".into())))
+        );
+        // An `@` in a path or a query is not credentials; one in a password is.
+        assert_eq!(url_credentials("nats://127.0.0.1:4222/x@y"), None);
+        assert_eq!(url_credentials("nats://127.0.0.1:4222?x@y"), None);
+        assert_eq!(
+            url_credentials("nats://u:p@ss@[::1]:4222"),
+            Some(("u".into(), Some("p@ss".into())))
+        );
+        assert_eq!(
+            url_credentials("semsd:pw@127.0.0.1:4222"),
+            Some(("semsd".into(), Some("pw".into())))
+        );
+        // Only `%` and two hex digits decode.
+        assert_eq!(
+            url_credentials("nats://a:%+f%zz%4@h"),
+            Some(("a".into(), Some("%+f%zz%4".into())))
+        );
+    }
 
     #[test]
     fn credentials_never_reach_the_logs() {
@@ -409,5 +493,6 @@ mod tests {
             "nats://***@10.0.0.1:4222"
         );
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("semsd:s3cret@10.0.0.1:4222"), "***@10.0.0.1:4222");
     }
 }
