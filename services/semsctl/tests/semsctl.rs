@@ -24,6 +24,7 @@ on_both_stores!(
     the_readme_quick_start_runs_as_written,
     the_readme_handshake_walk_through_runs_as_written,
     the_readme_webhook_post_runs_as_written,
+    the_webhook_guide_examples_run_as_written,
 );
 
 struct Server {
@@ -1413,18 +1414,43 @@ async fn the_readme_webhook_post_runs_as_written(backend: Backend) {
     let [post, list] = steps.as_slice() else {
         panic!("the webhook block posts, then lists: {steps:?}");
     };
-    // curl as written, to the test server's webhooks instead of semsd's default address.
+    let mut bound = Bound::new();
+    post_as_written(&s, post, &mut bound).await;
+    // The incident list shows what the post opened.
+    let program = ["cargo", "run", "--release", "-p", "semsctl", "--"];
+    bound.extend(run_readme_steps(&s, std::slice::from_ref(list), &program).await);
+    assert_captured(&bound, &["INCIDENT"]);
+}
+
+/// Every `sh` block of `docs/WEBHOOKS.md` (posts with curl), each on a fresh store.
+async fn the_webhook_guide_examples_run_as_written(backend: Backend) {
+    let guide = include_str!("../../../docs/WEBHOOKS.md");
+    let blocks = readme::sh_blocks(guide);
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    for block in blocks {
+        let s = Server::start(backend).await;
+        let mut bound = Bound::new();
+        for step in readme::steps_of(block).unwrap() {
+            post_as_written(&s, &step, &mut bound).await;
+        }
+        assert_captured(&bound, &[]);
+    }
+}
+
+/// Runs `step`, a curl command, as written but to the test server's webhooks instead of
+/// semsd's default address, and checks its JSON promise.
+async fn post_as_written(s: &Server, step: &Step, bound: &mut Bound) {
     let listen = semsd::Config::defaults().grpc.http_listen.0;
     let default = format!("http://{}", listen.expect("webhooks are served by default"));
-    assert_eq!(post.words[0], "curl");
-    let words: Vec<String> = post.words[1..]
+    assert_eq!(step.words[0], "curl", "{step:?}");
+    let words: Vec<String> = step.words[1..]
         .iter()
         .map(|w| match w.strip_prefix(&default) {
             Some(path) => format!("{}{path}", s.http),
             None => w.clone(),
         })
         .collect();
-    assert_ne!(words, post.words[1..], "the post goes to {default}");
+    assert_ne!(words, step.words[1..], "the post goes to {default}");
     let out = tokio::process::Command::new("curl")
         .args(&words)
         .output()
@@ -1432,21 +1458,9 @@ async fn the_readme_webhook_post_runs_as_written(backend: Backend) {
         .expect("curl (scripts/test.sh installs it)");
     let answer = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{answer}");
-    let mut bound = Bound::new();
-    let promise = post
-        .promise
-        .as_deref()
-        .expect("the post promises an answer");
-    let actual: Value = serde_json::from_str(&answer).unwrap();
-    readme::json_matches(
-        &readme::json_promise(promise).unwrap(),
-        &actual,
-        "",
-        &mut bound,
-    )
-    .unwrap_or_else(|e| panic!("{e}: {answer}"));
-    // The incident list shows what the post opened.
-    let program = ["cargo", "run", "--release", "-p", "semsctl", "--"];
-    bound.extend(run_readme_steps(&s, std::slice::from_ref(list), &program).await);
-    assert_captured(&bound, &["INCIDENT"]);
+    let promise = step.promise.as_deref().expect("a post promises an answer");
+    let actual: Value = serde_json::from_str(&answer)
+        .unwrap_or_else(|e| panic!("{:?}: no JSON ({e}): {answer}", step.words));
+    readme::json_matches(&readme::json_promise(promise).unwrap(), &actual, "", bound)
+        .unwrap_or_else(|e| panic!("{:?}: {e}: {answer}", step.words));
 }
