@@ -25,6 +25,8 @@ on_both_stores!(
     the_readme_handshake_walk_through_runs_as_written,
     the_readme_webhook_post_runs_as_written,
     the_webhook_guide_examples_run_as_written,
+    the_semsctl_guide_walk_through_runs_as_written,
+    a_closed_output_stops_semsctl_quietly,
 );
 
 struct Server {
@@ -1463,4 +1465,39 @@ async fn post_as_written(s: &Server, step: &Step, bound: &mut Bound) {
         .unwrap_or_else(|e| panic!("{:?}: no JSON ({e}): {answer}", step.words));
     readme::json_matches(&readme::json_promise(promise).unwrap(), &actual, "", bound)
         .unwrap_or_else(|e| panic!("{:?}: {e}: {answer}", step.words));
+}
+
+async fn the_semsctl_guide_walk_through_runs_as_written(backend: Backend) {
+    let guide = include_str!("../../../docs/SEMSCTL.md");
+    let block = readme::sh_blocks(guide)[0];
+    let (build, walk) = block.split_once('\n').unwrap();
+    assert_eq!(build, "cargo build --release -p semsctl");
+    let s = Server::start(backend).await;
+    let steps = readme::steps_of(walk).unwrap();
+    assert!(steps.len() >= 12, "{steps:?}");
+    let bound = run_readme_steps(&s, &steps, &["target/release/semsctl"]).await;
+    assert_captured(&bound, &["ALERT", "DEMO", "INCIDENT"]);
+}
+
+async fn a_closed_output_stops_semsctl_quietly(backend: Backend) {
+    let s = Server::start(backend).await;
+    let demo = s.ctl(&["demo", "--pace-ms", "0"]).await;
+    assert_eq!(demo.code, 0, "{}", demo.stderr);
+    // The reading end is closed before semsctl writes (as `head` closes it once it has
+    // enough): no panic, exit 141.
+    let closed = async |args: &[&str]| {
+        let mut child = semsctl(&s.url, s.state.path(), args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().await.unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (_, stderr) = closed(&["incidents", "show", "--help"]).await;
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (code, stderr) = closed(&["alerts", "list"]).await;
+    assert_eq!(code, Some(141), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }
