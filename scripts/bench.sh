@@ -31,7 +31,7 @@ psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
 db_url="${admin%/*}/$db"
 
 export SEMS_NATS_URL="nats://127.0.0.1:$nats_port" SEMS_DATABASE_URL="$db_url"
-SEMS_LISTEN="127.0.0.1:$grpc_port" SEMS_LOG=warn target/release/semsd &
+SEMS_LISTEN="127.0.0.1:$grpc_port" SEMS_HTTP_LISTEN=off SEMS_LOG=warn target/release/semsd &
 semsd_pid=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$grpc_port) 2>/dev/null && break; sleep 0.1; done
 
