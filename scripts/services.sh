@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shared by scripts/test.sh and scripts/run.sh: makes sure nats-server and PostgreSQL are
-# installed (with apt-get, when running as root) and that PostgreSQL is running and reachable;
+# installed (with apt-get, as root or with sudo) and that PostgreSQL is running and reachable;
 # for the tests, that grpcurl is at hand.
 # Sourced, not run. Exports SEMS_TEST_DATABASE_URL / SEMS_DATABASE_URL when it has to pick one.
 
@@ -83,7 +83,7 @@ sems_ensure_postgres() {
     if ! pg_isready -q -h 127.0.0.1 -p 5432; then
         sems_log "PostgreSQL does not answer on 127.0.0.1:5432"; return 1
     fi
-    if psql "$url" -qAtc 'select 1' >/dev/null 2>&1; then
+    if psql -w "$url" -qAtc 'select 1' >/dev/null 2>&1; then
         SEMS_PG_URL="$url"; return 0
     fi
     # A fresh Debian cluster refuses password-less TCP logins: give the postgres role a
@@ -91,6 +91,6 @@ sems_ensure_postgres() {
     sems_log "PostgreSQL refuses $url; setting a password for the postgres role"
     sems_as_root runuser -u postgres -- psql -qc "ALTER ROLE postgres PASSWORD 'postgres'" >/dev/null
     url="postgres://postgres:postgres@127.0.0.1:5432/postgres"
-    psql "$url" -qAtc 'select 1' >/dev/null
+    psql -w "$url" -qAtc 'select 1' >/dev/null
     SEMS_PG_URL="$url"
 }

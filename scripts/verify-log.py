@@ -36,6 +36,7 @@ import secrets
 import socket
 import sqlite3
 import sys
+import time
 import urllib.parse
 import uuid
 
@@ -178,8 +179,13 @@ def commits_from_nats(url, stream, api="$JS.API"):
     if first != 1:
         yield first - 1, None, "start", None  # positions 1 to first - 1 are gone
     for sequence in range(first, last + 1):
-        headers, body = nats.request(f"{api}.DIRECT.GET.{stream}",
-                                     json.dumps({"seq": sequence}).encode())
+        for attempt in range(5):
+            headers, body = nats.request(f"{api}.DIRECT.GET.{stream}",
+                                         json.dumps({"seq": sequence}).encode())
+            # Any replica answers a direct get; one that lags may not have it yet.
+            if not headers["status"].startswith("404") or attempt == 4:
+                break
+            time.sleep(0.2)
         if headers["status"].startswith("404"):
             yield sequence, None, None, None  # this position is gone
             continue

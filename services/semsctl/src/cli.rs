@@ -23,7 +23,8 @@ Exit codes:
   6  a concurrent change won: run the command again
   7  semsd or its store cannot be reached
   8  the read model did not catch up in time, or the call ran out of time
-  9  not authenticated or not allowed";
+  9  not authenticated or not allowed
+141  the output was closed before semsctl finished writing (e.g. piped into head)";
 
 /// The SeMS Response command-line client.
 #[derive(Debug, Parser)]
