@@ -247,9 +247,26 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     use super::{Config, Store};
+
+    #[test]
+    fn every_flag_has_a_sems_variable() {
+        let command = Config::command();
+        let mut seen = std::collections::BTreeSet::new();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str());
+            let env = env.unwrap_or_else(|| panic!("--{id} has no SEMS_… variable"));
+            assert!(env.starts_with("SEMS_"), "--{id}: {env}");
+            assert!(seen.insert(env.to_owned()), "{env} names two flags");
+        }
+        assert!(seen.len() >= 15, "{seen:?}");
+    }
 
     #[test]
     fn no_flags_runs_embedded_both_urls_run_scaled_one_url_is_an_error() {
