@@ -41,6 +41,7 @@ import urllib.parse
 import uuid
 
 ZEROS = "0" * 64
+WINDOW = 256  # direct gets in flight at once
 AGGREGATE_TYPES = {"alert", "incident", "handover", "crisis"}
 
 
@@ -78,6 +79,7 @@ class Nats:
             raise Unreadable(f"{url}: {e}") from e
         self.buf = b""
         self.next_id = 0
+        self.answers = {}
         # Answers come only to this run's own inbox.
         self.inbox = f"_INBOX.{secrets.token_hex(12)}"
         info = self.line()
@@ -120,12 +122,18 @@ class Nats:
         data, self.buf = self.buf[:n], self.buf[n + 2:]
         return data
 
-    def request(self, subject, payload):
-        """Sends a request and returns (headers, body) of its answer."""
+    def ask(self, subject, payload):
+        """Sends a request; returns the token its answer will carry (see `answer`)."""
         self.next_id += 1
-        inbox = f"{self.inbox}.{self.next_id}"
-        self.send(f"PUB {subject} {inbox} {len(payload)}\r\n".encode() + payload + b"\r\n")
-        while True:
+        token = str(self.next_id)
+        self.send(f"PUB {subject} {self.inbox}.{token} {len(payload)}\r\n".encode()
+                  + payload + b"\r\n")
+        return token
+
+    def answer(self, token):
+        """(headers, body) of the answer to the request `token`; answers to other requests
+        of this run that arrive first are kept for their turn."""
+        while token not in self.answers:
             line = self.line()
             if line == b"PING":
                 self.send(b"PONG\r\n")
@@ -141,12 +149,18 @@ class Nats:
                 data = self.take(total)
             else:
                 continue
-            if parts[1].decode() != inbox:
-                raise Unreadable(f"an answer for {parts[1].decode()} came instead of {inbox}")
+            subject = parts[1].decode()
+            if not subject.startswith(f"{self.inbox}."):
+                raise Unreadable(f"an answer came to {subject}, not to this run's inbox")
             headers = parse_headers(data[:headers_len])
             if headers["status"].startswith("503"):
-                raise Unreadable(f"no responder for {subject}: is JetStream enabled?")
-            return headers, data[headers_len:]
+                raise Unreadable("no responder: is JetStream enabled, and the API prefix right?")
+            self.answers[subject[len(self.inbox) + 1:]] = (headers, data[headers_len:])
+        return self.answers.pop(token)
+
+    def request(self, subject, payload):
+        """Sends a request and returns (headers, body) of its answer."""
+        return self.answer(self.ask(subject, payload))
 
 
 def parse_headers(block):
@@ -178,14 +192,21 @@ def commits_from_nats(url, stream, api="$JS.API"):
         return
     if first != 1:
         yield first - 1, None, "start", None  # positions 1 to first - 1 are gone
+    # Up to WINDOW direct gets in flight, answered in any order, read in position order.
+    tokens = {}
+    sent = first
+    get = f"{api}.DIRECT.GET.{stream}"
     for sequence in range(first, last + 1):
-        for attempt in range(5):
-            headers, body = nats.request(f"{api}.DIRECT.GET.{stream}",
-                                         json.dumps({"seq": sequence}).encode())
+        while sent <= last and sent < sequence + WINDOW:
+            tokens[sent] = nats.ask(get, json.dumps({"seq": sent}).encode())
+            sent += 1
+        headers, body = nats.answer(tokens.pop(sequence))
+        for _ in range(4):
             # Any replica answers a direct get; one that lags may not have it yet.
-            if not headers["status"].startswith("404") or attempt == 4:
+            if not headers["status"].startswith("404"):
                 break
             time.sleep(0.2)
+            headers, body = nats.request(get, json.dumps({"seq": sequence}).encode())
         if headers["status"].startswith("404"):
             yield sequence, None, None, None  # this position is gone
             continue
