@@ -510,6 +510,10 @@ async fn write_group(
     // Everything the decisions need, in one statement per chunk (each statement costs a
     // round trip to sqlx's SQLite worker): the log's last position, which commit ids it
     // already holds, and the last position of each aggregate (one backward index seek each).
+    // Only rows that say something come back: commit ids already held and aggregates that
+    // exist. A new alert's lookup finds neither, and returning a row of NULLs for each of a
+    // group's ~900 new aggregates made every lookup ~18 hand-offs between sqlx's worker
+    // thread and this task (its row channel holds 50), which doubled the lookup's time.
     let mut last = 0;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut heads: HashMap<(String, String), u64> = HashMap::new();
@@ -533,14 +537,15 @@ async fn write_group(
             ids.push_bind(commit_id.as_str());
         }
         q.push(
-            ") UNION ALL SELECT 2, v.column1, v.column2, (SELECT c.position FROM commits c \
+            ") UNION ALL SELECT 2, kind, id, head FROM (SELECT v.column1 AS kind, \
+             v.column2 AS id, (SELECT c.position FROM commits c \
              WHERE c.aggregate_id = v.column2 AND c.aggregate_type = v.column1 \
-             ORDER BY c.position DESC LIMIT 1) FROM (",
+             ORDER BY c.position DESC LIMIT 1) AS head FROM (",
         );
         q.push_values(chunk, |mut row, (_, kind, id)| {
             row.push_bind(*kind).push_bind(id.as_str());
         });
-        q.push(") v");
+        q.push(") v) WHERE head IS NOT NULL");
         for row in q
             .build()
             .fetch_all(&mut *tx)

@@ -8,7 +8,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::Utc;
 use sems_app::{
     AppError, AppendTap, AppendedCommit, CommandHandler, CommandMeta, CommitFeed, Envelope,
-    EventLog, GENESIS_HASH, HandlerConfig, Sems, SystemClock, sha256_hex, verify_chain,
+    EventLog, GENESIS_HASH, HandlerConfig, LogError, PendingCommit, Sems, SystemClock, sha256_hex,
+    verify_chain,
 };
 use sems_domain::{
     Severity,
@@ -26,6 +27,7 @@ on_both_stores!(
     the_hash_chain_links_every_commit_and_detects_tampering,
     alerts_are_deduplicated_and_promoted_alerts_open_one_incident,
     a_steady_trickle_of_commits_does_not_hold_a_projector_batch_open,
+    a_burst_of_appends_is_decided_per_aggregate_against_the_log,
 );
 
 async fn connect(server: &NatsServer) -> JetStreamLog {
@@ -506,6 +508,100 @@ async fn the_embedded_log_refuses_changes_to_stored_commits_and_keeps_positions_
     assert_eq!(records[1].aggregate_id, id);
     assert_eq!(records[1].event_types, "NoteAdded");
     assert_eq!(records[1].commit, commits[1]);
+}
+
+fn raw_commit(aggregate_id: Uuid, expected_last_position: u64) -> PendingCommit {
+    let commit_id = Uuid::now_v7();
+    PendingCommit {
+        aggregate_type: "alert",
+        aggregate_id,
+        commit_id,
+        expected_last_position,
+        bytes: format!("{{\"commit\":\"{commit_id}\"}}").into_bytes(),
+        event_types: vec!["AlertReceived"],
+        trace_context: None,
+        correlation_id: commit_id,
+    }
+}
+
+/// Appends arriving together (one group commit on the embedded log) are each decided against
+/// the log: an aggregate's head is found whether or not other aggregates of the burst exist,
+/// a stale expected position is refused, and a new aggregate is refused only when the append
+/// expected it to exist.
+async fn a_burst_of_appends_is_decided_per_aggregate_against_the_log(backend: Backend) {
+    let (_stores, log) = start(backend).await;
+    let port = log.port();
+    let existing: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let mut heads = BTreeMap::new();
+    for id in &existing {
+        let outcome = port.append(raw_commit(*id, 0)).await.unwrap();
+        heads.insert(*id, outcome.position);
+    }
+    let before = port.last_position().await.unwrap();
+
+    // Interleaved: for each existing aggregate one append at its head and one at 0 (stale),
+    // for each new aggregate one expecting nothing and one expecting a commit it lacks.
+    let fresh: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let mut burst = Vec::new();
+    for (old, new) in existing.iter().zip(&fresh) {
+        burst.push((*old, heads[old], true));
+        burst.push((*new, 0, true));
+        burst.push((*old, 0, false));
+        burst.push((*new, heads[old], false));
+    }
+    let outcomes = futures::future::join_all(burst.iter().map(|(id, expected, _)| {
+        let port = port.clone();
+        let commit = raw_commit(*id, *expected);
+        async move { port.append(commit).await }
+    }))
+    .await;
+    for ((id, expected, accepted), outcome) in burst.iter().zip(&outcomes) {
+        match outcome {
+            Ok(o) => assert!(
+                *accepted && !o.duplicate,
+                "{id} expecting {expected}: appended at {}",
+                o.position
+            ),
+            Err(LogError::Conflict) => {
+                assert!(!accepted, "{id} expecting {expected}: refused")
+            }
+            Err(e) => panic!("{id} expecting {expected}: {e}"),
+        }
+    }
+    let appended = burst.iter().filter(|(_, _, a)| *a).count() as u64;
+    assert_eq!(port.last_position().await.unwrap(), before + appended);
+    for id in existing.iter().chain(&fresh) {
+        let commits = port.read_aggregate("alert", *id).await.unwrap();
+        let expected = if heads.contains_key(id) { 2 } else { 1 };
+        assert_eq!(commits.len(), expected, "{id}");
+    }
+}
+
+/// The bundled SQLite is built (`.cargo/config.toml`, `LIBSQLITE3_FLAGS`) without the two
+/// process-wide locks its default build takes: one around every allocation (memory
+/// statistics) and one around every page-cache lookup (one cache shared by all connections).
+/// With the log's writer, its readers and the read model's writer on separate threads they
+/// contended on every page; without them the embedded store ingests ~10% faster
+/// (`docs/BENCHMARKS.md`). A build that loses the flags fails here.
+#[tokio::test]
+async fn the_bundled_sqlite_runs_without_process_wide_allocation_and_page_cache_locks() {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let options: Vec<String> = sqlx::query_scalar("PRAGMA compile_options")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+        "{options:?}"
+    );
+    assert!(
+        !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+        "{options:?}"
+    );
+    assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
 }
 
 /// A log that lost its tail (here: a commit deleted behind the log's back, as a power loss or
