@@ -511,9 +511,9 @@ async fn write_group(
     // round trip to sqlx's SQLite worker): the log's last position, which commit ids it
     // already holds, and the last position of each aggregate (one backward index seek each).
     // Only rows that say something come back: commit ids already held and aggregates that
-    // exist. A new alert's lookup finds neither, and returning a row of NULLs for each of a
-    // group's ~900 new aggregates made every lookup ~18 hand-offs between sqlx's worker
-    // thread and this task (its row channel holds 50), which doubled the lookup's time.
+    // exist. A new alert's lookup finds neither; a row of NULLs for each new aggregate (up
+    // to 300 per statement) cost at least one hand-off between sqlx's worker thread and
+    // this task per 50 rows (its row channel holds 50), and doubled the lookup's time.
     let mut last = 0;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut heads: HashMap<(String, String), u64> = HashMap::new();
@@ -545,7 +545,9 @@ async fn write_group(
         q.push_values(chunk, |mut row, (_, kind, id)| {
             row.push_bind(*kind).push_bind(id.as_str());
         });
-        q.push(") v) WHERE head IS NOT NULL");
+        // `LIMIT -1` keeps SQLite from flattening the subquery into the outer one, which
+        // would run each existing aggregate's seek twice (in `WHERE` and in the column).
+        q.push(") v LIMIT -1) WHERE head IS NOT NULL");
         for row in q
             .build()
             .fetch_all(&mut *tx)

@@ -510,10 +510,14 @@ async fn the_embedded_log_refuses_changes_to_stored_commits_and_keeps_positions_
     assert_eq!(records[1].commit, commits[1]);
 }
 
-fn raw_commit(aggregate_id: Uuid, expected_last_position: u64) -> PendingCommit {
-    let commit_id = Uuid::now_v7();
+fn raw_commit(
+    aggregate_type: &'static str,
+    aggregate_id: Uuid,
+    commit_id: Uuid,
+    expected_last_position: u64,
+) -> PendingCommit {
     PendingCommit {
-        aggregate_type: "alert",
+        aggregate_type,
         aggregate_id,
         commit_id,
         expected_last_position,
@@ -524,56 +528,102 @@ fn raw_commit(aggregate_id: Uuid, expected_last_position: u64) -> PendingCommit 
     }
 }
 
-/// Appends arriving together (one group commit on the embedded log) are each decided against
-/// the log: an aggregate's head is found whether or not other aggregates of the burst exist,
-/// a stale expected position is refused, and a new aggregate is refused only when the append
-/// expected it to exist.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Appended,
+    Conflict,
+    Duplicate(u64),
+}
+
+/// Appends arriving together (on the embedded log, a few group commits for the whole burst)
+/// are each decided against the log: an aggregate's head is found whether or not other
+/// aggregates of the burst exist, a stale expected position is refused, a new aggregate is
+/// refused only when the append expected it to exist, an aggregate of another type with
+/// the same id is another aggregate, and a commit id already stored answers its original
+/// position.
 async fn a_burst_of_appends_is_decided_per_aggregate_against_the_log(backend: Backend) {
     let (_stores, log) = start(backend).await;
     let port = log.port();
     let existing: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
     let mut heads = BTreeMap::new();
+    let mut first_commits = BTreeMap::new();
     for id in &existing {
-        let outcome = port.append(raw_commit(*id, 0)).await.unwrap();
+        let commit_id = Uuid::now_v7();
+        let outcome = port
+            .append(raw_commit("alert", *id, commit_id, 0))
+            .await
+            .unwrap();
         heads.insert(*id, outcome.position);
+        first_commits.insert(*id, commit_id);
     }
     let before = port.last_position().await.unwrap();
+    let groups_before = match &log {
+        TestLog::Sqlite(l) => l.group_commits(),
+        TestLog::JetStream(_) => 0,
+    };
 
-    // Interleaved: for each existing aggregate one append at its head and one at 0 (stale),
-    // for each new aggregate one expecting nothing and one expecting a commit it lacks.
+    // Interleaved, for each existing aggregate and a new one: appends at the right and at a
+    // stale expected position for each, an incident with the alert's id, and now and then
+    // the alert's first commit sent again.
     let fresh: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
     let mut burst = Vec::new();
-    for (old, new) in existing.iter().zip(&fresh) {
-        burst.push((*old, heads[old], true));
-        burst.push((*new, 0, true));
-        burst.push((*old, 0, false));
-        burst.push((*new, heads[old], false));
-    }
-    let outcomes = futures::future::join_all(burst.iter().map(|(id, expected, _)| {
-        let port = port.clone();
-        let commit = raw_commit(*id, *expected);
-        async move { port.append(commit).await }
-    }))
-    .await;
-    for ((id, expected, accepted), outcome) in burst.iter().zip(&outcomes) {
-        match outcome {
-            Ok(o) => assert!(
-                *accepted && !o.duplicate,
-                "{id} expecting {expected}: appended at {}",
-                o.position
-            ),
-            Err(LogError::Conflict) => {
-                assert!(!accepted, "{id} expecting {expected}: refused")
-            }
-            Err(e) => panic!("{id} expecting {expected}: {e}"),
+    for (i, (old, new)) in existing.iter().zip(&fresh).enumerate() {
+        let head = heads[old];
+        burst.push(("alert", *old, Uuid::now_v7(), head, Expect::Appended));
+        burst.push(("alert", *new, Uuid::now_v7(), 0, Expect::Appended));
+        burst.push(("alert", *old, Uuid::now_v7(), 0, Expect::Conflict));
+        burst.push(("alert", *new, Uuid::now_v7(), head, Expect::Conflict));
+        burst.push(("incident", *old, Uuid::now_v7(), 0, Expect::Appended));
+        if i % 8 == 0 {
+            burst.push((
+                "alert",
+                *old,
+                first_commits[old],
+                0,
+                Expect::Duplicate(head),
+            ));
         }
     }
-    let appended = burst.iter().filter(|(_, _, a)| *a).count() as u64;
+    let outcomes =
+        futures::future::join_all(burst.iter().map(|(kind, id, commit_id, expected, _)| {
+            let port = port.clone();
+            let commit = raw_commit(kind, *id, *commit_id, *expected);
+            async move { port.append(commit).await }
+        }))
+        .await;
+    for ((kind, id, _, expected, expect), outcome) in burst.iter().zip(&outcomes) {
+        let got = match outcome {
+            Ok(o) if o.duplicate => Expect::Duplicate(o.position),
+            Ok(_) => Expect::Appended,
+            Err(LogError::Conflict) => Expect::Conflict,
+            Err(e) => panic!("{kind} {id} expecting {expected}: {e}"),
+        };
+        assert_eq!(
+            got, *expect,
+            "{kind} {id} expecting {expected}: {outcome:?}"
+        );
+    }
+    let appended = burst.iter().filter(|b| b.4 == Expect::Appended).count() as u64;
     assert_eq!(port.last_position().await.unwrap(), before + appended);
     for id in existing.iter().chain(&fresh) {
-        let commits = port.read_aggregate("alert", *id).await.unwrap();
-        let expected = if heads.contains_key(id) { 2 } else { 1 };
-        assert_eq!(commits.len(), expected, "{id}");
+        let alerts = port.read_aggregate("alert", *id).await.unwrap();
+        let incidents = port.read_aggregate("incident", *id).await.unwrap();
+        let (alerts_expected, incidents_expected) = if heads.contains_key(id) {
+            (2, 1)
+        } else {
+            (1, 0)
+        };
+        assert_eq!(alerts.len(), alerts_expected, "alert {id}");
+        assert_eq!(incidents.len(), incidents_expected, "incident {id}");
+    }
+    // The burst was decided in groups, not one append per group.
+    if let TestLog::Sqlite(l) = &log {
+        let groups = l.group_commits() - groups_before;
+        assert!(
+            groups * 10 <= burst.len() as u64,
+            "{} appends in {groups} group commits",
+            burst.len()
+        );
     }
 }
 
