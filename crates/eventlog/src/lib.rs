@@ -11,6 +11,7 @@
 
 mod feed;
 mod jetstream;
+mod keyfilter;
 mod migrate;
 mod sqlite;
 

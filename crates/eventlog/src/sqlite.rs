@@ -6,6 +6,14 @@
 //! commit holding the envelope bytes exactly, the aggregate's last position checked before
 //! appending (optimistic concurrency), a commit id seen before answered with the original
 //! position (idempotency, with no window), and triggers refusing any update or delete.
+//!
+//! The writer keeps in memory which aggregate ids and commit ids the log certainly does not
+//! hold (`Known`, two Bloom filters filled from the log at open and by every commit since), so
+//! an append that creates an aggregate with a new commit id — every new alert — is decided
+//! without looking the log up. The log stays the arbiter: such appends are written at
+//! positions after the last one this writer committed, and a primary-key violation there
+//! means another process appended meanwhile; the writer then stops trusting its memory and
+//! decides the group again from the log.
 
 use std::{
     collections::HashMap,
@@ -28,8 +36,10 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{Instrument, debug_span, error, info};
+use tracing::{Instrument, debug, debug_span, error, info, warn};
 use uuid::Uuid;
+
+use crate::keyfilter::KeyFilter;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -78,6 +88,9 @@ pub struct SqliteLogConfig {
     /// checkpointer alone never sees while appends keep coming: under steady load the WAL
     /// grew by ~27 MB/s here, without bound.
     pub rewind_after_bytes: usize,
+    /// Ids read per statement by the scan that tells the writer which ids the log holds
+    /// (each statement its own short read).
+    pub scan_page: u32,
 }
 
 impl SqliteLogConfig {
@@ -89,6 +102,7 @@ impl SqliteLogConfig {
             readers: 4,
             checkpoint_interval: Duration::from_millis(100),
             rewind_after_bytes: 4 * 1024 * 1024,
+            scan_page: 10_000,
         }
     }
 }
@@ -126,6 +140,11 @@ struct Inner {
     appends: mpsc::Sender<Request>,
     last: watch::Sender<u64>,
     groups: AtomicU64,
+    /// Appends decided without a lookup (certainly new aggregate and commit id).
+    without_lookup: AtomicU64,
+    /// The writer knows every id in the log (its start-up scan is done and no other process
+    /// has appended since).
+    knows_ids: AtomicBool,
     /// The writer is rewinding the WAL: the background checkpointer stands aside, since
     /// SQLite lets one checkpoint run at a time and refuses the other at once.
     rewinding: AtomicBool,
@@ -213,13 +232,24 @@ impl SqliteLog {
             appends,
             last,
             groups: AtomicU64::new(0),
+            without_lookup: AtomicU64::new(0),
+            knows_ids: AtomicBool::new(false),
             rewinding: AtomicBool::new(false),
         });
+        // The scan starts after the last position was read, so it sees at least every
+        // commit up to it; the writer records every commit it makes after it.
+        let (scanned, scan) = oneshot::channel();
+        tokio::spawn(scan_ids(
+            inner.readers.clone(),
+            config.scan_page.max(1),
+            scanned,
+        ));
         tokio::spawn(write_loop(
             writer,
             writer_options,
             requests,
             Arc::downgrade(&inner),
+            Known::new(*inner.last.borrow(), scan),
             config.max_group.max(1),
             config.rewind_after_bytes,
         ));
@@ -246,6 +276,18 @@ impl SqliteLog {
     /// nothing are not counted).
     pub fn group_commits(&self) -> u64 {
         self.inner.groups.load(Ordering::Relaxed)
+    }
+
+    /// Appends decided without looking the log up (see the module's documentation).
+    pub fn appends_without_lookup(&self) -> u64 {
+        self.inner.without_lookup.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer knows every aggregate id and commit id in the log, so it can
+    /// decide appends of new aggregates without a lookup: false until its start-up scan is
+    /// done, and from the moment it finds that another process appended to the log.
+    pub fn knows_ids(&self) -> bool {
+        self.inner.knows_ids.load(Ordering::Relaxed)
     }
 
     /// Commits stored and the last position.
@@ -332,6 +374,138 @@ async fn check_pragmas(conn: &mut SqliteConnection) -> Result<(), LogError> {
     Ok(())
 }
 
+type ScannedIds = Result<(KeyFilter, KeyFilter), LogError>;
+
+/// What the writer knows of the ids in the log: enough to tell, for an append that creates
+/// an aggregate, that neither its aggregate id nor its commit id is there, without asking.
+struct Known {
+    /// Holds every aggregate id in the log (and, rarely, says so of one it does not).
+    aggregates: KeyFilter,
+    /// Holds every commit id in the log, likewise.
+    commits: KeyFilter,
+    /// Position of the last commit in the log, as this writer last saw or made it.
+    last: u64,
+    /// The start-up scan of the ids already in the log, until it is absorbed.
+    scan: Option<oneshot::Receiver<ScannedIds>>,
+    /// The filters hold every id in the log: the scan is absorbed and no other process has
+    /// appended since.
+    complete: bool,
+}
+
+impl Known {
+    fn new(last: u64, scan: oneshot::Receiver<ScannedIds>) -> Self {
+        Self {
+            aggregates: KeyFilter::default(),
+            commits: KeyFilter::default(),
+            last,
+            scan: Some(scan),
+            complete: false,
+        }
+    }
+
+    /// Takes in the start-up scan once it is done.
+    fn absorb_scan(&mut self) {
+        let Some(scan) = &mut self.scan else { return };
+        match scan.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Ok(Ok((aggregates, commits))) => {
+                self.aggregates.absorb(aggregates);
+                self.commits.absorb(commits);
+                self.complete = true;
+                self.scan = None;
+                debug!(
+                    filter_bytes = self.aggregates.bytes() + self.commits.bytes(),
+                    "the event log writer knows every id in the log"
+                );
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "could not read the event log's ids; every append is looked up");
+                self.scan = None;
+            }
+            Err(oneshot::error::TryRecvError::Closed) => self.scan = None,
+        }
+    }
+
+    /// Trustworthy for deciding without a lookup.
+    fn usable(&self) -> Option<&Self> {
+        self.complete.then_some(self)
+    }
+
+    /// The append creates its aggregate with a commit id the log certainly does not hold.
+    fn certainly_new(&self, commit: &PendingCommit) -> bool {
+        commit.expected_last_position == 0
+            && !self.aggregates.may_contain(commit.aggregate_id)
+            && !self.commits.may_contain(commit.commit_id)
+    }
+
+    fn record(&mut self, commit: &PendingCommit) {
+        self.aggregates.insert(commit.aggregate_id);
+        self.commits.insert(commit.commit_id);
+    }
+
+    /// Another process appended to the log: from now on every append is looked up.
+    fn distrust(&mut self) {
+        if self.complete || self.scan.is_some() {
+            warn!(
+                "another process appended to the event log; this writer looks up every append from now on"
+            );
+        }
+        self.complete = false;
+        self.scan = None;
+    }
+}
+
+/// Reads every aggregate id and commit id in the log into filters for the writer, a page at
+/// a time (each page its own short read, so WAL checkpoints are not held back by the scan).
+async fn scan_ids(readers: SqlitePool, page: u32, done: oneshot::Sender<ScannedIds>) {
+    let result = async {
+        let aggregates = scan_ids_of(
+            &readers,
+            page,
+            "SELECT DISTINCT aggregate_id FROM commits WHERE aggregate_id > ? \
+             ORDER BY aggregate_id LIMIT ?",
+        )
+        .await?;
+        let commits = scan_ids_of(
+            &readers,
+            page,
+            "SELECT commit_id FROM commits WHERE commit_id > ? ORDER BY commit_id LIMIT ?",
+        )
+        .await?;
+        Ok((aggregates, commits))
+    }
+    .await;
+    let _ = done.send(result);
+}
+
+async fn scan_ids_of(
+    readers: &SqlitePool,
+    page_size: u32,
+    sql: &'static str,
+) -> Result<KeyFilter, LogError> {
+    let mut filter = KeyFilter::default();
+    let mut after = String::new();
+    loop {
+        let mut page: Vec<String> = sqlx::query_scalar(sql)
+            .bind(&after)
+            .bind(page_size)
+            .fetch_all(readers)
+            .await
+            .map_err(sqlite_error("read the event log's ids"))?;
+        for id in &page {
+            filter.insert(
+                Uuid::parse_str(id)
+                    .map_err(|e| LogError::Corrupt(format!("id {id:?} in the event log: {e}")))?,
+            );
+        }
+        let full = page.len() == page_size as usize;
+        match page.pop() {
+            Some(id) if full => after = id,
+            _ => return Ok(filter),
+        }
+    }
+}
+
 /// The single writer: takes every append waiting (up to `max_group`), decides each against
 /// the log in one `BEGIN IMMEDIATE` transaction, writes the accepted ones with one multi-row
 /// INSERT, commits (one fsync), then answers them all.
@@ -340,18 +514,37 @@ async fn write_loop(
     options: SqliteConnectOptions,
     mut requests: mpsc::Receiver<Request>,
     inner: std::sync::Weak<Inner>,
+    mut known: Known,
     max_group: usize,
     rewind_after: usize,
 ) {
     let mut group = Vec::with_capacity(max_group);
     let mut since_rewind = 0usize;
     while requests.recv_many(&mut group, max_group).await > 0 {
+        known.absorb_scan();
         let started = std::time::Instant::now();
-        let outcome = write_group(&mut conn, &group).await;
+        let mut outcome = write_group(&mut conn, &group, known.usable()).await;
+        if matches!(outcome, Err(GroupError::Foreign)) {
+            // Nothing of the group was written (its transaction is rolled back before the
+            // next one begins): decide it again from the log.
+            known.distrust();
+            outcome = write_group(&mut conn, &group, None).await;
+        }
         let elapsed = started.elapsed().as_secs_f64();
         let m = sems_telemetry::metrics();
-        match outcome {
-            Ok((answers, last, committed)) => {
+        match outcome.map_err(GroupError::into_log_error) {
+            Ok(Written {
+                answers,
+                last,
+                committed,
+                without_lookup,
+            }) => {
+                for (request, answer) in group.iter().zip(&answers) {
+                    if matches!(answer, Ok(o) if !o.duplicate) {
+                        known.record(&request.commit);
+                    }
+                }
+                known.last = last;
                 since_rewind += group
                     .iter()
                     .zip(&answers)
@@ -362,6 +555,10 @@ async fn write_loop(
                     if committed {
                         inner.groups.fetch_add(1, Ordering::Relaxed);
                     }
+                    inner
+                        .without_lookup
+                        .fetch_add(without_lookup, Ordering::Relaxed);
+                    inner.knows_ids.store(known.complete, Ordering::Relaxed);
                     inner.last.send_if_modified(|l| {
                         let moved = last > *l;
                         *l = (*l).max(last);
@@ -410,6 +607,9 @@ async fn write_loop(
                 }
             }
             Err(e) => {
+                if let Some(inner) = inner.upgrade() {
+                    inner.knows_ids.store(known.complete, Ordering::Relaxed);
+                }
                 error!(error = %e, appends = group.len(), "group commit failed; nothing of it was appended");
                 for request in group.drain(..) {
                     m.appends.add(
@@ -497,12 +697,50 @@ async fn checkpoint_loop(
     let _ = conn.close().await;
 }
 
-type Answers = Vec<Result<AppendOutcome, LogError>>;
+/// What a group's transaction did.
+struct Written {
+    /// One per append, in order.
+    answers: Vec<Result<AppendOutcome, LogError>>,
+    /// The log's last position after it.
+    last: u64,
+    /// Something was appended (and fsynced).
+    committed: bool,
+    /// Appends decided without a lookup.
+    without_lookup: u64,
+}
 
+enum GroupError {
+    Log(LogError),
+    /// Another process appended to the log since the writer last saw it: what the writer
+    /// knows is stale. Nothing was written.
+    Foreign,
+}
+
+impl GroupError {
+    fn into_log_error(self) -> LogError {
+        match self {
+            Self::Log(e) => e,
+            Self::Foreign => LogError::Internal(
+                "the event log changed under a group decided from the log itself".into(),
+            ),
+        }
+    }
+}
+
+impl From<LogError> for GroupError {
+    fn from(e: LogError) -> Self {
+        Self::Log(e)
+    }
+}
+
+/// Decides and writes one group in one transaction. With `known`, appends it says are
+/// certainly new are decided without a lookup and the log's last position is taken from it;
+/// without, everything is looked up.
 async fn write_group(
     conn: &mut SqliteConnection,
     group: &[Request],
-) -> Result<(Answers, u64, bool), LogError> {
+    known: Option<&Known>,
+) -> Result<Written, GroupError> {
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
@@ -514,11 +752,18 @@ async fn write_group(
     // exist. A new alert's lookup finds neither; a row of NULLs for each new aggregate (up
     // to 300 per statement) cost at least one hand-off between sqlx's worker thread and
     // this task per 50 rows (its row channel holds 50), and doubled the lookup's time.
-    let mut last = 0;
+    //
+    // Appends `known` says create a new aggregate with a new commit id need none of it.
+    let mut last = known.map_or(0, |k| k.last);
+    let mut looked_up_last = None;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut heads: HashMap<(String, String), u64> = HashMap::new();
+    let without_lookup = known.map_or(0, |k| {
+        group.iter().filter(|r| k.certainly_new(&r.commit)).count()
+    });
     let keys: Vec<(String, &str, String)> = group
         .iter()
+        .filter(|r| !known.is_some_and(|k| k.certainly_new(&r.commit)))
         .map(|r| {
             (
                 r.commit.commit_id.to_string(),
@@ -560,7 +805,7 @@ async fn write_group(
                 continue;
             };
             match arm {
-                0 => last = position,
+                0 => looked_up_last = Some(position),
                 1 => {
                     seen.insert(row.try_get(1).map_err(corrupt)?, position);
                 }
@@ -573,6 +818,13 @@ async fn write_group(
                 }
             }
         }
+    }
+
+    if let Some(position) = looked_up_last {
+        if known.is_some_and(|k| k.last != position) {
+            return Err(GroupError::Foreign);
+        }
+        last = position;
     }
 
     // Decide every append in arrival order, as the stream would.
@@ -605,7 +857,12 @@ async fn write_group(
     }
     if accepted.is_empty() {
         tx.rollback().await.map_err(sqlite_error("rollback"))?;
-        return Ok((answers, last, false));
+        return Ok(Written {
+            answers,
+            last,
+            committed: false,
+            without_lookup: without_lookup as u64,
+        });
     }
 
     // `OR FAIL`, not the default `ABORT`: a multi-row statement that may abort makes SQLite
@@ -629,13 +886,22 @@ async fn write_group(
                 .push_bind(trace.and_then(|t| t.tracestate.clone()))
                 .push_bind(c.bytes.as_slice());
         });
-        q.build()
-            .execute(&mut *tx)
-            .await
-            .map_err(sqlite_error("append commits"))?;
+        // Appends decided without a lookup go after `known.last`: a position taken there
+        // means another process appended since.
+        q.build().execute(&mut *tx).await.map_err(|e| match &e {
+            sqlx::Error::Database(d) if known.is_some() && d.is_unique_violation() => {
+                GroupError::Foreign
+            }
+            _ => GroupError::Log(sqlite_error("append commits")(e)),
+        })?;
     }
     tx.commit().await.map_err(sqlite_error("commit"))?;
-    Ok((answers, last, true))
+    Ok(Written {
+        answers,
+        last,
+        committed: true,
+        without_lookup: without_lookup as u64,
+    })
 }
 
 #[async_trait]

@@ -627,6 +627,214 @@ async fn a_burst_of_appends_is_decided_per_aggregate_against_the_log(backend: Ba
     }
 }
 
+/// Waits until the embedded writer knows every id in its log (its start-up scan is done).
+async fn knowing_ids(log: &SqliteLog) {
+    for _ in 0..500 {
+        if log.knows_ids() {
+            return;
+        }
+        // The writer takes the scan in at its next group: an append nobody else makes.
+        let _ = log
+            .append(raw_commit("probe", Uuid::new_v4(), Uuid::now_v7(), 0))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the writer never finished reading the log's ids");
+}
+
+/// The embedded writer decides an append that creates an aggregate with a new commit id
+/// without looking the log up, from what it knows of the ids in the log; reopened, it learns
+/// them again by scanning the log (here a few ids per statement, so across many pages and
+/// with aggregates spanning page boundaries), so every stored aggregate still refuses a
+/// second first commit and every stored commit id still answers its original position.
+#[tokio::test]
+async fn the_embedded_writer_knows_the_ids_in_its_log_without_looking_them_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteLogConfig {
+        scan_page: 7,
+        ..SqliteLogConfig::new(&path)
+    };
+    let mut stored = Vec::new();
+    {
+        let log = SqliteLog::open(config.clone()).await.unwrap();
+        knowing_ids(&log).await;
+        let without_before = log.appends_without_lookup();
+        let ids: Vec<Uuid> = (0..120).map(|_| Uuid::new_v4()).collect();
+        let outcomes = futures::future::join_all(ids.iter().map(|id| {
+            let commit_id = Uuid::now_v7();
+            let log = log.clone();
+            async move {
+                let o = log
+                    .append(raw_commit("alert", *id, commit_id, 0))
+                    .await
+                    .unwrap();
+                (*id, commit_id, o)
+            }
+        }))
+        .await;
+        // New aggregates with new commit ids: none needed a lookup.
+        assert_eq!(log.appends_without_lookup() - without_before, 120);
+        for (id, commit_id, o) in outcomes {
+            assert!(!o.duplicate);
+            stored.push((id, commit_id, o.position));
+            // Every third aggregate gets more commits, so pages of ids hold repeats.
+            if stored.len() % 3 == 0 {
+                let mut head = o.position;
+                for _ in 0..4 {
+                    let commit_id = Uuid::now_v7();
+                    head = log
+                        .append(raw_commit("alert", id, commit_id, head))
+                        .await
+                        .unwrap()
+                        .position;
+                    stored.push((id, commit_id, head));
+                }
+            }
+        }
+        // The same commit id again, and the same aggregate created again, each with the
+        // other new: neither is certainly new, both are decided from the log.
+        let (id, commit_id, position) = stored[0];
+        let again = log
+            .append(raw_commit("alert", Uuid::new_v4(), commit_id, 0))
+            .await
+            .unwrap();
+        assert!(again.duplicate && again.position == position, "{again:?}");
+        let err = log
+            .append(raw_commit("alert", id, Uuid::now_v7(), 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LogError::Conflict), "{err}");
+    }
+    // Closed, then opened again: what the writer knows comes from the scan alone.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = SqliteLog::open(config).await.unwrap();
+    knowing_ids(&log).await;
+    let without_before = log.appends_without_lookup();
+    let outcomes = futures::future::join_all(stored.iter().map(|(id, commit_id, _)| {
+        let log = log.clone();
+        let (id, commit_id) = (*id, *commit_id);
+        async move {
+            (
+                log.append(raw_commit("alert", Uuid::new_v4(), commit_id, 0))
+                    .await,
+                log.append(raw_commit("alert", id, Uuid::now_v7(), 0)).await,
+            )
+        }
+    }))
+    .await;
+    for ((id, commit_id, position), (same_commit, same_aggregate)) in stored.iter().zip(outcomes) {
+        let same_commit = same_commit.unwrap();
+        assert!(
+            same_commit.duplicate && same_commit.position == *position,
+            "commit {commit_id}: {same_commit:?}"
+        );
+        assert!(
+            matches!(same_aggregate, Err(LogError::Conflict)),
+            "aggregate {id}: {same_aggregate:?}"
+        );
+    }
+    assert_eq!(log.appends_without_lookup(), without_before);
+    let fresh = log
+        .append(raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0))
+        .await
+        .unwrap();
+    assert!(!fresh.duplicate);
+    assert_eq!(log.appends_without_lookup(), without_before + 1);
+    assert!(log.knows_ids());
+}
+
+/// Two processes appending to one embedded log (semsd refuses to share its data directory,
+/// but the file can be opened twice): what one writer knows of the log's ids goes stale when
+/// the other appends. The stale writer finds out from the log itself (the position it would
+/// write at is taken), decides the append again from the log, and from then on looks every
+/// append up: an aggregate the other process created is not created twice, and a commit id
+/// it stored answers its position.
+#[tokio::test]
+async fn an_embedded_writer_whose_log_another_process_appended_to_decides_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let ours = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    knowing_ids(&ours).await;
+
+    // The other process creates an aggregate; ours is then asked to create it too.
+    let other = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    let id = Uuid::new_v4();
+    let theirs = other
+        .append(raw_commit("alert", id, Uuid::now_v7(), 0))
+        .await
+        .unwrap();
+    let err = ours
+        .append(raw_commit("alert", id, Uuid::now_v7(), 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Conflict), "{err}");
+    assert!(!ours.knows_ids());
+    let commits = ours.read_aggregate("alert", id).await.unwrap();
+    assert_eq!(commits.len(), 1);
+    assert_eq!(commits[0].position, theirs.position);
+
+    // A writer opened afresh knows the log again, until the other process appends: then a
+    // commit id only the other stored is still answered with its position.
+    let fresh = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    knowing_ids(&fresh).await;
+    let commit_id = Uuid::now_v7();
+    let stored = other
+        .append(raw_commit("alert", Uuid::new_v4(), commit_id, 0))
+        .await
+        .unwrap();
+    let again = fresh
+        .append(raw_commit("alert", Uuid::new_v4(), commit_id, 0))
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate && again.position == stored.position,
+        "{again:?}"
+    );
+    assert!(!fresh.knows_ids());
+
+    // Likewise when the stale writer first appends to an aggregate it looks up: the log's
+    // last position is not the one it knows, and the aggregate the other process created
+    // next is not created twice.
+    let third = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    knowing_ids(&third).await;
+    let existing = Uuid::new_v4();
+    let head = third
+        .append(raw_commit("alert", existing, Uuid::now_v7(), 0))
+        .await
+        .unwrap()
+        .position;
+    let id = Uuid::new_v4();
+    other
+        .append(raw_commit("alert", id, Uuid::now_v7(), 0))
+        .await
+        .unwrap();
+    let next = third
+        .append(raw_commit("alert", existing, Uuid::now_v7(), head))
+        .await
+        .unwrap();
+    assert!(!next.duplicate);
+    assert!(!third.knows_ids());
+    let err = third
+        .append(raw_commit("alert", id, Uuid::now_v7(), 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Conflict), "{err}");
+    assert_eq!(third.read_aggregate("alert", id).await.unwrap().len(), 1);
+
+    // Positions stay gapless and every writer goes on appending.
+    for log in [&ours, &other, &fresh, &third] {
+        let o = log
+            .append(raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0))
+            .await
+            .unwrap();
+        assert_eq!(o.position, log.state().await.unwrap().1);
+    }
+    let (count, last) = ours.state().await.unwrap();
+    assert_eq!(count, last);
+}
+
 /// The bundled SQLite is built (`.cargo/config.toml`, `LIBSQLITE3_FLAGS`) without the two
 /// process-wide locks its default build takes: one around every allocation (memory
 /// statistics) and one around every page-cache lookup (one cache shared by all connections).

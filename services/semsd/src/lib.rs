@@ -288,6 +288,8 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                             "path": events.display().to_string(),
                             "last_position": log.last_position(),
                             "group_commits": log.group_commits(),
+                            "appends_without_lookup": log.appends_without_lookup(),
+                            "knows_ids": log.knows_ids(),
                         },
                         "read_model": { "path": model.display().to_string() },
                     })
