@@ -10,10 +10,11 @@
 //! The writer keeps in memory which aggregate ids and commit ids the log certainly does not
 //! hold (`Known`, two Bloom filters filled from the log at open and by every commit since), so
 //! an append that creates an aggregate with a new commit id — every new alert — is decided
-//! without looking the log up. The log stays the arbiter: such appends are written at
-//! positions after the last one this writer committed, and a primary-key violation there
-//! means another process appended meanwhile; the writer then stops trusting its memory and
-//! decides the group again from the log.
+//! without looking the log up. The log stays the arbiter: such appends are decided at
+//! positions after the last one this writer saw, and SQLite numbering them otherwise (or a
+//! looked-up last position that is not the one it saw, or a commit id refused) means another
+//! process appended meanwhile; the writer then reads the ids that process appended and
+//! decides the group again.
 
 use std::{
     collections::HashMap,
@@ -89,7 +90,8 @@ pub struct SqliteLogConfig {
     /// grew by ~27 MB/s here, without bound.
     pub rewind_after_bytes: usize,
     /// Ids read per statement by the scan that tells the writer which ids the log holds
-    /// (each statement its own short read).
+    /// (each statement its own short read); 0: no scan, every append is looked up (for a log
+    /// opened to be read).
     pub scan_page: u32,
 }
 
@@ -142,8 +144,9 @@ struct Inner {
     groups: AtomicU64,
     /// Appends decided without a lookup (certainly new aggregate and commit id).
     without_lookup: AtomicU64,
-    /// The writer knows every id in the log (its start-up scan is done and no other process
-    /// has appended since).
+    /// Commits another process appended that the writer read.
+    learned: AtomicU64,
+    /// The writer knows every id in the log (its start-up scan is done).
     knows_ids: AtomicBool,
     /// The writer is rewinding the WAL: the background checkpointer stands aside, since
     /// SQLite lets one checkpoint run at a time and refuses the other at once.
@@ -233,17 +236,18 @@ impl SqliteLog {
             last,
             groups: AtomicU64::new(0),
             without_lookup: AtomicU64::new(0),
+            learned: AtomicU64::new(0),
             knows_ids: AtomicBool::new(false),
             rewinding: AtomicBool::new(false),
         });
         // The scan starts after the last position was read, so it sees at least every
-        // commit up to it; the writer records every commit it makes after it.
-        let (scanned, scan) = oneshot::channel();
-        tokio::spawn(scan_ids(
-            inner.readers.clone(),
-            config.scan_page.max(1),
-            scanned,
-        ));
+        // commit up to it; the writer records every commit after it (its own, and any other
+        // process's that it finds).
+        let scan = (config.scan_page > 0).then(|| {
+            let (scanned, scan) = oneshot::channel();
+            tokio::spawn(scan_ids(inner.readers.clone(), config.scan_page, scanned));
+            scan
+        });
         tokio::spawn(write_loop(
             writer,
             writer_options,
@@ -285,9 +289,15 @@ impl SqliteLog {
 
     /// Whether the writer knows every aggregate id and commit id in the log, so it can
     /// decide appends of new aggregates without a lookup: false until its start-up scan is
-    /// done, and from the moment it finds that another process appended to the log.
+    /// done and taken in (by the first group after it), and always with `scan_page` 0.
     pub fn knows_ids(&self) -> bool {
         self.inner.knows_ids.load(Ordering::Relaxed)
+    }
+
+    /// Commits another process appended to the same file that this writer found and read
+    /// (semsd refuses to share its data directory; the file can still be opened twice).
+    pub fn commits_learned(&self) -> u64 {
+        self.inner.learned.load(Ordering::Relaxed)
     }
 
     /// Commits stored and the last position.
@@ -387,18 +397,17 @@ struct Known {
     last: u64,
     /// The start-up scan of the ids already in the log, until it is absorbed.
     scan: Option<oneshot::Receiver<ScannedIds>>,
-    /// The filters hold every id in the log: the scan is absorbed and no other process has
-    /// appended since.
+    /// The filters hold every id in the log up to `last`: the scan is absorbed.
     complete: bool,
 }
 
 impl Known {
-    fn new(last: u64, scan: oneshot::Receiver<ScannedIds>) -> Self {
+    fn new(last: u64, scan: Option<oneshot::Receiver<ScannedIds>>) -> Self {
         Self {
             aggregates: KeyFilter::default(),
             commits: KeyFilter::default(),
             last,
-            scan: Some(scan),
+            scan,
             complete: false,
         }
     }
@@ -426,14 +435,10 @@ impl Known {
         }
     }
 
-    /// Trustworthy for deciding without a lookup.
-    fn usable(&self) -> Option<&Self> {
-        self.complete.then_some(self)
-    }
-
     /// The append creates its aggregate with a commit id the log certainly does not hold.
     fn certainly_new(&self, commit: &PendingCommit) -> bool {
-        commit.expected_last_position == 0
+        self.complete
+            && commit.expected_last_position == 0
             && !self.aggregates.may_contain(commit.aggregate_id)
             && !self.commits.may_contain(commit.commit_id)
     }
@@ -443,15 +448,50 @@ impl Known {
         self.commits.insert(commit.commit_id);
     }
 
-    /// Another process appended to the log: from now on every append is looked up.
-    fn distrust(&mut self) {
-        if self.complete || self.scan.is_some() {
-            warn!(
-                "another process appended to the event log; this writer looks up every append from now on"
+    /// Records the ids of every commit after `last` (another process's: positions are
+    /// gapless and rows never change, so these are exactly the commits this writer has not
+    /// seen) and moves `last` to the log's, which may also be below it. Run inside a write
+    /// transaction, so that nothing can be appended between this and the decisions that
+    /// follow. Returns how many commits it read.
+    async fn catch_up(&mut self, conn: &mut SqliteConnection) -> Result<u64, LogError> {
+        let log_last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sqlite_error("read the log's last position"))?;
+        let log_last = u64::try_from(log_last).unwrap_or(0);
+        if log_last < self.last {
+            // Only commits removed behind the writer's back do this (the append-only
+            // triggers dropped, or an older copy of the file put in place under a running
+            // semsd). Positions go on from the log's last, without a gap.
+            error!(
+                log_last,
+                known_last = self.last,
+                "the event log holds fewer commits than this writer saw; commits were removed"
             );
+            self.last = log_last;
+            return Ok(0);
         }
-        self.complete = false;
-        self.scan = None;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT aggregate_id, commit_id FROM commits WHERE position > ?")
+                .bind(i64::try_from(self.last).unwrap_or(i64::MAX))
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(sqlite_error("read the commits another process appended"))?;
+        let parse = |id: &str| {
+            Uuid::parse_str(id)
+                .map_err(|e| LogError::Corrupt(format!("id {id:?} in the event log: {e}")))
+        };
+        for (aggregate_id, commit_id) in &rows {
+            self.aggregates.insert(parse(aggregate_id)?);
+            self.commits.insert(parse(commit_id)?);
+        }
+        self.last = log_last;
+        warn!(
+            commits = rows.len(),
+            last_position = self.last,
+            "another process appended to the event log; this writer has read what it appended"
+        );
+        Ok(rows.len() as u64)
     }
 }
 
@@ -523,12 +563,12 @@ async fn write_loop(
     while requests.recv_many(&mut group, max_group).await > 0 {
         known.absorb_scan();
         let started = std::time::Instant::now();
-        let mut outcome = write_group(&mut conn, &group, known.usable()).await;
+        let mut outcome = write_group(&mut conn, &group, &mut known, false).await;
         if matches!(outcome, Err(GroupError::Foreign)) {
             // Nothing of the group was written (its transaction is rolled back before the
-            // next one begins): decide it again from the log.
-            known.distrust();
-            outcome = write_group(&mut conn, &group, None).await;
+            // next one begins). Learn what the other process appended, inside the next
+            // transaction, where nobody else can append, and decide the group again.
+            outcome = write_group(&mut conn, &group, &mut known, true).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
         let m = sems_telemetry::metrics();
@@ -538,6 +578,7 @@ async fn write_loop(
                 last,
                 committed,
                 without_lookup,
+                learned,
             }) => {
                 for (request, answer) in group.iter().zip(&answers) {
                     if matches!(answer, Ok(o) if !o.duplicate) {
@@ -558,6 +599,7 @@ async fn write_loop(
                     inner
                         .without_lookup
                         .fetch_add(without_lookup, Ordering::Relaxed);
+                    inner.learned.fetch_add(learned, Ordering::Relaxed);
                     inner.knows_ids.store(known.complete, Ordering::Relaxed);
                     inner.last.send_if_modified(|l| {
                         let moved = last > *l;
@@ -707,6 +749,8 @@ struct Written {
     committed: bool,
     /// Appends decided without a lookup.
     without_lookup: u64,
+    /// Commits of another process the writer read before deciding.
+    learned: u64,
 }
 
 enum GroupError {
@@ -721,7 +765,7 @@ impl GroupError {
         match self {
             Self::Log(e) => e,
             Self::Foreign => LogError::Internal(
-                "the event log changed under a group decided from the log itself".into(),
+                "the event log changed while its writer held the write lock".into(),
             ),
         }
     }
@@ -733,18 +777,27 @@ impl From<LogError> for GroupError {
     }
 }
 
-/// Decides and writes one group in one transaction. With `known`, appends it says are
-/// certainly new are decided without a lookup and the log's last position is taken from it;
-/// without, everything is looked up.
+/// Decides and writes one group in one transaction. Appends `known` says are certainly new
+/// are decided without a lookup, at positions after the last one it knows; every other
+/// append is looked up. Another process's appends since then are found (a looked-up last
+/// position that is not the known one, or a position taken) and answered `Foreign`, with
+/// nothing written; with `catch_up` they are read into `known` first.
 async fn write_group(
     conn: &mut SqliteConnection,
     group: &[Request],
-    known: Option<&Known>,
+    known: &mut Known,
+    catch_up: bool,
 ) -> Result<Written, GroupError> {
     let mut tx = conn
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(sqlite_error("begin"))?;
+    let learned = if catch_up {
+        known.catch_up(&mut tx).await?
+    } else {
+        0
+    };
+    let known = &*known;
     // Everything the decisions need, in one statement per chunk (each statement costs a
     // round trip to sqlx's SQLite worker): the log's last position, which commit ids it
     // already holds, and the last position of each aggregate (one backward index seek each).
@@ -754,16 +807,17 @@ async fn write_group(
     // this task per 50 rows (its row channel holds 50), and doubled the lookup's time.
     //
     // Appends `known` says create a new aggregate with a new commit id need none of it.
-    let mut last = known.map_or(0, |k| k.last);
+    let mut last = known.last;
     let mut looked_up_last = None;
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut heads: HashMap<(String, String), u64> = HashMap::new();
-    let without_lookup = known.map_or(0, |k| {
-        group.iter().filter(|r| k.certainly_new(&r.commit)).count()
-    });
-    let keys: Vec<(String, &str, String)> = group
+    let to_look_up: Vec<&Request> = group
         .iter()
-        .filter(|r| !known.is_some_and(|k| k.certainly_new(&r.commit)))
+        .filter(|r| !known.certainly_new(&r.commit))
+        .collect();
+    let without_lookup = group.len() - to_look_up.len();
+    let keys: Vec<(String, &str, String)> = to_look_up
+        .iter()
         .map(|r| {
             (
                 r.commit.commit_id.to_string(),
@@ -820,11 +874,8 @@ async fn write_group(
         }
     }
 
-    if let Some(position) = looked_up_last {
-        if known.is_some_and(|k| k.last != position) {
-            return Err(GroupError::Foreign);
-        }
-        last = position;
+    if looked_up_last.is_some_and(|position| position != known.last) {
+        return Err(GroupError::Foreign);
     }
 
     // Decide every append in arrival order, as the stream would.
@@ -862,6 +913,7 @@ async fn write_group(
             last,
             committed: false,
             without_lookup: without_lookup as u64,
+            learned,
         });
     }
 
@@ -870,14 +922,17 @@ async fn write_group(
     // A failure here fails the whole group and the transaction is rolled back anyway; `FAIL`
     // leaves the transaction open for that rollback, as `ROLLBACK` would not.
     for chunk in accepted.chunks(INSERT_CHUNK) {
+        // No position is given: SQLite numbers the rows one after the log's last, and the
+        // last number it gave must be the one decided. It is not when another process
+        // appended (or the log lost commits behind the writer's back) since the last
+        // position the writer knows, which a group with no lookup takes on trust.
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR FAIL INTO commits (position, commit_id, aggregate_type, aggregate_id, event_types, \
+            "INSERT OR FAIL INTO commits (commit_id, aggregate_type, aggregate_id, event_types, \
              correlation_id, traceparent, tracestate, bytes) ",
         );
-        q.push_values(chunk, |mut row, (position, c, commit_id, aggregate_id)| {
+        q.push_values(chunk, |mut row, (_, c, commit_id, aggregate_id)| {
             let trace = c.trace_context.as_ref();
-            row.push_bind(i64::try_from(*position).unwrap_or(i64::MAX))
-                .push_bind(commit_id.as_str())
+            row.push_bind(commit_id.as_str())
                 .push_bind(c.aggregate_type)
                 .push_bind(aggregate_id.as_str())
                 .push_bind(c.event_types.join(","))
@@ -886,14 +941,15 @@ async fn write_group(
                 .push_bind(trace.and_then(|t| t.tracestate.clone()))
                 .push_bind(c.bytes.as_slice());
         });
-        // Appends decided without a lookup go after `known.last`: a position taken there
-        // means another process appended since.
-        q.build().execute(&mut *tx).await.map_err(|e| match &e {
-            sqlx::Error::Database(d) if known.is_some() && d.is_unique_violation() => {
-                GroupError::Foreign
-            }
+        // A commit id taken means the same (one only another process can have stored).
+        let done = q.build().execute(&mut *tx).await.map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => GroupError::Foreign,
             _ => GroupError::Log(sqlite_error("append commits")(e)),
         })?;
+        let decided = chunk.last().map_or(0, |(position, ..)| *position);
+        if u64::try_from(done.last_insert_rowid()).ok() != Some(decided) {
+            return Err(GroupError::Foreign);
+        }
     }
     tx.commit().await.map_err(sqlite_error("commit"))?;
     Ok(Written {
@@ -901,6 +957,7 @@ async fn write_group(
         last,
         committed: true,
         without_lookup: without_lookup as u64,
+        learned,
     })
 }
 

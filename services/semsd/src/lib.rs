@@ -187,9 +187,13 @@ async fn migrate(config: &Config) -> anyhow::Result<()> {
         config.nats.stream,
         redact(nats_url)
     );
-    let source = SqliteLog::open(SqliteLogConfig::new(&events))
-        .await
-        .with_context(|| format!("open {}", events.display()))?;
+    // Only read: its writer need not learn the log's ids.
+    let source = SqliteLog::open(SqliteLogConfig {
+        scan_page: 0,
+        ..SqliteLogConfig::new(&events)
+    })
+    .await
+    .with_context(|| format!("open {}", events.display()))?;
     let client = nats_options(nats_url)
         .name("semsd-migrate")
         .connection_timeout(Duration::from_secs(5))
@@ -290,6 +294,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                             "group_commits": log.group_commits(),
                             "appends_without_lookup": log.appends_without_lookup(),
                             "knows_ids": log.knows_ids(),
+                            "commits_learned": log.commits_learned(),
                         },
                         "read_model": { "path": model.display().to_string() },
                     })
