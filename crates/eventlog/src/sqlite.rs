@@ -146,6 +146,8 @@ struct Inner {
     without_lookup: AtomicU64,
     /// Commits another process appended that the writer read.
     learned: AtomicU64,
+    /// Groups decided a second time because the log contradicted what the writer knew.
+    decided_again: AtomicU64,
     /// The writer knows every id in the log (its start-up scan is done).
     knows_ids: AtomicBool,
     /// The writer is rewinding the WAL: the background checkpointer stands aside, since
@@ -237,6 +239,7 @@ impl SqliteLog {
             groups: AtomicU64::new(0),
             without_lookup: AtomicU64::new(0),
             learned: AtomicU64::new(0),
+            decided_again: AtomicU64::new(0),
             knows_ids: AtomicBool::new(false),
             rewinding: AtomicBool::new(false),
         });
@@ -298,6 +301,13 @@ impl SqliteLog {
     /// (semsd refuses to share its data directory; the file can still be opened twice).
     pub fn commits_learned(&self) -> u64 {
         self.inner.learned.load(Ordering::Relaxed)
+    }
+
+    /// Groups the writer decided a second time, with every append looked up, because the
+    /// log contradicted what it knew (another process had appended, or its memory of the
+    /// log's ids was wrong).
+    pub fn groups_decided_again(&self) -> u64 {
+        self.inner.decided_again.load(Ordering::Relaxed)
     }
 
     /// Commits stored and the last position.
@@ -448,6 +458,12 @@ impl Known {
         self.commits.insert(commit.commit_id);
     }
 
+    /// From now on every append is looked up (until a restart scans the log again).
+    fn give_up(&mut self) {
+        self.complete = false;
+        self.scan = None;
+    }
+
     /// Records the ids of every commit after `last` (another process's: positions are
     /// gapless and rows never change, so these are exactly the commits this writer has not
     /// seen) and moves `last` to the log's, which may also be below it. Run inside a write
@@ -477,15 +493,24 @@ impl Known {
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(sqlite_error("read the commits another process appended"))?;
-        let parse = |id: &str| {
-            Uuid::parse_str(id)
-                .map_err(|e| LogError::Corrupt(format!("id {id:?} in the event log: {e}")))
-        };
-        for (aggregate_id, commit_id) in &rows {
-            self.aggregates.insert(parse(aggregate_id)?);
-            self.commits.insert(parse(commit_id)?);
-        }
         self.last = log_last;
+        for (aggregate_id, commit_id) in &rows {
+            match (Uuid::parse_str(aggregate_id), Uuid::parse_str(commit_id)) {
+                (Ok(aggregate_id), Ok(commit_id)) => {
+                    self.aggregates.insert(aggregate_id);
+                    self.commits.insert(commit_id);
+                }
+                _ => {
+                    // Lookups compare the stored text, whatever it is.
+                    error!(
+                        aggregate_id,
+                        commit_id,
+                        "an id in the event log is not a UUID; every append is looked up from now on"
+                    );
+                    self.give_up();
+                }
+            }
+        }
         warn!(
             commits = rows.len(),
             last_position = self.last,
@@ -565,10 +590,22 @@ async fn write_loop(
         let started = std::time::Instant::now();
         let mut outcome = write_group(&mut conn, &group, &mut known, false).await;
         if matches!(outcome, Err(GroupError::Foreign)) {
+            if let Some(inner) = inner.upgrade() {
+                inner.decided_again.fetch_add(1, Ordering::Relaxed);
+            }
             // Nothing of the group was written (its transaction is rolled back before the
             // next one begins). Learn what the other process appended, inside the next
             // transaction, where nobody else can append, and decide the group again.
             outcome = write_group(&mut conn, &group, &mut known, true).await;
+            if matches!(outcome, Err(GroupError::Foreign)) {
+                // Everything was looked up, under the write lock, after reading what the
+                // other process appended: the log contradicts what the writer knows in a
+                // way it cannot explain. Stop relying on it.
+                error!(
+                    "the event log's writer cannot reconcile what it knows with the log; every append is looked up from now on"
+                );
+                known.give_up();
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         let m = sems_telemetry::metrics();
@@ -765,7 +802,7 @@ impl GroupError {
         match self {
             Self::Log(e) => e,
             Self::Foreign => LogError::Internal(
-                "the event log changed while its writer held the write lock".into(),
+                "the event log's writer could not reconcile what it knows with the log".into(),
             ),
         }
     }
@@ -780,8 +817,9 @@ impl From<LogError> for GroupError {
 /// Decides and writes one group in one transaction. Appends `known` says are certainly new
 /// are decided without a lookup, at positions after the last one it knows; every other
 /// append is looked up. Another process's appends since then are found (a looked-up last
-/// position that is not the known one, or a position taken) and answered `Foreign`, with
-/// nothing written; with `catch_up` they are read into `known` first.
+/// position that is not the known one, rows numbered otherwise than decided, a commit id
+/// refused) and answered `Foreign`, with nothing written; with `catch_up` they are read
+/// into `known` first and every append is looked up.
 async fn write_group(
     conn: &mut SqliteConnection,
     group: &[Request],
@@ -813,7 +851,7 @@ async fn write_group(
     let mut heads: HashMap<(String, String), u64> = HashMap::new();
     let to_look_up: Vec<&Request> = group
         .iter()
-        .filter(|r| !known.certainly_new(&r.commit))
+        .filter(|r| catch_up || !known.certainly_new(&r.commit))
         .collect();
     let without_lookup = group.len() - to_look_up.len();
     let keys: Vec<(String, &str, String)> = to_look_up

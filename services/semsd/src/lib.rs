@@ -295,6 +295,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                             "appends_without_lookup": log.appends_without_lookup(),
                             "knows_ids": log.knows_ids(),
                             "commits_learned": log.commits_learned(),
+                            "groups_decided_again": log.groups_decided_again(),
                         },
                         "read_model": { "path": model.display().to_string() },
                     })
