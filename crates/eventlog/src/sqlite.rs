@@ -103,7 +103,7 @@ impl SqliteLogConfig {
             max_group: 1_000,
             readers: 4,
             checkpoint_interval: Duration::from_millis(100),
-            rewind_after_bytes: 4 * 1024 * 1024,
+            rewind_after_bytes: 16 * 1024 * 1024,
             scan_page: 10_000,
         }
     }
