@@ -19,7 +19,7 @@ pub use feed::JetStreamFeed;
 pub use jetstream::{JetStreamConfig, JetStreamLog};
 pub use migrate::{CopyReport, copy_to_jetstream};
 pub use sems_app::{CommitFeed, EventLog, FedCommit};
-pub use sqlite::{CommitRecord, SqliteFeed, SqliteLog, SqliteLogConfig};
+pub use sqlite::{CommitRecord, SqliteFeed, SqliteLog, SqliteLogConfig, WalRewinds};
 
 /// Refuses to feed a projection whose checkpoint lies beyond the log's last position: the
 /// log lost commits the read model already holds (a store restored from an older backup, a

@@ -36,7 +36,7 @@ use sqlx::{
     Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, debug_span, error, info, warn};
 use uuid::Uuid;
 
@@ -71,6 +71,14 @@ const LINGER: Duration = Duration::from_millis(2);
 const FEED_READ_ROWS: usize = 1_000;
 const FEED_BATCH_BYTES: usize = 64 * 1024 * 1024;
 
+/// Envelopes larger than this reach the feed in a statement of their own, after the one
+/// that read their neighbours. The reader connections buffer up to `FEED_READ_ROWS` rows
+/// ahead of the task that takes them, so a statement's read transaction ends as soon as
+/// SQLite has stepped through it, not whenever a busy runtime next schedules the projector
+/// (a reader in the WAL holds back checkpoints and the writer's rewind); inline envelopes
+/// bound what that buffer can hold to 64 MiB.
+const FEED_INLINE_BYTES: i64 = 64 * 1024;
+
 /// Where and how the embedded log lives.
 #[derive(Debug, Clone)]
 pub struct SqliteLogConfig {
@@ -83,11 +91,13 @@ pub struct SqliteLogConfig {
     /// How often, at most, the background connection copies the WAL into the database file
     /// while commits arrive.
     pub checkpoint_interval: Duration,
-    /// Envelope bytes appended after which the writer finishes a checkpoint itself, between
-    /// two groups, so that its next transaction writes the WAL from its start again. SQLite
-    /// only rewinds the WAL when a writer starts with all of it copied, which the background
-    /// checkpointer alone never sees while appends keep coming: under steady load the WAL
-    /// grew by ~27 MB/s here, without bound.
+    /// Envelope bytes appended after which the WAL is rewound: the writer asks the background
+    /// checkpointer to catch up, then finishes the checkpoint itself between two groups, so
+    /// that its next transaction writes the WAL from its start again (without waiting for
+    /// the catch-up after another quarter of this). SQLite only rewinds the WAL when a writer
+    /// starts with all of it copied, which the background checkpointer alone never sees
+    /// while appends keep coming: under steady load the WAL grew by ~27 MB/s here, without
+    /// bound.
     pub rewind_after_bytes: usize,
     /// Ids read per statement by the scan that tells the writer which ids the log holds
     /// (each statement its own short read); 0: no scan, every append is looked up (for a log
@@ -153,6 +163,32 @@ struct Inner {
     /// The writer is rewinding the WAL: the background checkpointer stands aside, since
     /// SQLite lets one checkpoint run at a time and refuses the other at once.
     rewinding: AtomicBool,
+    /// The writer asks the background checkpointer to copy the WAL now, ahead of a rewind
+    /// (a permit is kept when it is busy). Apart from `Inner` so the checkpointer can wait
+    /// on it without keeping the log alive.
+    hurry: Arc<Notify>,
+    /// The number of the last catch-up the writer asked for, and of the last one a
+    /// finished catch-up covered (it started after the ask).
+    asked: AtomicU64,
+    caught_up: AtomicU64,
+    /// WAL rewinds the writer made, and those that happened without waiting for the
+    /// background checkpointer to catch up first (past the hard bound).
+    rewinds: AtomicU64,
+    forced_rewinds: AtomicU64,
+    /// Microseconds the writer spent in its rewinds (appends queue meanwhile).
+    rewind_micros: AtomicU64,
+}
+
+/// The writer's WAL rewinds so far (`SqliteLog::wal_rewinds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalRewinds {
+    /// Rewinds that happened.
+    pub rewinds: u64,
+    /// Of those, rewinds made past the hard bound, without waiting for the background
+    /// checkpointer to catch up first.
+    pub without_catch_up: u64,
+    /// Time the writer spent in rewinds and attempts, appends queueing meanwhile.
+    pub writer_stalled: Duration,
 }
 
 /// The event log in one SQLite file. Clones share the writer task.
@@ -202,7 +238,7 @@ impl SqliteLog {
         // makes the caller's future not `Send`.
         let readers = SqlitePoolOptions::new()
             .max_connections(config.readers.max(1))
-            .connect_with(options.clone())
+            .connect_with(options.clone().row_buffer_size(FEED_READ_ROWS))
             .await
             .map_err(sqlite_error("open the event log"))?;
         MIGRATOR
@@ -212,7 +248,7 @@ impl SqliteLog {
         // The writer keeps a 16 MiB page cache (a group's index pages stay in memory instead
         // of spilling mid-transaction), temporary files in memory, and leaves WAL checkpoints
         // to a background task, so a group commit waits for its own WAL fsync only; once
-        // every `rewind_after_bytes` it finishes a checkpoint itself (`rewind_wal`).
+        // every `rewind_after_bytes` it finishes a checkpoint itself (`Rewind`).
         let writer_options = options
             .clone()
             .pragma("cache_size", "-16384")
@@ -242,6 +278,12 @@ impl SqliteLog {
             decided_again: AtomicU64::new(0),
             knows_ids: AtomicBool::new(false),
             rewinding: AtomicBool::new(false),
+            hurry: Arc::new(Notify::new()),
+            asked: AtomicU64::new(0),
+            caught_up: AtomicU64::new(0),
+            rewinds: AtomicU64::new(0),
+            forced_rewinds: AtomicU64::new(0),
+            rewind_micros: AtomicU64::new(0),
         });
         // The scan starts after the last position was read, so it sees at least every
         // commit up to it; the writer records every commit after it (its own, and any other
@@ -263,6 +305,7 @@ impl SqliteLog {
         tokio::spawn(checkpoint_loop(
             checkpointer,
             Arc::downgrade(&inner),
+            Arc::clone(&inner.hurry),
             config.checkpoint_interval,
         ));
         info!(path = %config.path.display(), "embedded event log open");
@@ -308,6 +351,15 @@ impl SqliteLog {
     /// log's ids was wrong).
     pub fn groups_decided_again(&self) -> u64 {
         self.inner.decided_again.load(Ordering::Relaxed)
+    }
+
+    /// The writer's WAL rewinds so far (see `SqliteLogConfig::rewind_after_bytes`).
+    pub fn wal_rewinds(&self) -> WalRewinds {
+        WalRewinds {
+            rewinds: self.inner.rewinds.load(Ordering::Relaxed),
+            without_catch_up: self.inner.forced_rewinds.load(Ordering::Relaxed),
+            writer_stalled: Duration::from_micros(self.inner.rewind_micros.load(Ordering::Relaxed)),
+        }
     }
 
     /// Commits stored and the last position.
@@ -584,7 +636,7 @@ async fn write_loop(
     rewind_after: usize,
 ) {
     let mut group = Vec::with_capacity(max_group);
-    let mut since_rewind = 0usize;
+    let mut rewind = Rewind::new(rewind_after);
     while requests.recv_many(&mut group, max_group).await > 0 {
         known.absorb_scan();
         let started = std::time::Instant::now();
@@ -623,7 +675,7 @@ async fn write_loop(
                     }
                 }
                 known.last = last;
-                since_rewind += group
+                rewind.since += group
                     .iter()
                     .zip(&answers)
                     .filter(|(_, a)| matches!(a, Ok(o) if !o.duplicate))
@@ -658,31 +710,9 @@ async fn write_loop(
                         .add(1, &[aggregate, KeyValue::new("outcome", outcome)]);
                     let _ = request.reply.send(answer);
                 }
-                if since_rewind >= rewind_after {
-                    let inner = inner.upgrade();
-                    if let Some(i) = &inner {
-                        i.rewinding.store(true, Ordering::Relaxed);
-                    }
-                    let rewound = match rewind_wal(&mut conn).await {
-                        Ok(rewound) => rewound,
-                        Err(e) => {
-                            // The busy timeout may be left at 20 ms: start afresh.
-                            tracing::warn!(error = %e, "event log checkpoint failed; reopening the writer");
-                            reopen(&mut conn, &options).await;
-                            false
-                        }
-                    };
-                    if rewound {
-                        since_rewind = 0;
-                    } else {
-                        // Try again after another eighth of the threshold, not after every
-                        // group: each try may wait 20 ms for a reader.
-                        since_rewind = rewind_after - rewind_after / 8;
-                    }
-                    // Idle, or done: let the background checkpointer copy the WAL's tail.
-                    if let Some(i) = inner.as_ref().filter(|_| rewound || requests.is_empty()) {
-                        i.rewinding.store(false, Ordering::Relaxed);
-                    }
+                if let Some(inner) = inner.upgrade() {
+                    let waiting = !requests.is_empty();
+                    rewind_if_due(&mut conn, &options, &inner, &mut rewind, waiting).await;
                 }
             }
             Err(e) => {
@@ -721,13 +751,144 @@ async fn reopen(conn: &mut SqliteConnection, options: &SqliteConnectOptions) {
     }
 }
 
+/// When the writer rewinds the WAL. After `after` bytes of envelopes since the last rewind
+/// it asks the background checkpointer to catch up (copy the WAL into the database file and
+/// fsync it, while appends go on), and rewinds once that is done, when its own `RESTART` is
+/// left only the frames written since to copy; past `after + after / 4` it rewinds without
+/// waiting, which bounds the WAL whatever the background checkpointer does.
+struct Rewind {
+    after: usize,
+    /// Envelope bytes appended since the last rewind.
+    since: usize,
+    /// Catch-ups asked for so far; each is numbered by this count.
+    requests: u64,
+    /// The number of the catch-up asked for since the last rewind attempt.
+    asked: Option<u64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RewindStep {
+    Wait,
+    /// Ask for the catch-up with this number.
+    Ask(u64),
+    Rewind {
+        caught_up: bool,
+    },
+}
+
+/// What a rewind attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewound {
+    Yes,
+    /// A reader stayed in the WAL past the wait (or the checkpoint failed).
+    ReaderStayed,
+    /// Another checkpoint was running (the background checkpointer's pass): SQLite refuses
+    /// a second at once, without waiting.
+    CheckpointBusy,
+}
+
+impl Rewind {
+    fn new(after: usize) -> Self {
+        Self {
+            after,
+            since: 0,
+            requests: 0,
+            asked: None,
+        }
+    }
+
+    /// What to do after a group, given the number of the last catch-up the checkpointer
+    /// finished.
+    fn step(&mut self, caught_up: u64) -> RewindStep {
+        if self.since < self.after {
+            return RewindStep::Wait;
+        }
+        match self.asked {
+            None => {
+                self.requests += 1;
+                self.asked = Some(self.requests);
+                RewindStep::Ask(self.requests)
+            }
+            Some(asked) if caught_up >= asked => RewindStep::Rewind { caught_up: true },
+            Some(_) if self.since >= self.after.saturating_add(self.after / 4) => {
+                RewindStep::Rewind { caught_up: false }
+            }
+            Some(_) => RewindStep::Wait,
+        }
+    }
+
+    /// After a rewind attempt. One refused because another checkpoint was running is tried
+    /// again after the next group; one that a reader held up is tried again after another
+    /// eighth of the threshold (asking for a catch-up again), not after every group, since
+    /// each such try may wait 20 ms.
+    fn attempted(&mut self, outcome: Rewound) {
+        match outcome {
+            Rewound::CheckpointBusy => {}
+            Rewound::Yes => {
+                self.asked = None;
+                self.since = 0;
+            }
+            Rewound::ReaderStayed => {
+                self.asked = None;
+                self.since = self.after - self.after / 8;
+            }
+        }
+    }
+}
+
+/// Asks for a catch-up checkpoint, or rewinds the WAL, when `rewind` says so. `waiting`:
+/// appends are queued for the next group.
+async fn rewind_if_due(
+    conn: &mut SqliteConnection,
+    options: &SqliteConnectOptions,
+    inner: &Inner,
+    rewind: &mut Rewind,
+    waiting: bool,
+) {
+    match rewind.step(inner.caught_up.load(Ordering::Acquire)) {
+        RewindStep::Wait => {}
+        RewindStep::Ask(number) => {
+            inner.asked.store(number, Ordering::Release);
+            inner.hurry.notify_one();
+        }
+        RewindStep::Rewind { caught_up } => {
+            let started = std::time::Instant::now();
+            // The background checkpointer stands aside (between its passes too) until the
+            // rewind is done.
+            inner.rewinding.store(true, Ordering::Relaxed);
+            let outcome = match rewind_wal(conn).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // The busy timeout may be left at 20 ms: start afresh.
+                    tracing::warn!(error = %e, "event log checkpoint failed; reopening the writer");
+                    reopen(conn, options).await;
+                    Rewound::ReaderStayed
+                }
+            };
+            // Refused while the checkpointer finished a pass: it stays aside for the retry
+            // after the next group, unless there is no next group yet (idle, it copies the
+            // WAL's tail).
+            if outcome != Rewound::CheckpointBusy || !waiting {
+                inner.rewinding.store(false, Ordering::Relaxed);
+            }
+            rewind.attempted(outcome);
+            if outcome == Rewound::Yes {
+                inner.rewinds.fetch_add(1, Ordering::Relaxed);
+                if !caught_up {
+                    inner.forced_rewinds.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            inner.rewind_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Finishes copying the WAL into the database file on the writer's own connection, between
 /// two groups, and makes sure the next group writes the WAL from its start: `RESTART` waits
 /// until no reader still reads from the WAL (SQLite rewinds the WAL only then), at most
-/// 20 ms, with appends queueing meanwhile. True when it did; false when a reader
-/// stayed longer or the background checkpointer was still copying (it stands aside from its
-/// next round on), and a later group tries again.
-async fn rewind_wal(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+/// 20 ms, with appends queueing meanwhile.
+async fn rewind_wal(conn: &mut SqliteConnection) -> Result<Rewound, sqlx::Error> {
     sqlx::query("PRAGMA busy_timeout = 20")
         .execute(&mut *conn)
         .await?;
@@ -737,36 +898,99 @@ async fn rewind_wal(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
     sqlx::query("PRAGMA busy_timeout = 5000")
         .execute(&mut *conn)
         .await?;
-    let (busy, frames, copied) = checkpoint?;
-    Ok(busy == 0 && frames == copied)
+    Ok(match checkpoint? {
+        (0, frames, copied) if frames == copied => Rewound::Yes,
+        // SQLite answers -1 frames when it could not start the checkpoint at all.
+        (_, -1, _) => Rewound::CheckpointBusy,
+        _ => Rewound::ReaderStayed,
+    })
 }
 
+/// WAL frames (pages) a catch-up pass may leave for the next: below this, a further pass
+/// would save the writer's rewind less than the pass itself costs.
+const CATCH_UP_FRAMES: i64 = 512;
+
+/// Most passes of one catch-up.
+const CATCH_UP_PASSES: usize = 8;
+
 /// Copies the WAL into the database file in the background (`PASSIVE`: never blocks the
-/// writer or readers), at most every `interval` while commits arrive, until the log is
-/// dropped.
+/// writer or readers), at most every `interval` while commits arrive, and at once when the
+/// writer asks (`hurry`), until the log is dropped. Asked, it copies in up to
+/// `CATCH_UP_PASSES` passes, each taking what was appended during the one before (a
+/// millisecond apart when a reader held one short), so that the writer's rewind that
+/// follows has little left to copy.
 async fn checkpoint_loop(
     mut conn: SqliteConnection,
     inner: std::sync::Weak<Inner>,
+    hurry: Arc<Notify>,
     interval: Duration,
 ) {
     let Some(mut commits) = inner.upgrade().map(|i| i.last.subscribe()) else {
         return;
     };
     loop {
-        if commits.changed().await.is_err() {
+        let hurried = tokio::select! {
+            biased;
+            () = hurry.notified() => true,
+            changed = commits.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    () = hurry.notified() => true,
+                    () = tokio::time::sleep(interval) => false,
+                }
+            }
+        };
+        let Some(i) = inner.upgrade() else {
             break;
+        };
+        if i.rewinding.load(Ordering::Relaxed) {
+            continue;
         }
-        tokio::time::sleep(interval).await;
-        match inner.upgrade() {
-            None => break,
-            Some(i) if i.rewinding.load(Ordering::Relaxed) => continue,
-            Some(_) => {}
+        // The catch-up asked for last: this one starts after the ask, so it covers it.
+        let covering = i.asked.load(Ordering::Acquire);
+        let passes = if hurried { CATCH_UP_PASSES } else { 1 };
+        let mut done = false;
+        let mut copied_before = None;
+        for _ in 0..passes {
+            if i.rewinding.load(Ordering::Relaxed) {
+                done = false;
+                break;
+            }
+            match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut conn)
+                .await
+            {
+                // Refused: the writer's rewind holds the checkpoint.
+                Ok((_, -1, _)) => {
+                    done = false;
+                    break;
+                }
+                Ok((_, frames, copied)) => {
+                    done = true;
+                    // The first pass copies the backlog; each after it what was appended
+                    // during the one before. Frame numbers start again after a rewind: a
+                    // pass that copied fewer than the one before counts as small.
+                    let this_pass = copied_before.map_or(i64::MAX, |before| copied - before);
+                    copied_before = Some(copied);
+                    if copied < frames {
+                        // A reader still reads frames the pass could not copy past: give
+                        // it a moment to finish.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    } else if this_pass < CATCH_UP_FRAMES {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event log checkpoint failed; the next one retries");
+                    done = false;
+                    break;
+                }
+            }
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
-            tracing::warn!(error = %e, "event log checkpoint failed; the next one retries");
+        if hurried && done {
+            i.caught_up.fetch_max(covering, Ordering::Release);
         }
     }
     // A last full copy, so a cleanly stopped log leaves a small WAL behind.
@@ -1120,16 +1344,24 @@ impl SqliteFeed {
     }
 
     /// Up to `max` commits after `self.after`, stopping at the commit that brings their
-    /// envelopes to `budget` bytes (rows are streamed, so the rest are never held).
+    /// envelopes to `budget` bytes. The statement's rows are buffered ahead (up to
+    /// `FEED_READ_ROWS`, so with `read_rows` above that its read transaction lasts longer),
+    /// but only envelopes of up to `FEED_INLINE_BYTES` come with them; larger ones are
+    /// read afterwards, only those the budget takes.
     async fn read(&self, max: usize, budget: usize) -> Result<Vec<FedCommit>, LogError> {
+        let readers = &self.log.inner.readers;
         let mut rows = sqlx::query(
-            "SELECT position, bytes, traceparent, tracestate FROM commits WHERE position > ? \
-             ORDER BY position LIMIT ?",
+            "SELECT position, CASE WHEN length(bytes) <= ?3 THEN bytes END AS bytes, \
+             length(bytes) AS size, traceparent, tracestate FROM commits WHERE position > ?1 \
+             ORDER BY position LIMIT ?2",
         )
         .bind(i64::try_from(self.after).unwrap_or(i64::MAX))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch(&self.log.inner.readers);
+        .bind(FEED_INLINE_BYTES)
+        .fetch(readers);
         let mut read = Vec::new();
+        // Commits whose envelopes come apart (by index in `read`).
+        let mut apart = Vec::new();
         let mut bytes = 0;
         while bytes < budget
             && let Some(r) = rows
@@ -1137,14 +1369,43 @@ impl SqliteFeed {
                 .await
                 .map_err(sqlite_error("read commits"))?
         {
-            let commit = FedCommit {
-                commit: stored(&r)?,
+            let position: i64 = r.try_get("position").map_err(corrupt)?;
+            let envelope: Option<Vec<u8>> = r.try_get("bytes").map_err(corrupt)?;
+            let size: i64 = r.try_get("size").map_err(corrupt)?;
+            if envelope.is_none() {
+                apart.push((read.len(), size));
+            }
+            read.push(FedCommit {
+                commit: StoredCommit {
+                    position: u64::try_from(position)
+                        .map_err(|_| LogError::Corrupt("negative position".into()))?,
+                    bytes: envelope.unwrap_or_default(),
+                },
                 traceparent: r.try_get("traceparent").map_err(corrupt)?,
                 tracestate: r.try_get("tracestate").map_err(corrupt)?,
                 pending: 0,
-            };
-            bytes += commit.commit.bytes.len();
-            read.push(commit);
+            });
+            bytes += usize::try_from(size).unwrap_or(usize::MAX);
+        }
+        drop(rows);
+        for (i, size) in apart {
+            let commit = &mut read[i].commit;
+            let bytes: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT bytes FROM commits WHERE position = ?")
+                    .bind(i64::try_from(commit.position).unwrap_or(i64::MAX))
+                    .fetch_optional(readers)
+                    .await
+                    .map_err(sqlite_error("read a large commit"))?;
+            // Rows are never changed or removed: one that is, between two statements, is
+            // not a log this feed can go on from.
+            commit.bytes = bytes
+                .filter(|b| i64::try_from(b.len()).ok() == Some(size))
+                .ok_or_else(|| {
+                    LogError::Corrupt(format!(
+                        "commit {} changed or vanished while the feed read it",
+                        commit.position
+                    ))
+                })?;
         }
         Ok(read)
     }
@@ -1224,5 +1485,57 @@ impl CommitFeed for SqliteFeed {
 
     async fn ack_through(&mut self, _position: u64) -> Result<(), LogError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Rewind, RewindStep, Rewound};
+
+    /// The writer asks for a catch-up once past the threshold, rewinds once the
+    /// background checkpointer has finished the one it asked for, and rewinds regardless
+    /// past a quarter more; a rewind refused because another checkpoint ran is tried again
+    /// after the next group; one a reader held up is tried again, asking again, an eighth
+    /// of the threshold later.
+    #[test]
+    fn a_rewind_waits_for_its_catch_up_up_to_the_hard_bound() {
+        let mut r = Rewind::new(800);
+        r.since = 799;
+        assert_eq!(r.step(0), RewindStep::Wait);
+        r.since = 800;
+        assert_eq!(r.step(0), RewindStep::Ask(1));
+        assert_eq!(
+            r.step(0),
+            RewindStep::Wait,
+            "asked once, not after every group"
+        );
+        r.since = 999;
+        assert_eq!(r.step(0), RewindStep::Wait);
+        assert_eq!(r.step(1), RewindStep::Rewind { caught_up: true });
+        r.attempted(Rewound::CheckpointBusy);
+        assert_eq!(r.step(1), RewindStep::Rewind { caught_up: true });
+        r.attempted(Rewound::Yes);
+        assert_eq!((r.since, r.asked), (0, None));
+
+        r.since = 900;
+        assert_eq!(r.step(1), RewindStep::Ask(2));
+        assert_eq!(
+            r.step(1),
+            RewindStep::Wait,
+            "an earlier catch-up does not answer"
+        );
+        r.since = 1_000;
+        assert_eq!(r.step(1), RewindStep::Rewind { caught_up: false });
+        r.attempted(Rewound::ReaderStayed);
+        assert_eq!((r.since, r.asked), (700, None));
+        assert_eq!(r.step(1), RewindStep::Wait);
+        r.since = 800;
+        assert_eq!(r.step(2), RewindStep::Ask(3));
+        assert_eq!(r.step(3), RewindStep::Rewind { caught_up: true });
+
+        let mut unbounded = Rewind::new(usize::MAX);
+        unbounded.since = usize::MAX;
+        assert_eq!(unbounded.step(0), RewindStep::Ask(1));
+        assert_eq!(unbounded.step(0), RewindStep::Rewind { caught_up: false });
     }
 }

@@ -16,7 +16,9 @@ use sems_domain::{
     alert::AlertReport,
     incident::{Incident, IncidentCommand},
 };
-use sems_eventlog::{JetStreamConfig, JetStreamLog, SqliteFeed, SqliteLog, SqliteLogConfig};
+use sems_eventlog::{
+    JetStreamConfig, JetStreamLog, SqliteFeed, SqliteLog, SqliteLogConfig, WalRewinds,
+};
 use sems_testkit::{Backend, NatsServer, TestLog, TestStores, on_both_stores};
 use uuid::Uuid;
 
@@ -972,11 +974,13 @@ async fn a_cached_aggregate_ahead_of_a_log_that_lost_its_tail_is_read_again() {
 /// Under steady appends the background checkpointer never finds the whole WAL copied, and
 /// SQLite rewinds the WAL only when it is: without the writer's own checkpoint every few
 /// megabytes the WAL grew without bound (549 MB in 20 s of benchmark load). The background
-/// checkpointer is kept out of the way here, so what bounds the WAL is the writer alone; the
-/// same load with rewinding switched off shows the WAL the test would otherwise find.
+/// checkpointer's periodic copies are kept out of the way here (it copies only when the
+/// writer asks it to catch up before a rewind), so what bounds the WAL is the writer's
+/// rewinds; the same load with rewinding switched off shows the WAL the test would
+/// otherwise find.
 #[tokio::test]
 async fn the_embedded_log_rewinds_its_wal_under_steady_appends() {
-    async fn wal_after_load(rewind_after_bytes: usize) -> u64 {
+    async fn wal_after_load(rewind_after_bytes: usize) -> (u64, WalRewinds) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.db");
         let log = SqliteLog::open(SqliteLogConfig {
@@ -1008,11 +1012,16 @@ async fn the_embedded_log_rewinds_its_wal_under_steady_appends() {
         assert_eq!(log.state().await.unwrap().0, 32 * 41);
         let mut wal = path.into_os_string();
         wal.push("-wal");
-        std::fs::metadata(&wal).unwrap().len()
+        (std::fs::metadata(&wal).unwrap().len(), log.wal_rewinds())
     }
     // 1,312 commits of ~2.5 KB: ~3.3 MB of envelopes, more in WAL frames.
-    let unbounded = wal_after_load(usize::MAX).await;
-    let rewound = wal_after_load(64 * 1024).await;
+    let (unbounded, none) = wal_after_load(usize::MAX).await;
+    let (rewound, rewinds) = wal_after_load(64 * 1024).await;
+    assert_eq!(none.rewinds, 0);
+    assert!(
+        rewinds.rewinds > rewinds.without_catch_up,
+        "some rewinds should have followed the background checkpointer's catch-up: {rewinds:?}"
+    );
     assert!(
         unbounded > 3 * 1024 * 1024,
         "without rewinding the WAL should hold every commit: {unbounded} bytes"
@@ -1098,6 +1107,52 @@ async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its
     feed.open(4).await.unwrap();
     let (positions, _) = sizes(&feed.next_batch(3, Duration::from_secs(5)).await.unwrap());
     assert_eq!(positions, [5, 6, 7]);
+}
+
+/// The embedded feed reads envelopes of up to 64 KiB inline and larger ones in a statement
+/// of their own: either way the projector gets every byte, in position order, and a
+/// large envelope still counts towards the batch's byte bound.
+#[tokio::test]
+async fn the_embedded_feed_delivers_envelopes_read_apart_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SqliteLog::open(SqliteLogConfig::new(dir.path().join("events.db")))
+        .await
+        .unwrap();
+    let sizes = [100, 64 * 1024, 64 * 1024 + 1, 300, 1024 * 1024, 200_000, 10];
+    let mut appended = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let mut commit = raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0);
+        commit.bytes = (0..*size).map(|b| (b * 7 + i) as u8).collect();
+        appended.push(commit.bytes.clone());
+        log.append(commit).await.unwrap();
+    }
+
+    let first_batch = |feed: SqliteFeed| async move {
+        let mut feed = feed;
+        feed.open(0).await.unwrap();
+        let batch = feed
+            .next_batch(1_000, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let positions = batch.iter().map(|c| c.commit.position).collect::<Vec<_>>();
+        (batch, positions)
+    };
+    let (batch, positions) = first_batch(SqliteFeed::new(log.clone())).await;
+    assert_eq!(positions, (1..=7).collect::<Vec<_>>());
+    for (fed, bytes) in batch.iter().zip(&appended) {
+        assert!(
+            fed.commit.bytes == *bytes,
+            "commit {} came back with {} bytes instead of its {}",
+            fed.commit.position,
+            fed.commit.bytes.len(),
+            bytes.len()
+        );
+    }
+
+    // A bound of 100 KiB closes the batch at the first large envelope read apart.
+    let (batch, positions) = first_batch(SqliteFeed::new(log).with_limits(1_000, 100 * 1024)).await;
+    assert_eq!(positions, [1, 2, 3]);
+    assert_eq!(batch[2].commit.bytes, appended[2]);
 }
 
 /// A projector's batch takes what is ready and stays open only briefly for more: commits

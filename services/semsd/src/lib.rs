@@ -286,6 +286,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                 let (log, events, model) =
                     (log.clone(), events.clone(), read_model.path().to_owned());
                 Arc::new(move || {
+                    let rewinds = log.wal_rewinds();
                     serde_json::json!({
                         "store": "embedded",
                         "event_log": {
@@ -296,6 +297,9 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                             "knows_ids": log.knows_ids(),
                             "commits_learned": log.commits_learned(),
                             "groups_decided_again": log.groups_decided_again(),
+                            "wal_rewinds": rewinds.rewinds,
+                            "wal_rewinds_without_catch_up": rewinds.without_catch_up,
+                            "writer_stalled_in_rewinds_ms": u64::try_from(rewinds.writer_stalled.as_millis()).unwrap_or(u64::MAX),
                         },
                         "read_model": { "path": model.display().to_string() },
                     })
