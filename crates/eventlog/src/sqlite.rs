@@ -906,19 +906,17 @@ async fn rewind_wal(conn: &mut SqliteConnection) -> Result<Rewound, sqlx::Error>
     })
 }
 
-/// WAL frames (pages) a catch-up pass may leave for the next: below this, a further pass
-/// would save the writer's rewind less than the pass itself costs.
-const CATCH_UP_FRAMES: i64 = 512;
-
-/// Most passes of one catch-up.
-const CATCH_UP_PASSES: usize = 8;
+/// Passes of one catch-up: the first copies the backlog, the second what was appended
+/// during the first (or what a reader held the first back from). More passes did not make
+/// the rewinds after them shorter: each pass copies about what the writer appends
+/// meanwhile (`BENCHMARKS.md`).
+const CATCH_UP_PASSES: usize = 2;
 
 /// Copies the WAL into the database file in the background (`PASSIVE`: never blocks the
 /// writer or readers), at most every `interval` while commits arrive, and at once when the
-/// writer asks (`hurry`), until the log is dropped. Asked, it copies in up to
-/// `CATCH_UP_PASSES` passes, each taking what was appended during the one before (a
-/// millisecond apart when a reader held one short), so that the writer's rewind that
-/// follows has little left to copy.
+/// writer asks (`hurry`), until the log is dropped. Asked, it copies in `CATCH_UP_PASSES`
+/// passes (a millisecond apart when a reader held one short), so that the writer's rewind
+/// that follows has little left to copy.
 async fn checkpoint_loop(
     mut conn: SqliteConnection,
     inner: std::sync::Weak<Inner>,
@@ -952,8 +950,7 @@ async fn checkpoint_loop(
         let covering = i.asked.load(Ordering::Acquire);
         let passes = if hurried { CATCH_UP_PASSES } else { 1 };
         let mut done = false;
-        let mut copied_before = None;
-        for _ in 0..passes {
+        for pass in 1..=passes {
             if i.rewinding.load(Ordering::Relaxed) {
                 done = false;
                 break;
@@ -969,17 +966,10 @@ async fn checkpoint_loop(
                 }
                 Ok((_, frames, copied)) => {
                     done = true;
-                    // The first pass copies the backlog; each after it what was appended
-                    // during the one before. Frame numbers start again after a rewind: a
-                    // pass that copied fewer than the one before counts as small.
-                    let this_pass = copied_before.map_or(i64::MAX, |before| copied - before);
-                    copied_before = Some(copied);
-                    if copied < frames {
+                    if copied < frames && pass < passes {
                         // A reader still reads frames the pass could not copy past: give
                         // it a moment to finish.
                         tokio::time::sleep(Duration::from_millis(1)).await;
-                    } else if this_pass < CATCH_UP_FRAMES {
-                        break;
                     }
                 }
                 Err(e) => {
