@@ -368,8 +368,28 @@ async fn raw_sqlite(args: &Args, run: &str) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-/// The embedded event log's group commits so far, from semsd's `GET /status`.
-async fn group_commits(url: &str) -> anyhow::Result<u64> {
+/// The embedded event log's counters that a phase reports, from semsd's `GET /status`.
+#[derive(Debug, Clone, Copy, Default)]
+struct LogCounters {
+    group_commits: u64,
+    wal_rewinds: u64,
+    writer_stalled_ms: u64,
+}
+
+impl std::ops::Sub for LogCounters {
+    type Output = Self;
+    fn sub(self, before: Self) -> Self {
+        Self {
+            group_commits: self.group_commits.saturating_sub(before.group_commits),
+            wal_rewinds: self.wal_rewinds.saturating_sub(before.wal_rewinds),
+            writer_stalled_ms: self
+                .writer_stalled_ms
+                .saturating_sub(before.writer_stalled_ms),
+        }
+    }
+}
+
+async fn log_counters(url: &str) -> anyhow::Result<LogCounters> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
@@ -389,36 +409,51 @@ async fn group_commits(url: &str) -> anyhow::Result<u64> {
         .unwrap_or_default();
     let status: serde_json::Value = serde_json::from_str(body)
         .with_context(|| format!("{url} answered no status JSON: {raw}"))?;
-    status["event_log"]["group_commits"]
-        .as_u64()
-        .context("no event_log.group_commits in the status (is semsd on the embedded store?)")
+    let log = &status["event_log"];
+    Ok(LogCounters {
+        group_commits: log["group_commits"].as_u64().context(
+            "no event_log.group_commits in the status (is semsd on the embedded store?)",
+        )?,
+        // Absent from a semsd older than the counters: reported as none.
+        wal_rewinds: log["wal_rewinds"].as_u64().unwrap_or(0),
+        writer_stalled_ms: log["writer_stalled_in_rewinds_ms"].as_u64().unwrap_or(0),
+    })
 }
 
-/// Runs `phase` and, on the embedded store, prints the group commits (fsyncs) per second
-/// it caused.
+/// What a phase did to the embedded log: its duration and the counters' growth.
+type LogActivity = Option<(f64, LogCounters)>;
+
+/// Runs `phase` and, on the embedded store, notes the group commits (fsyncs) and WAL
+/// rewinds it caused.
 async fn with_fsyncs<T>(
     args: &Args,
     phase: impl Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<(T, Option<(f64, f64)>)> {
+) -> anyhow::Result<(T, LogActivity)> {
     if args.store != "embedded" {
         return Ok((phase.await?, None));
     }
-    let before = group_commits(&args.status_url).await?;
+    let before = log_counters(&args.status_url).await?;
     let start = Instant::now();
     let out = phase.await?;
     let secs = start.elapsed().as_secs_f64();
-    let groups = (group_commits(&args.status_url).await? - before) as f64;
-    Ok((out, Some((groups / secs, groups))))
+    let during = log_counters(&args.status_url).await? - before;
+    Ok((out, Some((secs, during))))
 }
 
-fn fsync_text(f: Option<(f64, f64)>, commits: usize) -> String {
-    f.map(|(per_sec, groups)| {
-        format!(
-            "; {per_sec:.0} fsyncs/s ({:.1} commits per group commit)",
-            commits as f64 / groups.max(1.0)
-        )
-    })
-    .unwrap_or_default()
+fn fsync_text(activity: LogActivity, commits: usize) -> String {
+    activity
+        .map(|(secs, c)| {
+            let groups = c.group_commits as f64;
+            format!(
+                "; {:.0} fsyncs/s ({:.1} commits per group commit); {} WAL rewinds, the log's \
+                 writer {} ms in them",
+                groups / secs.max(f64::EPSILON),
+                commits as f64 / groups.max(1.0),
+                c.wal_rewinds,
+                c.writer_stalled_ms
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// Acknowledgements (when, stream position) waiting to become visible in the read model.
