@@ -458,6 +458,11 @@ impl CommandHandler {
         Ok(loaded)
     }
 
+    /// Aggregates held in memory now (at most `HandlerConfig::cache_capacity`).
+    pub fn cached_aggregates(&self) -> usize {
+        self.cache.lock().map_or(0, |c| c.len())
+    }
+
     fn cached<A: Aggregate>(&self, id: Uuid) -> Option<Arc<Loaded<A>>> {
         let cache = self.cache.lock().ok()?;
         cache
@@ -472,6 +477,9 @@ impl CommandHandler {
     }
 
     fn insert<A: Aggregate>(&self, id: Uuid, loaded: Arc<Loaded<A>>) {
+        // Evicted aggregates are dropped after the lock is released: freeing an eighth of
+        // the cache takes milliseconds, and every command waits for this lock.
+        let mut evicted = Vec::new();
         if let Ok(mut cache) = self.cache.lock() {
             // Never replace a newer copy (written by a concurrent command) with an older one.
             let newer = cache
@@ -488,12 +496,12 @@ impl CommandHandler {
                     .take(self.config.cache_capacity / 8 + 1)
                     .copied()
                     .collect();
-                for k in victims {
-                    cache.remove(&k);
-                }
+                evicted.reserve(victims.len());
+                evicted.extend(victims.iter().filter_map(|k| cache.remove(k)));
             }
             cache.insert((A::TYPE, id), loaded);
         }
+        drop(evicted);
     }
 
     fn forget<A: Aggregate>(&self, id: Uuid) {

@@ -1109,6 +1109,46 @@ async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its
     assert_eq!(positions, [5, 6, 7]);
 }
 
+/// A handler keeps a bounded number of aggregates in memory and evicts an eighth when full;
+/// an evicted aggregate is read back from the log, so commands on it go on deciding against
+/// its whole history (versions continue, nothing is refused as stale).
+#[tokio::test]
+async fn aggregates_evicted_from_the_handlers_cache_are_read_back_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = TestLog::Sqlite(
+        SqliteLog::open(SqliteLogConfig::new(dir.path().join("events.db")))
+            .await
+            .unwrap(),
+    );
+    let h = CommandHandler::new(
+        log.port(),
+        Arc::new(SystemClock),
+        HandlerConfig {
+            actor: "ana".into(),
+            cache_capacity: 4,
+            ..HandlerConfig::default()
+        },
+    );
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(opened_incident(&h).await.0);
+    }
+    for round in 2..=3u64 {
+        for id in &ids {
+            let c = h
+                .execute::<Incident>(*id, &note("still here"), &CommandMeta::default())
+                .await
+                .unwrap();
+            assert_eq!(c.version, round, "incident {id} after {round} commits");
+            assert!(
+                h.cached_aggregates() <= 4,
+                "{} cached",
+                h.cached_aggregates()
+            );
+        }
+    }
+}
+
 /// The embedded feed reads envelopes of up to 64 KiB inline and larger ones in a statement
 /// of their own: either way the projector gets every byte, in position order, and a
 /// large envelope still counts towards the batch's byte bound.
