@@ -526,6 +526,13 @@ async fn status_names_the_store_in_use(backend: Backend) {
             .await;
             let after = s.get("/status").await.json();
             assert!(after["event_log"]["group_commits"].as_u64().unwrap() > before);
+            // The new alert's aggregate-index entry waits in memory for the sweep.
+            assert!(
+                after["event_log"]["aggregate_index_in_memory"]
+                    .as_u64()
+                    .unwrap()
+                    >= 1
+            );
             assert!(
                 after["event_log"]["path"]
                     .as_str()

@@ -9,6 +9,7 @@
 //!
 //! Depends on `sems-app` (ports, envelope), async-nats and sqlx; never on the domain's rules.
 
+mod aggindex;
 mod feed;
 mod jetstream;
 mod keyfilter;

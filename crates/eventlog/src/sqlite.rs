@@ -40,7 +40,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{Instrument, debug, debug_span, error, info, warn};
 use uuid::Uuid;
 
-use crate::keyfilter::KeyFilter;
+use crate::{
+    aggindex::{self, Merge, Sweep, Tail},
+    keyfilter::KeyFilter,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -55,6 +58,9 @@ const INSERT_CHUNK: usize = 500;
 
 /// Appends looked up per statement (three bound values each).
 const LOOKUP_CHUNK: usize = 300;
+
+/// Aggregate index entries per multi-row `INSERT` of a sweep (two bound values each).
+const SWEEP_CHUNK: usize = 1_000;
 
 /// Largest commit accepted: nats-server's default `max_payload` (1 MiB).
 pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
@@ -103,6 +109,10 @@ pub struct SqliteLogConfig {
     /// (each statement its own short read); 0: no scan, every append is looked up (for a log
     /// opened to be read).
     pub scan_page: u32,
+    /// Commits per sweep of the aggregate index (`aggindex`): the writer holds at most about
+    /// this many commits' index entries in memory, and each sweep writes every leaf page of
+    /// the index that one of them falls in.
+    pub index_sweep_commits: u64,
 }
 
 impl SqliteLogConfig {
@@ -115,6 +125,7 @@ impl SqliteLogConfig {
             checkpoint_interval: Duration::from_millis(100),
             rewind_after_bytes: 16 * 1024 * 1024,
             scan_page: 10_000,
+            index_sweep_commits: 65_536,
         }
     }
 }
@@ -177,6 +188,8 @@ struct Inner {
     forced_rewinds: AtomicU64,
     /// Microseconds the writer spent in its rewinds (appends queue meanwhile).
     rewind_micros: AtomicU64,
+    /// Commits above their range's aggregate-index watermark (`aggindex`).
+    tail: Arc<std::sync::Mutex<Tail>>,
 }
 
 /// The writer's WAL rewinds so far (`SqliteLog::wal_rewinds`).
@@ -261,12 +274,20 @@ impl SqliteLog {
             .await
             .map_err(sqlite_error("open the event log checkpointer"))?;
         check_pragmas(&mut writer).await?;
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
-            .fetch_one(&mut writer)
-            .await
-            .map_err(sqlite_error("read the last position"))?;
+        let last = last_with_index_cut(&mut writer).await?;
+        let tail = read_tail(&mut writer, last).await?;
+        // The sweep goes on from the range furthest behind.
+        let behind = (0..aggindex::PREFIXES)
+            .min_by_key(|&p| tail.merged_at(p))
+            .unwrap_or(0);
+        let sweep = Sweep::new(behind, config.index_sweep_commits);
+        let mut known = Known::new(last, None);
+        for id in tail.ids() {
+            known.aggregates.insert(id);
+        }
+        let tail = Arc::new(std::sync::Mutex::new(tail));
         let (appends, requests) = mpsc::channel(config.max_group.max(1) * 4);
-        let (last, _) = watch::channel(u64::try_from(last).unwrap_or(0));
+        let (last, _) = watch::channel(last);
         let inner = Arc::new(Inner {
             path: config.path.clone(),
             readers,
@@ -284,6 +305,7 @@ impl SqliteLog {
             rewinds: AtomicU64::new(0),
             forced_rewinds: AtomicU64::new(0),
             rewind_micros: AtomicU64::new(0),
+            tail: Arc::clone(&tail),
         });
         // The scan starts after the last position was read, so it sees at least every
         // commit up to it; the writer records every commit after it (its own, and any other
@@ -293,12 +315,13 @@ impl SqliteLog {
             tokio::spawn(scan_ids(inner.readers.clone(), config.scan_page, scanned));
             scan
         });
+        known.scan = scan;
         tokio::spawn(write_loop(
             writer,
             writer_options,
             requests,
             Arc::downgrade(&inner),
-            Known::new(*inner.last.borrow(), scan),
+            Writer { known, tail, sweep },
             config.max_group.max(1),
             config.rewind_after_bytes,
         ));
@@ -351,6 +374,13 @@ impl SqliteLog {
     /// log's ids was wrong).
     pub fn groups_decided_again(&self) -> u64 {
         self.inner.decided_again.load(Ordering::Relaxed)
+    }
+
+    /// Commits whose aggregate-index entries are held in memory, above their range's
+    /// watermark, until a sweep moves them into the index table
+    /// (`SqliteLogConfig::index_sweep_commits`).
+    pub fn index_tail_len(&self) -> usize {
+        lock(&self.inner.tail).len()
     }
 
     /// The writer's WAL rewinds so far (see `SqliteLogConfig::rewind_after_bytes`).
@@ -411,6 +441,13 @@ impl SqliteLog {
             })
             .collect()
     }
+}
+
+/// The aggregate index's tail, whatever a panic elsewhere left it in (it is only changed
+/// whole, under the lock, without awaiting).
+fn lock(tail: &std::sync::Mutex<Tail>) -> std::sync::MutexGuard<'_, Tail> {
+    tail.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn corrupt(e: sqlx::Error) -> LogError {
@@ -520,8 +557,13 @@ impl Known {
     /// gapless and rows never change, so these are exactly the commits this writer has not
     /// seen) and moves `last` to the log's, which may also be below it. Run inside a write
     /// transaction, so that nothing can be appended between this and the decisions that
-    /// follow. Returns how many commits it read.
-    async fn catch_up(&mut self, conn: &mut SqliteConnection) -> Result<u64, LogError> {
+    /// follow. Returns how many commits it read. The aggregate index's tail takes them in
+    /// too, with the watermarks the other process's sweeps moved.
+    async fn catch_up(
+        &mut self,
+        conn: &mut SqliteConnection,
+        tail: &std::sync::Mutex<Tail>,
+    ) -> Result<u64, GroupError> {
         let log_last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM commits")
             .fetch_one(&mut *conn)
             .await
@@ -530,27 +572,29 @@ impl Known {
         if log_last < self.last {
             // Only commits removed behind the writer's back do this (the append-only
             // triggers dropped, or an older copy of the file put in place under a running
-            // semsd). Positions go on from the log's last, without a gap.
-            error!(
-                log_last,
-                known_last = self.last,
-                "the event log holds fewer commits than this writer saw; commits were removed"
-            );
-            self.last = log_last;
-            return Ok(0);
+            // semsd). Positions go on from the log's last, without a gap
+            // (`forget_lost_commits`).
+            return Err(GroupError::LostCommits(log_last));
         }
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT aggregate_id, commit_id FROM commits WHERE position > ?")
-                .bind(i64::try_from(self.last).unwrap_or(i64::MAX))
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(sqlite_error("read the commits another process appended"))?;
+        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT position, aggregate_type, aggregate_id, commit_id FROM commits \
+             WHERE position > ?",
+        )
+        .bind(i64::try_from(self.last).unwrap_or(i64::MAX))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sqlite_error("read the commits another process appended"))?;
+        let watermarks = read_watermarks(conn).await?;
         self.last = log_last;
-        for (aggregate_id, commit_id) in &rows {
+        let mut tail = lock(tail);
+        tail.absorb_watermarks(&watermarks);
+        for (position, aggregate_type, aggregate_id, commit_id) in &rows {
             match (Uuid::parse_str(aggregate_id), Uuid::parse_str(commit_id)) {
                 (Ok(aggregate_id), Ok(commit_id)) => {
                     self.aggregates.insert(aggregate_id);
                     self.commits.insert(commit_id);
+                    let position = u64::try_from(*position).unwrap_or(0);
+                    tail.record(aggregate_type, aggregate_id, position);
                 }
                 _ => {
                     // Lookups compare the stored text, whatever it is.
@@ -563,6 +607,8 @@ impl Known {
                 }
             }
         }
+        tail.completed(log_last);
+        drop(tail);
         warn!(
             commits = rows.len(),
             last_position = self.last,
@@ -572,6 +618,105 @@ impl Known {
     }
 }
 
+/// The aggregate index's watermarks, one per range, as the table holds them.
+async fn read_watermarks(conn: &mut SqliteConnection) -> Result<Vec<u64>, LogError> {
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT prefix, through FROM aggregate_index_sweep ORDER BY prefix")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(sqlite_error("read the aggregate index's watermarks"))?;
+    let marks: Vec<u64> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &(prefix, through))| match u64::try_from(through) {
+            Ok(t) if prefix == i as i64 => Ok(t),
+            _ => Err(LogError::Corrupt(format!(
+                "aggregate index watermark {prefix} = {through}"
+            ))),
+        })
+        .collect::<Result<_, _>>()?;
+    if marks.len() != aggindex::PREFIXES {
+        return Err(LogError::Corrupt(format!(
+            "the aggregate index has {} watermarks, not {}",
+            marks.len(),
+            aggindex::PREFIXES
+        )));
+    }
+    Ok(marks)
+}
+
+/// Removes what the aggregate index holds beyond `last` and lowers the watermarks to it:
+/// the log holds nothing after `last` (commits were removed behind the writer's back, or an
+/// older copy of the file put in place), and the positions after it will be reused.
+async fn cut_index(conn: &mut SqliteConnection, last: u64) -> Result<(), LogError> {
+    let last = i64::try_from(last).unwrap_or(i64::MAX);
+    sqlx::query("DELETE FROM aggregate_index WHERE position > ?")
+        .bind(last)
+        .execute(&mut *conn)
+        .await
+        .map_err(sqlite_error("cut the aggregate index"))?;
+    sqlx::query("UPDATE aggregate_index_sweep SET through = ? WHERE through > ?")
+        .bind(last)
+        .bind(last)
+        .execute(&mut *conn)
+        .await
+        .map_err(sqlite_error("lower the aggregate index's watermarks"))?;
+    Ok(())
+}
+
+/// The log's last position, after cutting the aggregate index back to it when it goes
+/// further (`cut_index`), in one write transaction.
+async fn last_with_index_cut(conn: &mut SqliteConnection) -> Result<u64, LogError> {
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(sqlite_error("begin"))?;
+    let (last, beyond): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(position), 0) FROM commits), \
+         (SELECT COALESCE(MAX(through), 0) FROM aggregate_index_sweep)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(sqlite_error("read the last position"))?;
+    let last = u64::try_from(last).unwrap_or(0);
+    if u64::try_from(beyond).unwrap_or(0) > last {
+        error!(
+            last,
+            watermark = beyond,
+            "the aggregate index goes beyond the event log's last commit (commits were removed); cutting it back"
+        );
+        cut_index(&mut tx, last).await?;
+    }
+    tx.commit().await.map_err(sqlite_error("commit"))?;
+    Ok(last)
+}
+
+/// The commits not yet in the aggregate index (above their range's watermark, up to
+/// `last`), read back from the log.
+async fn read_tail(conn: &mut SqliteConnection, last: u64) -> Result<Tail, LogError> {
+    let mut tail = Tail::new(read_watermarks(conn).await?, 0);
+    let mut rows = sqlx::query_as::<_, (i64, String, String)>(
+        "SELECT position, aggregate_type, aggregate_id FROM commits \
+         WHERE position > ? AND position <= ? ORDER BY position",
+    )
+    .bind(i64::try_from(tail.lowest_merged()).unwrap_or(i64::MAX))
+    .bind(i64::try_from(last).unwrap_or(i64::MAX))
+    .fetch(&mut *conn);
+    while let Some((position, kind, id)) = rows
+        .try_next()
+        .await
+        .map_err(sqlite_error("read the commits the aggregate index lacks"))?
+    {
+        let id = Uuid::parse_str(&id).map_err(|e| {
+            LogError::Corrupt(format!("aggregate id {id:?} at position {position}: {e}"))
+        })?;
+        tail.record(&kind, id, u64::try_from(position).unwrap_or(0));
+    }
+    drop(rows);
+    tail.completed(last);
+    Ok(tail)
+}
+
 /// Reads every aggregate id and commit id in the log into filters for the writer, a page at
 /// a time (each page its own short read, so WAL checkpoints are not held back by the scan).
 async fn scan_ids(readers: SqlitePool, page: u32, done: oneshot::Sender<ScannedIds>) {
@@ -579,7 +724,7 @@ async fn scan_ids(readers: SqlitePool, page: u32, done: oneshot::Sender<ScannedI
         let aggregates = scan_ids_of(
             &readers,
             page,
-            "SELECT DISTINCT aggregate_id FROM commits WHERE aggregate_id > ? \
+            "SELECT DISTINCT aggregate_id FROM aggregate_index WHERE aggregate_id > ? \
              ORDER BY aggregate_id LIMIT ?",
         )
         .await?;
@@ -631,16 +776,16 @@ async fn write_loop(
     options: SqliteConnectOptions,
     mut requests: mpsc::Receiver<Request>,
     inner: std::sync::Weak<Inner>,
-    mut known: Known,
+    mut writer: Writer,
     max_group: usize,
     rewind_after: usize,
 ) {
     let mut group = Vec::with_capacity(max_group);
     let mut rewind = Rewind::new(rewind_after);
     while requests.recv_many(&mut group, max_group).await > 0 {
-        known.absorb_scan();
+        writer.known.absorb_scan();
         let started = std::time::Instant::now();
-        let mut outcome = write_group(&mut conn, &group, &mut known, false).await;
+        let mut outcome = write_group(&mut conn, &group, &mut writer, false).await;
         if matches!(outcome, Err(GroupError::Foreign)) {
             if let Some(inner) = inner.upgrade() {
                 inner.decided_again.fetch_add(1, Ordering::Relaxed);
@@ -648,7 +793,7 @@ async fn write_loop(
             // Nothing of the group was written (its transaction is rolled back before the
             // next one begins). Learn what the other process appended, inside the next
             // transaction, where nobody else can append, and decide the group again.
-            outcome = write_group(&mut conn, &group, &mut known, true).await;
+            outcome = write_group(&mut conn, &group, &mut writer, true).await;
             if matches!(outcome, Err(GroupError::Foreign)) {
                 // Everything was looked up, under the write lock, after reading what the
                 // other process appended: the log contradicts what the writer knows in a
@@ -656,8 +801,17 @@ async fn write_loop(
                 error!(
                     "the event log's writer cannot reconcile what it knows with the log; every append is looked up from now on"
                 );
-                known.give_up();
+                writer.known.give_up();
             }
+        }
+        if let Err(GroupError::LostCommits(_)) = outcome {
+            // Commits were removed behind the writer's back: positions go on from the log's
+            // last, without a gap, once the aggregate index is cut back to it and the tail
+            // read again; then the group is decided a third time.
+            outcome = match forget_lost_commits(&mut conn, &mut writer).await {
+                Ok(()) => write_group(&mut conn, &group, &mut writer, true).await,
+                Err(e) => Err(GroupError::Log(e)),
+            };
         }
         let elapsed = started.elapsed().as_secs_f64();
         let m = sems_telemetry::metrics();
@@ -668,13 +822,30 @@ async fn write_loop(
                 committed,
                 without_lookup,
                 learned,
+                merge,
             }) => {
+                {
+                    let mut tail = lock(&writer.tail);
+                    if let Some(merge) = &merge {
+                        tail.merged(merge);
+                        writer.sweep.advance(merge.count);
+                    }
+                    for (request, answer) in group.iter().zip(&answers) {
+                        if let Ok(o) = answer
+                            && !o.duplicate
+                        {
+                            let c = &request.commit;
+                            tail.record(c.aggregate_type, c.aggregate_id, o.position);
+                        }
+                    }
+                    tail.completed(last);
+                }
                 for (request, answer) in group.iter().zip(&answers) {
                     if matches!(answer, Ok(o) if !o.duplicate) {
-                        known.record(&request.commit);
+                        writer.known.record(&request.commit);
                     }
                 }
-                known.last = last;
+                writer.known.last = last;
                 rewind.since += group
                     .iter()
                     .zip(&answers)
@@ -689,7 +860,9 @@ async fn write_loop(
                         .without_lookup
                         .fetch_add(without_lookup, Ordering::Relaxed);
                     inner.learned.fetch_add(learned, Ordering::Relaxed);
-                    inner.knows_ids.store(known.complete, Ordering::Relaxed);
+                    inner
+                        .knows_ids
+                        .store(writer.known.complete, Ordering::Relaxed);
                     inner.last.send_if_modified(|l| {
                         let moved = last > *l;
                         *l = (*l).max(last);
@@ -717,7 +890,9 @@ async fn write_loop(
             }
             Err(e) => {
                 if let Some(inner) = inner.upgrade() {
-                    inner.knows_ids.store(known.complete, Ordering::Relaxed);
+                    inner
+                        .knows_ids
+                        .store(writer.known.complete, Ordering::Relaxed);
                 }
                 error!(error = %e, appends = group.len(), "group commit failed; nothing of it was appended");
                 for request in group.drain(..) {
@@ -737,6 +912,24 @@ async fn write_loop(
         }
     }
     let _ = conn.close().await;
+}
+
+/// After the log lost commits the writer had seen: cuts the aggregate index back to the
+/// log's last position, reads the tail again and goes on from there.
+async fn forget_lost_commits(
+    conn: &mut SqliteConnection,
+    writer: &mut Writer,
+) -> Result<(), LogError> {
+    let last = last_with_index_cut(conn).await?;
+    let tail = read_tail(conn, last).await?;
+    error!(
+        last_position = last,
+        known_last = writer.known.last,
+        "the event log holds fewer commits than its writer saw (commits were removed); going on from its last position"
+    );
+    *lock(&writer.tail) = tail;
+    writer.known.last = last;
+    Ok(())
 }
 
 /// Replaces the writer's connection with a fresh one, in a known state.
@@ -1002,6 +1195,15 @@ struct Written {
     without_lookup: u64,
     /// Commits of another process the writer read before deciding.
     learned: u64,
+    /// The aggregate index entries the group's transaction moved into the table.
+    merge: Option<Merge>,
+}
+
+/// What the writer task keeps between groups.
+struct Writer {
+    known: Known,
+    tail: Arc<std::sync::Mutex<Tail>>,
+    sweep: Sweep,
 }
 
 enum GroupError {
@@ -1009,6 +1211,9 @@ enum GroupError {
     /// Another process appended to the log since the writer last saw it: what the writer
     /// knows is stale. Nothing was written.
     Foreign,
+    /// The log's last position is below the one the writer knows: commits were removed
+    /// behind its back. Nothing was written.
+    LostCommits(u64),
 }
 
 impl GroupError {
@@ -1018,6 +1223,9 @@ impl GroupError {
             Self::Foreign => LogError::Internal(
                 "the event log's writer could not reconcile what it knows with the log".into(),
             ),
+            Self::LostCommits(last) => LogError::Internal(format!(
+                "the event log holds fewer commits ({last}) than its writer saw"
+            )),
         }
     }
 }
@@ -1037,7 +1245,7 @@ impl From<LogError> for GroupError {
 async fn write_group(
     conn: &mut SqliteConnection,
     group: &[Request],
-    known: &mut Known,
+    writer: &mut Writer,
     catch_up: bool,
 ) -> Result<Written, GroupError> {
     let mut tx = conn
@@ -1045,11 +1253,11 @@ async fn write_group(
         .await
         .map_err(sqlite_error("begin"))?;
     let learned = if catch_up {
-        known.catch_up(&mut tx).await?
+        writer.known.catch_up(&mut tx, &writer.tail).await?
     } else {
         0
     };
-    let known = &*known;
+    let known = &writer.known;
     // Everything the decisions need, in one statement per chunk (each statement costs a
     // round trip to sqlx's SQLite worker): the log's last position, which commit ids it
     // already holds, and the last position of each aggregate (one backward index seek each).
@@ -1068,37 +1276,56 @@ async fn write_group(
         .filter(|r| catch_up || !known.certainly_new(&r.commit))
         .collect();
     let without_lookup = group.len() - to_look_up.len();
-    let keys: Vec<(String, &str, String)> = to_look_up
-        .iter()
-        .map(|r| {
-            (
-                r.commit.commit_id.to_string(),
-                r.commit.aggregate_type,
-                r.commit.aggregate_id.to_string(),
-            )
-        })
-        .collect();
+    // An aggregate with a commit in the aggregate index's tail has its last one there; the
+    // others are looked up in the index table (`in_table`).
+    let keys: Vec<(String, &str, String, bool)> = {
+        let tail = lock(&writer.tail);
+        to_look_up
+            .iter()
+            .map(|r| {
+                let c = &r.commit;
+                let id = c.aggregate_id.to_string();
+                let in_table = match tail.head(c.aggregate_type, c.aggregate_id) {
+                    Some(head) => {
+                        heads.insert((c.aggregate_type.to_owned(), id.clone()), head);
+                        false
+                    }
+                    None => true,
+                };
+                (c.commit_id.to_string(), c.aggregate_type, id, in_table)
+            })
+            .collect()
+    };
     for chunk in keys.chunks(LOOKUP_CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT 0, NULL, NULL, COALESCE(MAX(position), 0) FROM commits \
              UNION ALL SELECT 1, commit_id, NULL, position FROM commits WHERE commit_id IN (",
         );
         let mut ids = q.separated(", ");
-        for (commit_id, _, _) in chunk {
+        for (commit_id, ..) in chunk {
             ids.push_bind(commit_id.as_str());
         }
-        q.push(
-            ") UNION ALL SELECT 2, kind, id, head FROM (SELECT v.column1 AS kind, \
-             v.column2 AS id, (SELECT c.position FROM commits c \
-             WHERE c.aggregate_id = v.column2 AND c.aggregate_type = v.column1 \
-             ORDER BY c.position DESC LIMIT 1) AS head FROM (",
-        );
-        q.push_values(chunk, |mut row, (_, kind, id)| {
-            row.push_bind(*kind).push_bind(id.as_str());
-        });
-        // `LIMIT -1` keeps SQLite from flattening the subquery into the outer one, which
-        // would run each existing aggregate's seek twice (in `WHERE` and in the column).
-        q.push(") v LIMIT -1) WHERE head IS NOT NULL");
+        q.push(")");
+        let in_table: Vec<_> = chunk.iter().filter(|k| k.3).collect();
+        if !in_table.is_empty() {
+            // Each aggregate's last entry in the index table (a backward seek), checked
+            // against the commit it names.
+            q.push(
+                " UNION ALL SELECT 2, kind, id, head FROM (SELECT v.column1 AS kind, \
+                 v.column2 AS id, (SELECT i.position FROM aggregate_index i \
+                 JOIN commits c ON c.position = i.position \
+                 WHERE i.aggregate_id = v.column2 AND c.aggregate_id = v.column2 \
+                 AND c.aggregate_type = v.column1 \
+                 ORDER BY i.position DESC LIMIT 1) AS head FROM (",
+            );
+            q.push_values(in_table, |mut row, (_, kind, id, _)| {
+                row.push_bind(*kind).push_bind(id.as_str());
+            });
+            // `LIMIT -1` keeps SQLite from flattening the subquery into the outer one,
+            // which would run each existing aggregate's seek twice (in `WHERE` and in the
+            // column).
+            q.push(") v LIMIT -1) WHERE head IS NOT NULL");
+        }
         for row in q
             .build()
             .fetch_all(&mut *tx)
@@ -1166,6 +1393,7 @@ async fn write_group(
             committed: false,
             without_lookup: without_lookup as u64,
             learned,
+            merge: None,
         });
     }
 
@@ -1203,6 +1431,7 @@ async fn write_group(
             return Err(GroupError::Foreign);
         }
     }
+    let merge = sweep(&mut tx, writer, accepted.len()).await?;
     tx.commit().await.map_err(sqlite_error("commit"))?;
     Ok(Written {
         answers,
@@ -1210,7 +1439,51 @@ async fn write_group(
         committed: true,
         without_lookup: without_lookup as u64,
         learned,
+        merge,
     })
+}
+
+/// Moves the tail entries of the next ranges of the key space into the aggregate index
+/// table, inside the group's transaction (`aggindex`), as many ranges as `commits` earn.
+/// The tail lets them go once the transaction is committed (`Tail::merged`).
+async fn sweep(
+    tx: &mut SqliteConnection,
+    writer: &mut Writer,
+    commits: usize,
+) -> Result<Option<Merge>, LogError> {
+    let ranges = writer.sweep.ranges_for(commits);
+    if ranges == 0 {
+        return Ok(None);
+    }
+    let merge = {
+        let tail = lock(&writer.tail);
+        tail.merge(writer.sweep.cursor, ranges, tail.complete_to())
+    };
+    for chunk in merge.entries.chunks(SWEEP_CHUNK) {
+        // `OR IGNORE`: an entry already there is this one (the key is the whole row), put
+        // there by another process's sweep this writer has not heard of.
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT OR IGNORE INTO aggregate_index (aggregate_id, position) ");
+        q.push_values(chunk, |mut row, (id, position)| {
+            row.push_bind(id.to_string())
+                .push_bind(i64::try_from(*position).unwrap_or(i64::MAX));
+        });
+        q.build()
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlite_error("sweep the aggregate index"))?;
+    }
+    sqlx::query(
+        "UPDATE aggregate_index_sweep SET through = MAX(through, ?) \
+         WHERE ((prefix - ?) & 4095) < ?",
+    )
+    .bind(i64::try_from(merge.through).unwrap_or(i64::MAX))
+    .bind(merge.first as i64)
+    .bind(merge.count as i64)
+    .execute(&mut *tx)
+    .await
+    .map_err(sqlite_error("move the aggregate index's watermarks"))?;
+    Ok(Some(merge))
 }
 
 #[async_trait]
@@ -1240,13 +1513,40 @@ impl EventLog for SqliteLog {
         aggregate_id: Uuid,
         after: u64,
     ) -> Result<Vec<StoredCommit>, LogError> {
+        // The aggregate's commits are in the index table up to its range's watermark `w` (as
+        // this statement's snapshot holds it), in the writer's tail above the watermark the
+        // tail knows, up to where the tail is complete (`?5`), and in the log alone after
+        // that. The tail lets entries go only once the sweep that moved them is committed,
+        // and the snapshot begins after the look at the tail, so `w` is at least the
+        // watermark the tail knows: three disjoint arms, whatever a sweep did in between —
+        // the table up to `w`, the tail's positions above it, the log after both `w` and
+        // `?5` (a rowid range, empty unless another process appended). Each arm checks the
+        // commit it finds is the aggregate's.
+        let view = lock(&self.inner.tail).view(aggregate_type, aggregate_id);
+        let position = |p: u64| i64::try_from(p).unwrap_or(i64::MAX);
+        let tail_positions = serde_json::to_string(&view.positions)
+            .map_err(|e| LogError::Internal(format!("encode tail positions: {e}")))?;
         let rows = sqlx::query(
-            "SELECT position, bytes FROM commits WHERE aggregate_type = ? AND aggregate_id = ? \
-             AND position > ? ORDER BY position",
+            "WITH w(through) AS (SELECT through FROM aggregate_index_sweep WHERE prefix = ?4) \
+             SELECT position, bytes FROM commits WHERE position IN (SELECT position \
+               FROM aggregate_index WHERE aggregate_id = ?1 AND position > ?3 \
+               AND position <= (SELECT through FROM w)) \
+             AND aggregate_id = ?1 AND aggregate_type = ?2 \
+             UNION ALL SELECT position, bytes FROM commits \
+             WHERE position IN (SELECT value FROM json_each(?6)) \
+             AND position > MAX(?3, (SELECT through FROM w)) AND position <= ?5 \
+             AND aggregate_id = ?1 AND aggregate_type = ?2 \
+             UNION ALL SELECT position, bytes FROM commits \
+             WHERE position > MAX(?3, ?5, (SELECT through FROM w)) \
+             AND aggregate_id = ?1 AND aggregate_type = ?2 \
+             ORDER BY position",
         )
-        .bind(aggregate_type)
         .bind(aggregate_id.to_string())
-        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(aggregate_type)
+        .bind(position(after))
+        .bind(view.prefix as i64)
+        .bind(position(view.complete_to))
+        .bind(tail_positions)
         .fetch_all(&self.inner.readers)
         .await
         .map_err(sqlite_error("read aggregate"))?;

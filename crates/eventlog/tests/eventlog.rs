@@ -764,9 +764,15 @@ async fn the_embedded_writer_knows_the_ids_in_its_log_without_looking_them_up() 
 async fn an_embedded_writer_whose_log_another_process_appended_to_decides_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    let ours = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    // Each group sweeps the whole aggregate index, so each writer finds entries and
+    // watermarks the other moved.
+    let config = SqliteLogConfig {
+        index_sweep_commits: 1,
+        ..SqliteLogConfig::new(&path)
+    };
+    let ours = SqliteLog::open(config.clone()).await.unwrap();
     knowing_ids(&ours).await;
-    let other = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    let other = SqliteLog::open(config).await.unwrap();
 
     // Found by the numbering: the other creates an aggregate, then ours is asked to create
     // it too, in a group of appends that need no lookup.
@@ -842,6 +848,10 @@ async fn an_embedded_writer_whose_log_another_process_appended_to_decides_from_t
     }
     let (count, last) = ours.state().await.unwrap();
     assert_eq!(count, last);
+    for log in [&ours, &other] {
+        let commits = log.read_aggregate("alert", existing).await.unwrap();
+        assert_eq!(commits.len(), 1, "each instance reads what the other swept");
+    }
 }
 
 /// Another process appending while a writer's start-up scan is still reading the log's ids:
@@ -1232,4 +1242,312 @@ async fn a_steady_trickle_of_commits_does_not_hold_a_projector_batch_open(backen
     for (i, c) in batch.iter().enumerate() {
         assert_eq!(c.commit.position, i as u64 + 1);
     }
+}
+
+/// The embedded log's aggregate index is written behind the log, in sweeps over the key
+/// space (here one every 32 commits): readers running while groups commit and sweeps move
+/// entries from the writer's memory into the index table find every acknowledged commit of
+/// an aggregate, once each and in order; the writer finds each aggregate's last position
+/// wherever it is (a stale expected position is refused); a reopened log, whose memory is
+/// read back from the log, finds them all again; and the table and the memory together hold
+/// one entry per commit.
+#[tokio::test]
+async fn the_aggregate_index_written_behind_the_log_misses_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let config = SqliteLogConfig {
+        index_sweep_commits: 32,
+        ..SqliteLogConfig::new(&path)
+    };
+    let log = SqliteLog::open(config.clone()).await.unwrap();
+    let acked: Arc<std::sync::Mutex<BTreeMap<Uuid, Vec<u64>>>> = Arc::default();
+    let owners: Vec<Vec<Uuid>> = (0..8)
+        .map(|_| (0..8).map(|_| Uuid::new_v4()).collect())
+        .collect();
+    let writers = owners.iter().cloned().map(|ids| {
+        let (log, acked) = (log.clone(), Arc::clone(&acked));
+        tokio::spawn(async move {
+            let mut heads: BTreeMap<Uuid, u64> = BTreeMap::new();
+            for _ in 0..25 {
+                for id in &ids {
+                    let head = heads.get(id).copied().unwrap_or(0);
+                    let o = log
+                        .append(raw_commit("alert", *id, Uuid::now_v7(), head))
+                        .await
+                        .unwrap();
+                    heads.insert(*id, o.position);
+                    acked
+                        .lock()
+                        .unwrap()
+                        .entry(*id)
+                        .or_default()
+                        .push(o.position);
+                }
+            }
+        })
+    });
+    let writers: Vec<_> = writers.collect();
+    let all: Vec<Uuid> = owners.concat();
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (log, acked, all) = (log.clone(), Arc::clone(&acked), all.clone());
+            tokio::spawn(async move {
+                let mut reads = 0;
+                for i in (r..).step_by(2) {
+                    let id = all[i % all.len()];
+                    let before = acked.lock().unwrap().get(&id).cloned().unwrap_or_default();
+                    let read: Vec<u64> = log
+                        .read_aggregate("alert", id)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .map(|c| c.position)
+                        .collect();
+                    assert!(read.windows(2).all(|w| w[0] < w[1]), "{id}: {read:?}");
+                    assert!(
+                        before.iter().all(|p| read.contains(p)),
+                        "{id}: acknowledged {before:?}, read {read:?}"
+                    );
+                    reads += 1;
+                    if acked.lock().unwrap().values().map(Vec::len).sum::<usize>() == 64 * 25 {
+                        return reads;
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    for r in readers {
+        r.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let total = 64 * 25;
+    assert_eq!(log.state().await.unwrap(), (total, total));
+    // Sweeps ran: most entries are in the table, the memory holds about a sweep's worth.
+    assert!(
+        log.index_tail_len() < 200,
+        "{} in memory",
+        log.index_tail_len()
+    );
+
+    let check = |log: SqliteLog| {
+        let acked = acked.clone();
+        async move {
+            for (id, positions) in &acked {
+                let read: Vec<u64> = log
+                    .read_aggregate("alert", *id)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.position)
+                    .collect();
+                assert_eq!(&read, positions, "{id}");
+                assert!(
+                    log.read_aggregate("incident", *id)
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                let head = *positions.last().unwrap();
+                let err = log
+                    .append(raw_commit("alert", *id, Uuid::now_v7(), head - 1))
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, LogError::Conflict), "{err}");
+            }
+        }
+    };
+    check(log.clone()).await;
+    let in_memory = log.index_tail_len() as i64;
+    drop(log);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let in_table: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM aggregate_index")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(in_table + in_memory, total as i64);
+    pool.close().await;
+
+    let reopened = SqliteLog::open(config).await.unwrap();
+    assert_eq!(reopened.index_tail_len() as i64, in_memory);
+    check(reopened.clone()).await;
+    for (id, positions) in &acked {
+        let head = *positions.last().unwrap();
+        reopened
+            .append(raw_commit("alert", *id, Uuid::now_v7(), head))
+            .await
+            .unwrap();
+    }
+}
+
+/// A log made before the aggregate index had a table of its own (migration 0001 alone,
+/// with SQLite's index on `commits`) is migrated at open: every commit gets its entry, the
+/// old index goes, and aggregates read and append as before.
+#[tokio::test]
+async fn a_log_from_before_the_aggregate_index_table_is_migrated_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let first = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/migrations/sqlite/0001_commits.sql"
+        ),
+        first.path().join("0001_commits.sql"),
+    )
+    .unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(first.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (position, id) in [(1, a), (2, b), (3, a)] {
+        let commit_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO commits (position, commit_id, aggregate_type, aggregate_id, \
+             event_types, correlation_id, bytes) VALUES (?, ?, 'alert', ?, 'AlertReceived', ?, ?)",
+        )
+        .bind(position)
+        .bind(commit_id.to_string())
+        .bind(id.to_string())
+        .bind(commit_id.to_string())
+        .bind(format!("{{\"commit\":\"{commit_id}\"}}").into_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let log = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    let positions = |commits: Vec<sems_app::StoredCommit>| -> Vec<u64> {
+        commits.iter().map(|c| c.position).collect()
+    };
+    assert_eq!(
+        positions(log.read_aggregate("alert", a).await.unwrap()),
+        [1, 3]
+    );
+    assert_eq!(
+        positions(log.read_aggregate("alert", b).await.unwrap()),
+        [2]
+    );
+    assert_eq!(log.index_tail_len(), 0);
+    let err = log
+        .append(raw_commit("alert", a, Uuid::now_v7(), 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Conflict), "{err}");
+    let o = log
+        .append(raw_commit("alert", a, Uuid::now_v7(), 3))
+        .await
+        .unwrap();
+    assert_eq!(o.position, 4);
+    assert_eq!(
+        positions(log.read_aggregate("alert", a).await.unwrap()),
+        [1, 3, 4]
+    );
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let (old_index, entries, watermarks): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE name = 'commits_aggregate'), \
+         (SELECT COUNT(*) FROM aggregate_index WHERE position <= 3), \
+         (SELECT COUNT(*) FROM aggregate_index_sweep WHERE through >= 3)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((old_index, entries, watermarks), (0, 3, 4096));
+}
+
+/// A log that lost commits the writer had seen (deleted behind its back, or an older copy of
+/// the file put in place) after sweeps had moved them into the aggregate index: the writer
+/// cuts the index back to the log's last position, positions go on from there without a
+/// gap, and a commit at a reused position is found by readers and by the writer's
+/// concurrency check, also after a reopen.
+#[tokio::test]
+async fn a_log_that_lost_commits_cuts_its_aggregate_index_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    // Every group sweeps every range: what the log held is in the index table at once.
+    let config = SqliteLogConfig {
+        index_sweep_commits: 1,
+        ..SqliteLogConfig::new(&path)
+    };
+    let log = SqliteLog::open(config.clone()).await.unwrap();
+    let (a, b, c, d) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    for (id, expected) in [(a, 0), (b, 0), (a, 1), (d, 0)] {
+        log.append(raw_commit("alert", id, Uuid::now_v7(), expected))
+            .await
+            .unwrap();
+    }
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let swept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM aggregate_index")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(swept, 3, "a@1, b@2 and a@3 are in the table");
+    for statement in [
+        "DROP TRIGGER commits_no_delete",
+        "DELETE FROM commits WHERE position > 1",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+
+    let o = log
+        .append(raw_commit("alert", c, Uuid::now_v7(), 0))
+        .await
+        .unwrap();
+    assert_eq!(o.position, 2, "positions go on from the log's last");
+    let check = |log: SqliteLog| async move {
+        let positions = |commits: Vec<sems_app::StoredCommit>| -> Vec<u64> {
+            commits.iter().map(|c| c.position).collect()
+        };
+        assert_eq!(
+            positions(log.read_aggregate("alert", c).await.unwrap()),
+            [2]
+        );
+        assert!(log.read_aggregate("alert", b).await.unwrap().is_empty());
+        let err = log
+            .append(raw_commit("alert", c, Uuid::now_v7(), 0))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LogError::Conflict), "{err}");
+    };
+    check(log.clone()).await;
+    assert_eq!(log.read_aggregate("alert", a).await.unwrap().len(), 1);
+    // More groups sweep again, over the cut index.
+    let o = log
+        .append(raw_commit("alert", a, Uuid::now_v7(), 1))
+        .await
+        .unwrap();
+    assert_eq!(o.position, 3);
+    drop(log);
+    let reopened = SqliteLog::open(config).await.unwrap();
+    check(reopened.clone()).await;
+    let commits = reopened.read_aggregate("alert", a).await.unwrap();
+    assert_eq!(
+        commits.iter().map(|c| c.position).collect::<Vec<_>>(),
+        [1, 3]
+    );
 }

@@ -300,6 +300,7 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                             "wal_rewinds": rewinds.rewinds,
                             "wal_rewinds_without_catch_up": rewinds.without_catch_up,
                             "writer_stalled_in_rewinds_ms": u64::try_from(rewinds.writer_stalled.as_millis()).unwrap_or(u64::MAX),
+                            "aggregate_index_in_memory": log.index_tail_len(),
                         },
                         "read_model": { "path": model.display().to_string() },
                     })
