@@ -202,16 +202,21 @@ impl Tail {
     }
 
     /// Takes in watermarks another process moved (read from the table): what they cover is
-    /// in the table, so the tail lets it go.
-    pub(crate) fn absorb_watermarks(&mut self, watermarks: &[u64]) {
-        for (prefix, &w) in watermarks.iter().enumerate().take(PREFIXES) {
-            if w > self.merged[prefix] {
-                self.merged[prefix] = w;
-            }
+    /// in the table, so the tail lets it go. False when a watermark is below the one the
+    /// tail knows: another process cut the index back (the log lost commits), and the tail
+    /// must be read again (nothing is changed then).
+    pub(crate) fn absorb_watermarks(&mut self, watermarks: &[u64]) -> bool {
+        let marks = &watermarks[..PREFIXES.min(watermarks.len())];
+        if marks.iter().zip(&self.merged).any(|(w, m)| w < m) {
+            return false;
+        }
+        for (m, &w) in self.merged.iter_mut().zip(marks) {
+            *m = (*m).max(w);
         }
         let merged = &self.merged;
         self.entries
             .retain(|(id, position), _| *position > merged[prefix_of(*id)]);
+        true
     }
 }
 
@@ -312,9 +317,13 @@ mod tests {
         tail.record("alert", id(7, 1), 8);
         let mut marks = vec![0; PREFIXES];
         marks[7] = 5;
-        tail.absorb_watermarks(&marks);
+        assert!(tail.absorb_watermarks(&marks));
         assert_eq!(tail.view("alert", id(7, 1)).positions, vec![8]);
         assert_eq!(tail.lowest_merged(), 0);
+        // A watermark moved back: the index was cut elsewhere; the tail is left as it was.
+        marks[7] = 3;
+        assert!(!tail.absorb_watermarks(&marks));
+        assert_eq!(tail.merged_at(7), 5);
     }
 
     #[test]

@@ -585,9 +585,12 @@ impl Known {
         .await
         .map_err(sqlite_error("read the commits another process appended"))?;
         let watermarks = read_watermarks(conn).await?;
-        self.last = log_last;
         let mut tail = lock(tail);
-        tail.absorb_watermarks(&watermarks);
+        if !tail.absorb_watermarks(&watermarks) {
+            // Another process cut the aggregate index back: the log lost commits.
+            return Err(GroupError::LostCommits(log_last));
+        }
+        self.last = log_last;
         for (position, aggregate_type, aggregate_id, commit_id) in &rows {
             match (Uuid::parse_str(aggregate_id), Uuid::parse_str(commit_id)) {
                 (Ok(aggregate_id), Ok(commit_id)) => {
@@ -707,10 +710,14 @@ async fn read_tail(conn: &mut SqliteConnection, last: u64) -> Result<Tail, LogEr
         .await
         .map_err(sqlite_error("read the commits the aggregate index lacks"))?
     {
-        let id = Uuid::parse_str(&id).map_err(|e| {
-            LogError::Corrupt(format!("aggregate id {id:?} at position {position}: {e}"))
-        })?;
-        tail.record(&kind, id, u64::try_from(position).unwrap_or(0));
+        // Readers and the writer ask for UUIDs only; a commit under another id is never
+        // asked for (as in `Known::catch_up`).
+        match Uuid::parse_str(&id) {
+            Ok(id) => tail.record(&kind, id, u64::try_from(position).unwrap_or(0)),
+            Err(e) => {
+                warn!(position, id, error = %e, "an aggregate id in the event log is not a UUID")
+            }
+        }
     }
     drop(rows);
     tail.completed(last);
@@ -1527,7 +1534,8 @@ impl EventLog for SqliteLog {
         let tail_positions = serde_json::to_string(&view.positions)
             .map_err(|e| LogError::Internal(format!("encode tail positions: {e}")))?;
         let rows = sqlx::query(
-            "WITH w(through) AS (SELECT through FROM aggregate_index_sweep WHERE prefix = ?4) \
+            "WITH w(through) AS (SELECT COALESCE((SELECT through FROM aggregate_index_sweep \
+               WHERE prefix = ?4), 0)) \
              SELECT position, bytes FROM commits WHERE position IN (SELECT position \
                FROM aggregate_index WHERE aggregate_id = ?1 AND position > ?3 \
                AND position <= (SELECT through FROM w)) \

@@ -1550,4 +1550,43 @@ async fn a_log_that_lost_commits_cuts_its_aggregate_index_back() {
         commits.iter().map(|c| c.position).collect::<Vec<_>>(),
         [1, 3]
     );
+
+    // Lost while the log is closed: the cut happens at open.
+    let (e, f, g) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for id in [e, f] {
+        reopened
+            .append(raw_commit("alert", id, Uuid::now_v7(), 0))
+            .await
+            .unwrap();
+    }
+    drop(reopened);
+    let watermark: i64 = sqlx::query_scalar("SELECT MAX(through) FROM aggregate_index_sweep")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(watermark, 4, "e@4 was swept when f was appended");
+    sqlx::query("DELETE FROM commits WHERE position > 3")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let log = SqliteLog::open(SqliteLogConfig {
+        index_sweep_commits: 1,
+        ..SqliteLogConfig::new(&path)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        log.append(raw_commit("alert", g, Uuid::now_v7(), 0))
+            .await
+            .unwrap()
+            .position,
+        4
+    );
+    assert_eq!(log.read_aggregate("alert", g).await.unwrap().len(), 1);
+    assert!(log.read_aggregate("alert", e).await.unwrap().is_empty());
+    let err = log
+        .append(raw_commit("alert", g, Uuid::now_v7(), 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Conflict), "{err}");
 }
