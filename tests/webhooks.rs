@@ -526,12 +526,19 @@ async fn status_names_the_store_in_use(backend: Backend) {
             .await;
             let after = s.get("/status").await.json();
             assert!(after["event_log"]["group_commits"].as_u64().unwrap() > before);
-            // The new alert's aggregate-index entry waits in memory for the sweep.
+            // The new alert's aggregate-index entry waits in memory for the sweep (one
+            // commit earns no range of the 65,536-commit sweep); the read model reports
+            // its alert keys in memory too.
             assert!(
                 after["event_log"]["aggregate_index_in_memory"]
                     .as_u64()
                     .unwrap()
                     >= 1
+            );
+            assert!(
+                after["read_model"]["alert_keys_in_memory"]
+                    .as_u64()
+                    .is_some()
             );
             assert!(
                 after["event_log"]["path"]

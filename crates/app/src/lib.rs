@@ -9,6 +9,7 @@ mod envelope;
 mod error;
 mod handler;
 mod handshake;
+pub mod keyspace;
 mod ports;
 mod service;
 

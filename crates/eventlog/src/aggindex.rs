@@ -12,7 +12,8 @@
 //! every commit of an aggregate in that range up to the watermark is in the table. Commits
 //! above their range's watermark are held here, in memory ([`Tail`]), and every group commit
 //! moves the next few ranges' entries into the table, sorted, in the same transaction, so
-//! one sweep over all ranges takes [`Sweep::commits_per_sweep`] commits whatever the rate.
+//! one sweep over all ranges takes `SqliteLogConfig::index_sweep_commits` commits whatever
+//! the rate (`sems_app::keyspace`).
 //! A sweep's inserts land side by side in the leaves they share, instead of one leaf per
 //! commit.
 //!
@@ -27,19 +28,8 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-/// Ranges of the key space, by an id's first 12 bits.
-pub(crate) const PREFIXES: usize = 4096;
-
-/// The range of `id`: its first 12 bits (the first three hex digits of its text, which
-/// sorts as the id does).
-pub(crate) fn prefix_of(id: Uuid) -> usize {
-    (id.as_u128() >> 116) as usize
-}
-
-/// The smallest id of range `prefix`.
-fn first_id(prefix: usize) -> Uuid {
-    Uuid::from_u128((prefix as u128) << 116)
-}
+pub(crate) use sems_app::keyspace::{PREFIXES, Sweep, prefix_of};
+use sems_app::keyspace::{first_id, spans};
 
 /// What a reader needs of the tail for one aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,20 +155,13 @@ impl Tail {
     pub(crate) fn merge(&self, first: usize, count: usize, through: u64) -> Merge {
         let count = count.min(PREFIXES);
         let mut entries = Vec::new();
-        let mut take = |from: usize, to: usize| {
-            let start = (first_id(from), 0);
-            let within = self.entries.range(start..);
+        for (from, to) in spans(first, count) {
+            let within = self.entries.range((first_id(from), 0)..);
             entries.extend(
                 within
                     .take_while(|(k, _)| prefix_of(k.0) < to)
                     .map(|(k, _)| *k),
             );
-        };
-        if first + count <= PREFIXES {
-            take(first, first + count);
-        } else {
-            take(first, PREFIXES);
-            take(0, first + count - PREFIXES);
         }
         // Two pieces when wrapping: the second sorts before the first.
         entries.sort_unstable();
@@ -220,60 +203,12 @@ impl Tail {
     }
 }
 
-/// Where the sweep is, and how fast it goes.
-#[derive(Debug, Clone)]
-pub(crate) struct Sweep {
-    /// Next range to move.
-    pub cursor: usize,
-    /// Commits per sweep over every range.
-    pub commits_per_sweep: u64,
-    /// Commits not yet turned into ranges, times `PREFIXES`.
-    credit: u64,
-}
-
-impl Sweep {
-    pub(crate) fn new(cursor: usize, commits_per_sweep: u64) -> Self {
-        Self {
-            cursor: cursor % PREFIXES,
-            commits_per_sweep: commits_per_sweep.max(1),
-            credit: 0,
-        }
-    }
-
-    /// How many ranges a group of `commits` moves: one sweep every `commits_per_sweep`.
-    pub(crate) fn ranges_for(&mut self, commits: usize) -> usize {
-        self.credit += commits as u64 * PREFIXES as u64;
-        let ranges = (self.credit / self.commits_per_sweep).min(PREFIXES as u64);
-        self.credit -= ranges * self.commits_per_sweep;
-        // What is left over past a whole sweep (every range moved) is dropped.
-        self.credit = self.credit.min(self.commits_per_sweep - 1);
-        ranges as usize
-    }
-
-    /// The ranges a committed merge moved are behind the cursor.
-    pub(crate) fn advance(&mut self, count: usize) {
-        self.cursor = (self.cursor + count) % PREFIXES;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn id(prefix: usize, rest: u128) -> Uuid {
         Uuid::from_u128(((prefix as u128) << 116) | rest)
-    }
-
-    #[test]
-    fn the_prefix_is_the_first_three_hex_digits() {
-        let u = Uuid::parse_str("abc12345-0000-4000-8000-000000000000").unwrap();
-        assert_eq!(prefix_of(u), 0xabc);
-        assert_eq!(prefix_of(Uuid::nil()), 0);
-        assert_eq!(prefix_of(Uuid::max()), PREFIXES - 1);
-        assert_eq!(
-            first_id(0xabc).to_string(),
-            "abc00000-0000-0000-0000-000000000000"
-        );
     }
 
     #[test]
@@ -324,28 +259,5 @@ mod tests {
         marks[7] = 3;
         assert!(!tail.absorb_watermarks(&marks));
         assert_eq!(tail.merged_at(7), 5);
-    }
-
-    #[test]
-    fn a_sweep_covers_every_range_once_per_its_commits() {
-        let mut sweep = Sweep::new(0, 65_536);
-        let mut ranges = 0;
-        for _ in 0..(65_536 / 800) {
-            let n = sweep.ranges_for(800);
-            sweep.advance(n);
-            ranges += n;
-        }
-        // 81 groups of 800 = 64,800 commits: all but the last 736 commits' worth of ranges.
-        assert_eq!(ranges, 64_800 * PREFIXES / 65_536);
-        let mut slow = Sweep::new(0, 65_536);
-        let moved: usize = (0..16).map(|_| slow.ranges_for(1)).sum();
-        assert_eq!(moved, 1, "one range per 16 single commits");
-        let mut tiny = Sweep::new(0, 4);
-        assert_eq!(
-            tiny.ranges_for(1_000),
-            PREFIXES,
-            "at most every range at once"
-        );
-        assert_eq!(tiny.ranges_for(0), 0, "the rest of a big group is dropped");
     }
 }

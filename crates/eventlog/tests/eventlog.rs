@@ -1392,26 +1392,9 @@ async fn the_aggregate_index_written_behind_the_log_misses_no_commit() {
 async fn a_log_from_before_the_aggregate_index_table_is_migrated_to_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
-    let first = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/migrations/sqlite/0001_commits.sql"
-        ),
-        first.path().join("0001_commits.sql"),
-    )
-    .unwrap();
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    sqlx::migrate::Migrator::new(first.path())
-        .await
-        .unwrap()
-        .run(&pool)
-        .await
-        .unwrap();
+    let migrations =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"));
+    let pool = sems_testkit::sqlite_at_migration(&path, migrations, 1).await;
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     for (position, id) in [(1, a), (2, b), (3, a)] {
         let commit_id = Uuid::now_v7();

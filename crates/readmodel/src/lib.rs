@@ -6,6 +6,7 @@
 //! [`IncidentReadModel`] (what queries read through). Depends on `sems-domain` and
 //! `sems-app`; never on NATS.
 
+mod alertkeys;
 pub mod cmc;
 mod cmc_sql;
 mod handoff;

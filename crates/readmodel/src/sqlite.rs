@@ -4,7 +4,7 @@
 //! sort on; key times are integer microseconds, so sorting and paging match PostgreSQL.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     fs::File,
     path::{Path, PathBuf},
     sync::Arc,
@@ -22,12 +22,16 @@ use tokio::sync::{Mutex, watch};
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
-use sems_app::AppError;
+use sems_app::{
+    AppError,
+    keyspace::{PREFIXES, Sweep, prefix_of},
+};
 
 use crate::{
     AlertQuery, AlertRow, Applied, IncidentDetail, IncidentQuery, IncidentReadModel, IncidentRow,
-    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, RiskIncidents, cmc, cmc_sql,
-    fresh_above,
+    IncidentSummary, NoteRow, Page, ProjectedCommit, ProjectionStore, RiskIncidents,
+    alertkeys::{KeyMerge, KeyTail},
+    cmc, cmc_sql, fresh_above,
     projection::{self, Rows},
     wait_until_applied,
 };
@@ -45,14 +49,18 @@ pub struct SqliteReadModelConfig {
     pub path: PathBuf,
     /// Connections serving queries.
     pub readers: u32,
+    /// Alert rows per sweep of the alert keys (`alertkeys`): the projector holds at most
+    /// about this many keys in memory.
+    pub key_sweep_rows: u64,
 }
 
 /// Commits the projector applies per transaction at most on this store. SQLite's WAL
-/// holds whole pages, and every new alert lands on a random page of the `alerts` key
-/// index: a transaction of N alerts writes nearly N such pages, so larger transactions
-/// share more of them. In alternating benchmark runs, 4,000 instead of 1,000 took 4–11%
-/// less `semsd` CPU per streamed alert (docs/BENCHMARKS.md). Batches only reach the bound
-/// while the projector catches up; the feed also closes a batch at 64 MiB of envelopes.
+/// holds whole pages, and every new alert landed on a random page of the `alerts` key
+/// index (before the keys went behind the projector, `alertkeys`): a transaction of N
+/// alerts wrote nearly N such pages, so larger transactions shared more of them. In
+/// alternating benchmark runs, 4,000 instead of 1,000 took 4–11% less `semsd` CPU per
+/// streamed alert (docs/BENCHMARKS.md). Batches only reach the bound while the projector
+/// catches up; the feed also closes a batch at 64 MiB of envelopes.
 pub const PROJECTOR_BATCH: usize = 4_000;
 
 impl SqliteReadModelConfig {
@@ -61,6 +69,7 @@ impl SqliteReadModelConfig {
         Self {
             path: path.into(),
             readers: 4,
+            key_sweep_rows: 65_536,
         }
     }
 }
@@ -74,6 +83,115 @@ pub struct SqliteReadModel {
     name: String,
     path: PathBuf,
     applied: Arc<watch::Sender<u64>>,
+    /// The alert keys not yet in `alert_keys`, and the sweep that moves them there.
+    keys: Arc<std::sync::Mutex<Keys>>,
+    key_sweep_rows: u64,
+}
+
+struct Keys {
+    tail: KeyTail,
+    sweep: Sweep,
+}
+
+/// The alert keys, whatever a panic elsewhere left them in (they are only changed under the
+/// lock, without awaiting).
+fn lock(keys: &std::sync::Mutex<Keys>) -> std::sync::MutexGuard<'_, Keys> {
+    keys.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The alert keys' watermarks and the rows above them, read back from the file.
+async fn read_keys(conn: &mut SqliteConnection, per_sweep: u64) -> Result<Keys, AppError> {
+    let marks: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT prefix, through FROM alert_keys_sweep ORDER BY prefix")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable("read the alert keys' watermarks"))?;
+    if marks.len() != PREFIXES || marks.iter().enumerate().any(|(i, m)| m.0 != i as i64) {
+        return Err(AppError::Internal(format!(
+            "the read model has {} alert key watermarks, not {PREFIXES}",
+            marks.len()
+        )));
+    }
+    let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM alerts")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(unavailable("read the last alert row"))?;
+    let mut tail = KeyTail::new(marks.iter().map(|m| m.1).collect(), last);
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, alert_id FROM alerts WHERE seq > ? ORDER BY seq")
+            .bind(tail.lowest_merged())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable("read the alert keys not yet swept"))?;
+    for (seq, id) in rows {
+        let id = Uuid::parse_str(&id)
+            .map_err(|e| AppError::Internal(format!("alert id {id:?} in row {seq}: {e}")))?;
+        tail.record(id, seq);
+    }
+    // The sweep goes on from the range furthest behind.
+    let behind = (0..PREFIXES)
+        .min_by_key(|&p| tail.merged_at(p))
+        .unwrap_or(0);
+    Ok(Keys {
+        tail,
+        sweep: Sweep::new(behind, per_sweep),
+    })
+}
+
+/// The rows of alerts `ids` that exist, with their row numbers: the keys in `alert_keys` up
+/// to their range's watermark (as this statement's snapshot holds it), the rows the tail
+/// names above it, and the rows after the tail's last one. The tail lets keys go only once
+/// the sweep that moved them is committed, and the snapshot begins after the look at the
+/// tail, so no row falls between (and the projector's own lookups, inside its batch's
+/// transaction, run while no sweep can: the projector is the one that sweeps).
+async fn load_alerts(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+    keys: &std::sync::Mutex<Keys>,
+) -> Result<Vec<(i64, AlertRow)>, AppError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let (seqs, last): (Vec<Option<i64>>, i64) = {
+            let keys = lock(keys);
+            (
+                chunk.iter().map(|id| keys.tail.get(*id)).collect(),
+                keys.tail.last(),
+            )
+        };
+        // `CROSS JOIN` keeps SQLite's join order: the few ids outside, each row found by
+        // its key or its number.
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("WITH ids(alert_id, prefix, tail_seq) AS (");
+        q.push_values(chunk.iter().zip(&seqs), |mut row, (id, seq)| {
+            row.push_bind(id.to_string())
+                .push_bind(prefix_of(*id) as i64)
+                .push_bind(*seq);
+        });
+        q.push(
+            ") SELECT a.seq, a.doc FROM ids CROSS JOIN alert_keys_sweep w \
+             CROSS JOIN alert_keys k CROSS JOIN alerts a \
+             WHERE w.prefix = ids.prefix AND k.alert_id = ids.alert_id \
+             AND k.seq <= w.through AND a.seq = k.seq \
+             UNION ALL SELECT a.seq, a.doc FROM ids CROSS JOIN alert_keys_sweep w \
+             CROSS JOIN alerts a WHERE w.prefix = ids.prefix AND a.seq = ids.tail_seq \
+             AND a.seq > w.through AND a.alert_id = ids.alert_id \
+             UNION ALL SELECT a.seq, a.doc FROM ids CROSS JOIN alert_keys_sweep w \
+             CROSS JOIN alerts a WHERE w.prefix = ids.prefix \
+             AND a.seq > MAX(",
+        );
+        q.push_bind(last)
+            .push(", w.through) AND a.alert_id = ids.alert_id");
+        let rows: Vec<(i64, String)> = q
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(unavailable("load alert rows"))?;
+        for (seq, doc) in rows {
+            out.push((seq, from_doc(&doc)?));
+        }
+    }
+    Ok(out)
 }
 
 fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
@@ -147,9 +265,10 @@ impl SqliteReadModel {
             .clone()
             .pragma("cache_size", "-16384")
             .pragma("temp_store", "memory");
-        let writer = SqliteConnection::connect_with(&writer_options)
+        let mut writer = SqliteConnection::connect_with(&writer_options)
             .await
             .map_err(unavailable("open the read-model writer"))?;
+        let keys = read_keys(&mut writer, config.key_sweep_rows).await?;
         let model = Self {
             pool,
             writer: Arc::new(Mutex::new(writer)),
@@ -157,6 +276,8 @@ impl SqliteReadModel {
             name,
             path: config.path.clone(),
             applied: Arc::new(watch::channel(0).0),
+            keys: Arc::new(std::sync::Mutex::new(keys)),
+            key_sweep_rows: config.key_sweep_rows,
         };
         model
             .applied
@@ -245,12 +366,21 @@ impl SqliteReadModel {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(unavailable("begin"))?;
-        let checkpoint: i64 =
-            sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?")
-                .bind(&self.name)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(unavailable("read checkpoint"))?;
+        // With the checkpoint, the last alert row: when it is not the one the key tail
+        // knows, the file moved on without this writer (another instance led, or a commit
+        // reported failed had committed), and the tail is read again from the file.
+        let (checkpoint, last_seq): (i64, i64) = sqlx::query_as(
+            "SELECT position, (SELECT COALESCE(MAX(seq), 0) FROM alerts) \
+             FROM projection_checkpoints WHERE name = ?",
+        )
+        .bind(&self.name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(unavailable("read checkpoint"))?;
+        if last_seq != lock(&self.keys).tail.last() {
+            let keys = read_keys(&mut tx, self.key_sweep_rows).await?;
+            *lock(&self.keys) = keys;
+        }
         let checkpoint = u64::try_from(checkpoint).unwrap_or(0);
         let (fresh, skipped) = fresh_above(commits, checkpoint)?;
         let Some(last) = fresh.iter().map(|c| c.position).max() else {
@@ -268,7 +398,9 @@ impl SqliteReadModel {
         {
             rows.incidents.insert(r.incident_id, r);
         }
-        for r in Self::load_docs::<AlertRow>(&mut tx, "alerts", "alert_id", &alerts).await? {
+        let mut alert_seqs = HashMap::new();
+        for (seq, r) in load_alerts(&mut tx, &alerts, &self.keys).await? {
+            alert_seqs.insert(r.alert_id, seq);
             rows.alerts.insert(r.alert_id, r);
         }
         let existing: HashSet<Uuid> = rows
@@ -284,7 +416,9 @@ impl SqliteReadModel {
             cmc::apply(&mut cmc_rows, c).map_err(|e| AppError::Internal(e.to_string()))?;
         }
         cmc_sql::sqlite::write(&mut tx, &cmc_rows).await?;
-        Self::write_rows(&mut tx, &rows, &existing).await?;
+        let last_seq = lock(&self.keys).tail.last();
+        let created = Self::write_rows(&mut tx, &rows, &existing, &alert_seqs, last_seq).await?;
+        let merge = self.sweep_keys(&mut tx, &created).await?;
         sqlx::query(
             "UPDATE projection_checkpoints SET position = ?, updated_at = ? WHERE name = ?",
         )
@@ -295,6 +429,16 @@ impl SqliteReadModel {
         .await
         .map_err(unavailable("write checkpoint"))?;
         tx.commit().await.map_err(unavailable("commit"))?;
+        {
+            let mut keys = lock(&self.keys);
+            if let Some(merge) = &merge {
+                keys.tail.merged(merge);
+                keys.sweep.advance(merge.count);
+            }
+            for (id, seq) in created {
+                keys.tail.record(id, seq);
+            }
+        }
         self.applied.send_replace(last);
         Ok(Applied {
             applied: fresh.len(),
@@ -308,11 +452,15 @@ impl SqliteReadModel {
     /// statement journal (a copy of each page a multi-row statement touches) to undo that one
     /// statement, while any failure here fails the batch, rolled back as a whole. An upsert's
     /// `DO UPDATE` keeps its journal whatever the `OR` says.
+    /// Alert rows the batch creates are numbered after `last_seq`, in order; the rows it
+    /// loaded are updated by their numbers (`alert_seqs`). Returns the created alerts' rows.
     async fn write_rows(
         conn: &mut SqliteConnection,
         rows: &Rows,
         existing: &HashSet<Uuid>,
-    ) -> Result<(), AppError> {
+        alert_seqs: &HashMap<Uuid, i64>,
+        last_seq: i64,
+    ) -> Result<Vec<(Uuid, i64)>, AppError> {
         let (updated, created): (Vec<&IncidentRow>, Vec<&IncidentRow>) = rows
             .incidents
             .values()
@@ -357,34 +505,55 @@ impl SqliteReadModel {
             .alerts
             .values()
             .partition(|a| existing.contains(&a.alert_id));
-        for (chunk, upsert) in created
-            .chunks(CHUNK)
-            .map(|c| (c, false))
-            .chain(updated.chunks(CHUNK).map(|c| (c, true)))
-        {
+        let created: Vec<(i64, &AlertRow)> = (last_seq + 1..).zip(created).collect();
+        for chunk in created.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR FAIL INTO alerts (alert_id, incident_id, status, received_at, doc) ",
+                "INSERT OR FAIL INTO alerts (seq, alert_id, incident_id, status, received_at, doc) ",
             );
-            let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
-            q.push_values(chunk.iter().zip(docs), |mut row, (a, doc)| {
-                row.push_bind(a.alert_id.to_string())
+            let docs = chunk
+                .iter()
+                .map(|(_, a)| to_doc(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            q.push_values(chunk.iter().zip(docs), |mut row, ((seq, a), doc)| {
+                row.push_bind(*seq)
+                    .push_bind(a.alert_id.to_string())
                     .push_bind(a.incident_id.map(|i| i.to_string()))
                     .push_bind(a.status.as_str())
                     .push_bind(micros(a.received_at))
                     .push_bind(doc);
             });
-            if upsert {
-                q.push(
-                    " ON CONFLICT (alert_id) DO UPDATE SET incident_id = excluded.incident_id, \
-                     status = excluded.status, received_at = excluded.received_at, \
-                     doc = excluded.doc",
-                );
-            }
             q.build()
                 .execute(&mut *conn)
                 .await
                 .map_err(unavailable("write alerts"))?;
         }
+        for chunk in updated.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE OR FAIL alerts SET incident_id = v.column2, status = v.column3, \
+                 received_at = v.column4, doc = v.column5 FROM (",
+            );
+            let docs = chunk.iter().map(to_doc).collect::<Result<Vec<_>, _>>()?;
+            let mut values = Vec::with_capacity(chunk.len());
+            for (a, doc) in chunk.iter().zip(docs) {
+                let seq = alert_seqs.get(&a.alert_id).copied().ok_or_else(|| {
+                    AppError::Internal(format!("alert {} was loaded without its row", a.alert_id))
+                })?;
+                values.push((seq, a, doc));
+            }
+            q.push_values(values, |mut row, (seq, a, doc)| {
+                row.push_bind(seq)
+                    .push_bind(a.incident_id.map(|i| i.to_string()))
+                    .push_bind(a.status.as_str())
+                    .push_bind(micros(a.received_at))
+                    .push_bind(doc);
+            });
+            q.push(") AS v WHERE alerts.seq = v.column1");
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable("write alerts"))?;
+        }
+        let created = created.iter().map(|(seq, a)| (a.alert_id, *seq)).collect();
         for chunk in rows.pending.chunks(CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT OR FAIL INTO incident_openings_pending (incident_id, alert_id, promoted_at) ",
@@ -426,7 +595,52 @@ impl SqliteReadModel {
                 .await
                 .map_err(unavailable("write notes"))?;
         }
-        Ok(())
+        Ok(created)
+    }
+
+    /// Moves the keys of the next ranges into `alert_keys` (the tail's, and those of the
+    /// rows the batch `created`), in the batch's transaction, as many ranges as the created
+    /// rows earn (`alertkeys`).
+    async fn sweep_keys(
+        &self,
+        conn: &mut SqliteConnection,
+        created: &[(Uuid, i64)],
+    ) -> Result<Option<KeyMerge>, AppError> {
+        let merge = {
+            let mut keys = lock(&self.keys);
+            let ranges = keys.sweep.ranges_for(created.len());
+            if ranges == 0 {
+                return Ok(None);
+            }
+            keys.tail.merge(keys.sweep.cursor, ranges, created)
+        };
+        for chunk in merge.keys.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR FAIL INTO alert_keys (alert_id, seq) ");
+            q.push_values(chunk, |mut row, (id, seq)| {
+                row.push_bind(id.to_string()).push_bind(*seq);
+            });
+            q.build()
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable("sweep the alert keys"))?;
+        }
+        sqlx::query(
+            "UPDATE alert_keys_sweep SET through = MAX(through, ?) WHERE ((prefix - ?) & 4095) < ?",
+        )
+        .bind(merge.through)
+        .bind(merge.first as i64)
+        .bind(merge.count as i64)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable("move the alert keys' watermarks"))?;
+        Ok(Some(merge))
+    }
+
+    /// Alert rows the projector holds the keys of in memory, above their range's watermark
+    /// (`SqliteReadModelConfig::key_sweep_rows`).
+    pub fn alert_keys_in_memory(&self) -> usize {
+        lock(&self.keys).tail.len()
     }
 
     async fn summaries(
@@ -669,14 +883,37 @@ impl IncidentReadModel for SqliteReadModel {
     ) -> Result<Vec<AlertRow>, AppError> {
         let cutoff = micros(Utc::now())
             .saturating_sub(i64::try_from(older_than.as_micros()).unwrap_or(i64::MAX));
-        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "SELECT a.doc FROM incident_openings_pending p JOIN alerts a ON a.alert_id = p.alert_id \
-             WHERE p.promoted_at < ",
-        );
-        b.push_bind(cutoff)
-            .push(" ORDER BY p.promoted_at LIMIT ")
-            .push_bind(i64::from(limit));
-        self.docs(b, "alerts awaiting an incident").await
+        // The alerts are looked up by their keys (`load_alerts`), each lookup its own
+        // snapshot taken after its look at the key tail (rows never go away, so the pending
+        // openings need not share it).
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(unavailable("alerts awaiting an incident"))?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT alert_id FROM incident_openings_pending WHERE promoted_at < ? \
+             ORDER BY promoted_at LIMIT ?",
+        )
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(unavailable("alerts awaiting an incident"))?;
+        let ids: Vec<Uuid> = ids
+            .iter()
+            .map(|id| {
+                Uuid::parse_str(id).map_err(|e| {
+                    AppError::Internal(format!("pending opening's alert id {id:?}: {e}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut rows: HashMap<Uuid, AlertRow> = load_alerts(&mut conn, &ids, &self.keys)
+            .await?
+            .into_iter()
+            .map(|(_, a)| (a.alert_id, a))
+            .collect();
+        Ok(ids.iter().filter_map(|id| rows.remove(id)).collect())
     }
 }
 

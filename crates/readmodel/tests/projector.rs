@@ -313,6 +313,18 @@ async fn a_rebuild_from_sequence_1_produces_identical_rows(backend: Backend) {
     let (a, b) = (live.dump().await.unwrap(), rebuilt.dump().await.unwrap());
     assert!(a.len() >= 80, "a real amount of rows: {}", a.len());
     same_rows(&a, &b);
+    // On the embedded store the alerts' keys were swept out of memory into their table
+    // (every 16 rows here), so later commits of those alerts found their rows there.
+    for model in [&live, &rebuilt] {
+        if let TestReadModel::Sqlite(m) = model {
+            let alerts = rows(&a, "alerts").len();
+            assert!(
+                m.alert_keys_in_memory() < alerts / 2,
+                "{} of {alerts} alert keys still in memory",
+                m.alert_keys_in_memory()
+            );
+        }
+    }
 }
 
 async fn only_one_projector_instance_writes(backend: Backend) {
@@ -596,4 +608,147 @@ async fn a_log_shorter_than_the_read_model_is_refused(backend: Backend) {
     // Fed from the log's end, a feed opens as before.
     feed(&short, "projector_other").open(last).await.unwrap();
     same_rows(&model.dump().await.unwrap(), &before);
+}
+
+/// An embedded read model made before the alerts' keys had a table of their own (migrations
+/// 0001–0004, a unique index on `alerts.alert_id`) is migrated at open: its rows are kept and
+/// numbered, every alert's key is in `alert_keys` with every watermark at the last row, and
+/// an alert is found by its key (here by the lookup of alerts awaiting their incident).
+#[tokio::test]
+async fn an_embedded_read_model_from_before_the_alert_keys_table_is_migrated() {
+    use sems_readmodel::{AlertRow, SqliteReadModel, SqliteReadModelConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readmodel-sems.db");
+    let migrations =
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"));
+    let pool = sems_testkit::sqlite_at_migration(&path, migrations, 4).await;
+    let long_ago = Utc::now().trunc_subsecs(3) - chrono::Duration::hours(1);
+    let row = |n: u128, status: &str| AlertRow {
+        alert_id: Uuid::from_u128(n << 100 | n),
+        source: "siem".into(),
+        source_ref: format!("case-{n}"),
+        title: format!("alert {n}"),
+        description: String::new(),
+        severity: 4,
+        status: status.into(),
+        incident_id: None,
+        repeat_count: 0,
+        first_seen_at: long_ago,
+        last_seen_at: long_ago,
+        received_at: long_ago,
+        observables: vec![],
+        labels: BTreeMap::new(),
+        raw: serde_json::json!({}),
+        dismissal_rationale: None,
+        source_state: "firing".into(),
+        source_resolved_at: None,
+        version: 1,
+        position: n as i64,
+    };
+    let (kept, promoted) = (row(1, "received"), row(2, "promoted"));
+    for a in [&kept, &promoted] {
+        sqlx::query(
+            "INSERT INTO alerts (alert_id, incident_id, status, received_at, doc) \
+             VALUES (?, NULL, ?, ?, ?)",
+        )
+        .bind(a.alert_id.to_string())
+        .bind(&a.status)
+        .bind(a.received_at.timestamp_micros())
+        .bind(serde_json::to_string(a).unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO incident_openings_pending (incident_id, alert_id, promoted_at) VALUES (?, ?, ?)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(promoted.alert_id.to_string())
+    .bind(long_ago.timestamp_micros())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let model = SqliteReadModel::connect(&SqliteReadModelConfig::new(&path))
+        .await
+        .unwrap();
+    assert_eq!(model.alert_keys_in_memory(), 0, "every key is in the table");
+    let awaiting = model
+        .alerts_awaiting_incident(Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(awaiting, vec![promoted.clone()]);
+    let dump = model.dump().await.unwrap();
+    assert_eq!(rows(&dump, "alerts").len(), 2);
+
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let (keys, seqs, watermarks): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM alert_keys k JOIN alerts a ON a.seq = k.seq \
+           AND a.alert_id = k.alert_id), \
+         (SELECT COUNT(DISTINCT seq) FROM alerts), \
+         (SELECT COUNT(*) FROM alert_keys_sweep WHERE through = 2)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((keys, seqs, watermarks), (2, 2, 4096));
+}
+
+/// The embedded read model's alert keys that were still in memory when it closed (their
+/// ranges not yet swept: batches of one new alert each move a sixteenth of the ranges here)
+/// are read back from the file when it opens again, so later commits of those alerts
+/// update their rows instead of creating them twice: the result matches a rebuild.
+#[tokio::test]
+async fn alert_keys_still_in_memory_at_close_are_read_back_at_open() {
+    let w = world(Backend::Embedded).await;
+    let live = store(&w, "sems").await;
+    let stop = spawn(live.clone(), feed(&w, "projector_sems"));
+    for i in 0..12 {
+        w.sems
+            .ingest_alert(report(i * 3 + 1), CommandMeta::default())
+            .await
+            .unwrap();
+        caught_up(&w, &live).await;
+    }
+    drop(stop);
+    let TestReadModel::Sqlite(m) = &live else {
+        unreachable!()
+    };
+    let in_memory = m.alert_keys_in_memory();
+    assert!(in_memory > 0, "some keys were not swept");
+    assert!(in_memory < 12, "some were");
+
+    let reopened = store(&w, "sems").await;
+    let TestReadModel::Sqlite(r) = &reopened else {
+        unreachable!()
+    };
+    assert_eq!(r.alert_keys_in_memory(), in_memory);
+    let stop = spawn(reopened.clone(), feed(&w, "projector_sems"));
+    for round in 0..2 {
+        for i in 0..12 {
+            // The same dedup keys: repeats of every alert.
+            w.sems
+                .ingest_alert(report(i * 3 + 1 + round * 40), CommandMeta::default())
+                .await
+                .unwrap();
+        }
+    }
+    caught_up(&w, &reopened).await;
+    drop(stop);
+
+    let rebuilt = store(&w, "sems_v2").await;
+    let stop = spawn(rebuilt.clone(), feed(&w, "projector_sems_v2"));
+    caught_up(&w, &rebuilt).await;
+    drop(stop);
+    let (a, b) = (
+        reopened.dump().await.unwrap(),
+        rebuilt.dump().await.unwrap(),
+    );
+    let alerts = rows(&a, "alerts");
+    assert_eq!(alerts.len(), 12, "one row per alert");
+    assert!(alerts.iter().all(|r| r["repeat_count"] == 2), "{alerts:?}");
+    same_rows(&a, &b);
 }

@@ -205,3 +205,36 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// A SQLite file (WAL) at `path` made by the first `count` migrations of `migrations` (a
+/// crate's migrations directory), as an earlier version of the code left it: for testing the
+/// migrations that follow.
+pub async fn sqlite_at_migration(path: &Path, migrations: &Path, count: usize) -> sqlx::SqlitePool {
+    let earlier = tempfile::tempdir().unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(migrations)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".sql"))
+        .collect();
+    names.sort();
+    assert!(
+        names.len() >= count,
+        "{} has fewer than {count} migrations",
+        migrations.display()
+    );
+    for name in &names[..count] {
+        std::fs::copy(migrations.join(name), earlier.path().join(name)).unwrap();
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}

@@ -255,8 +255,14 @@ impl TestStores {
             }
             None => {
                 let path = self.data_dir().join(format!("readmodel-{generation}.db"));
+                // A sweep of the alert keys every 16 rows (65,536 in semsd), so the
+                // conformance tests run with keys moving from memory into their table.
+                let config = SqliteReadModelConfig {
+                    key_sweep_rows: 16,
+                    ..SqliteReadModelConfig::new(path)
+                };
                 TestReadModel::Sqlite(Arc::new(
-                    SqliteReadModel::connect(&SqliteReadModelConfig::new(path))
+                    SqliteReadModel::connect(&config)
                         .await
                         .context("open the SQLite read model")?,
                 ))

@@ -283,8 +283,12 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                     .with_context(|| format!("open the read model {}", read_model.display()))?,
             );
             let status: http::StatusFn = {
-                let (log, events, model) =
-                    (log.clone(), events.clone(), read_model.path().to_owned());
+                let (log, events, model, keys) = (
+                    log.clone(),
+                    events.clone(),
+                    read_model.path().to_owned(),
+                    read_model.clone(),
+                );
                 Arc::new(move || {
                     let rewinds = log.wal_rewinds();
                     serde_json::json!({
@@ -302,7 +306,10 @@ async fn open_stores(config: &Config) -> anyhow::Result<Stores> {
                             "writer_stalled_in_rewinds_ms": u64::try_from(rewinds.writer_stalled.as_millis()).unwrap_or(u64::MAX),
                             "aggregate_index_in_memory": log.index_tail_len(),
                         },
-                        "read_model": { "path": model.display().to_string() },
+                        "read_model": {
+                            "path": model.display().to_string(),
+                            "alert_keys_in_memory": keys.alert_keys_in_memory(),
+                        },
                     })
                 })
             };
