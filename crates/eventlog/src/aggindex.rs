@@ -10,8 +10,9 @@
 //! the writer fills in sweeps over the key space. The key space is cut into [`PREFIXES`]
 //! ranges by the id's first 12 bits; each range has a watermark (`aggregate_index_sweep`):
 //! every commit of an aggregate in that range up to the watermark is in the table. Commits
-//! above their range's watermark are held here, in memory ([`Tail`]), and every group commit
-//! moves the next few ranges' entries into the table, sorted, in the same transaction, so
+//! above their range's watermark are held here, in memory ([`Tail`]), and each group commit
+//! moves the next ranges' entries into the table (as many ranges as its commits earn),
+//! sorted, in the same transaction, so
 //! one sweep over all ranges takes `SqliteLogConfig::index_sweep_commits` commits whatever
 //! the rate (`sems_app::keyspace`).
 //! A sweep's inserts land side by side in the leaves they share, instead of one leaf per
