@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::{
-    AppError, AppendTap, AppendedCommit, Clock, Envelope, EventLog, GENESIS_HASH, LogError,
-    NewEvent, PendingCommit, StoredCommit, TraceContext, decode_events, sha256_hex,
+    AppError, AppendTap, Clock, Envelope, EventLog, GENESIS_HASH, LogError, NewEvent,
+    OfferedCommit, PendingCommit, StoredCommit, TraceContext, decode_events, sha256_hex,
 };
 
 /// Namespace of commit ids derived from client request ids.
@@ -315,11 +315,14 @@ impl CommandHandler {
                 .collect::<Result<Vec<_>, DomainError>>()?;
             let bytes = envelope.encode_new(&new_events)?;
             let hash = sha256_hex(&bytes);
-            let tapped = self
+            // Offered before the append: the log may deliver the commit to the projector
+            // before its answer reaches this task. Settled when the append is over, however
+            // it ends (the guard's drop).
+            let mut offer = self
                 .tap
-                .as_ref()
+                .as_deref()
                 .filter(|t| t.accepting())
-                .map(|_| bytes.clone());
+                .and_then(|tap| offer(tap, &bytes, &envelope, &new_events, &events));
             let pending = PendingCommit {
                 aggregate_type: A::TYPE,
                 aggregate_id: id,
@@ -347,16 +350,10 @@ impl CommandHandler {
                     next.remember(commit_id, outcome.position);
                     let state = next.state.clone();
                     self.store(id, next);
-                    if let (Some(tap), Some(bytes)) = (&self.tap, tapped) {
-                        show(
-                            &**tap,
-                            outcome.position,
-                            bytes,
-                            envelope,
-                            &new_events,
-                            &events,
-                        );
+                    if let Some(offer) = &mut offer {
+                        offer.position = Some(outcome.position);
                     }
+                    drop(offer);
                     return Ok(Committed {
                         aggregate_id: id,
                         state,
@@ -533,36 +530,58 @@ fn extend<A: Aggregate>(
     Ok(None)
 }
 
-/// Shows an appended commit to `tap`, with the envelope as decoding `bytes` gives it. A
-/// payload that is not JSON (which `NewEvent` rules out) is not shown: the projector then
-/// decodes the commit from the log as it would without a tap.
-fn show<E: Send + Sync + 'static>(
-    tap: &dyn AppendTap,
-    position: u64,
-    bytes: Vec<u8>,
-    head: Envelope,
+/// Offers a commit about to be appended to `tap`, with the envelope as decoding `bytes`
+/// gives it; the guard settles it when dropped. A payload that is not JSON (which
+/// `NewEvent` rules out) is not offered: the projector then decodes the commit from the log
+/// as it would without a tap.
+fn offer<'t, E: Send + Sync + 'static>(
+    tap: &'t dyn AppendTap,
+    bytes: &[u8],
+    head: &Envelope,
     new_events: &[NewEvent],
     events: &Vec<E>,
-) {
-    if !tap.wants(position) {
-        return;
-    }
-    let Ok(decoded) = new_events
+) -> Option<Offer<'t>> {
+    let decoded = new_events
         .iter()
         .map(NewEvent::to_envelope_event)
         .collect::<Result<Vec<_>, _>>()
-    else {
-        return;
-    };
-    tap.appended(AppendedCommit {
-        position,
-        bytes,
+        .ok()?;
+    tap.offered(OfferedCommit {
+        commit_id: head.commit_id,
+        bytes: bytes.to_vec(),
         envelope: Envelope {
+            commit_id: head.commit_id,
+            aggregate_type: head.aggregate_type.clone(),
+            aggregate_id: head.aggregate_id,
+            aggregate_version: head.aggregate_version,
+            recorded_at: head.recorded_at,
+            actor: head.actor.clone(),
+            correlation_id: head.correlation_id,
+            causation_id: head.causation_id,
+            trace_context: head.trace_context.clone(),
+            prev_hash: head.prev_hash.clone(),
             events: decoded,
-            ..head
         },
         events,
     });
+    Some(Offer {
+        tap,
+        commit_id: head.commit_id,
+        position: None,
+    })
+}
+
+/// An offered commit, settled with its position (if the log stored it) when dropped.
+struct Offer<'t> {
+    tap: &'t dyn AppendTap,
+    commit_id: Uuid,
+    position: Option<u64>,
+}
+
+impl Drop for Offer<'_> {
+    fn drop(&mut self) {
+        self.tap.settled(self.commit_id, self.position);
+    }
 }
 
 fn backoff(attempt: u32) -> Duration {

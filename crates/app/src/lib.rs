@@ -21,7 +21,7 @@ pub use error::AppError;
 pub use handler::{CommandHandler, CommandMeta, Committed, HandlerConfig};
 pub use handshake::{EscalationOutcome, HandoverOutcome, crisis_id_for};
 pub use ports::{
-    AppendOutcome, AppendTap, AppendedCommit, Clock, CommitFeed, EventLog, FedCommit, LogError,
+    AppendOutcome, AppendTap, Clock, CommitFeed, EventLog, FedCommit, LogError, OfferedCommit,
     PendingCommit, StoredCommit, SystemClock,
 };
 pub use service::{

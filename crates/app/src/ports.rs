@@ -96,14 +96,14 @@ pub trait EventLog: Send + Sync + 'static {
     async fn last_position(&self) -> Result<u64, LogError>;
 }
 
-/// A commit this process has just appended, as the handler knows it: the stored bytes, the
-/// envelope with its events, and the domain events themselves (a `Vec` of the aggregate's
-/// event type, behind [`Any`](std::any::Any)).
+/// A commit this process is about to append, as the handler knows it: its id, the bytes
+/// the log will store, the envelope with its events, and the domain events themselves (a
+/// `Vec` of the aggregate's event type, behind [`Any`](std::any::Any)).
 #[derive(Debug)]
-pub struct AppendedCommit<'a> {
-    /// Position in the log.
-    pub position: u64,
-    /// The bytes the log stored.
+pub struct OfferedCommit<'a> {
+    /// The commit id (`Envelope::commit_id`).
+    pub commit_id: Uuid,
+    /// The bytes handed to the log.
     pub bytes: Vec<u8>,
     /// The envelope, as decoding `bytes` gives it.
     pub envelope: Envelope,
@@ -111,21 +111,23 @@ pub struct AppendedCommit<'a> {
     pub events: &'a (dyn std::any::Any + Send + Sync),
 }
 
-/// Sees every commit the handler appends, once the log has acknowledged it. Used in one
-/// process that both appends and projects, so that the projector need not parse again
-/// what was encoded a moment before (`docs/DECISIONS.md`, "The decode hand-off"). It must
-/// not block: it runs on the command's path.
+/// Sees every commit the handler appends. Used in one process that both appends and
+/// projects, so that the projector need not parse again what was encoded a moment before
+/// (`docs/DECISIONS.md`, "The decode hand-off"). A commit is offered before the append, as
+/// the log may deliver it to a projector before the append's answer reaches the handler.
+/// It must not block: it runs on the command's path.
 pub trait AppendTap: Send + Sync + 'static {
     /// Whether it would take a commit now: asked before the command keeps a copy of its
     /// bytes for it.
     fn accepting(&self) -> bool;
 
-    /// Whether it would take the commit at `position`: asked once the log has acknowledged
-    /// it, before the handed commit is built.
-    fn wants(&self, position: u64) -> bool;
+    /// A commit about to be appended (asked for with [`AppendTap::accepting`]).
+    fn offered(&self, commit: OfferedCommit<'_>);
 
-    /// Called once per appended commit it wants (never for duplicates or refusals).
-    fn appended(&self, commit: AppendedCommit<'_>);
+    /// Called once for every offered commit, when its append is over: the position the log
+    /// stored it at, or `None` when the append stored nothing (refused, failed, a repeat of
+    /// a stored commit, or abandoned by a dropped command).
+    fn settled(&self, commit_id: Uuid, position: Option<u64>);
 }
 
 /// The server clock.

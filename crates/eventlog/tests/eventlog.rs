@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use sems_app::{
-    AppError, AppendTap, AppendedCommit, CommandHandler, CommandMeta, CommitFeed, Envelope,
-    EventLog, GENESIS_HASH, HandlerConfig, LogError, PendingCommit, Sems, SystemClock, sha256_hex,
+    AppError, AppendTap, CommandHandler, CommandMeta, CommitFeed, Envelope, EventLog, GENESIS_HASH,
+    HandlerConfig, LogError, OfferedCommit, PendingCommit, Sems, SystemClock, sha256_hex,
     verify_chain,
 };
 use sems_domain::{
@@ -56,39 +56,72 @@ fn handler(log: &TestLog, actor: &str) -> Arc<CommandHandler> {
     ))
 }
 
-/// Records what a handler shows of its appends (as `semsd`'s role `all` hands them to its
-/// projector).
+/// Records what a handler offers of its appends and how it settles them (as `semsd`'s role
+/// `all` hands them to its projector).
 #[derive(Default)]
-struct Shown(std::sync::Mutex<Vec<(u64, Vec<u8>, Envelope)>>);
+struct Shown(std::sync::Mutex<ShownCommits>);
+
+#[derive(Default)]
+struct ShownCommits {
+    offered: Vec<(Uuid, Vec<u8>, Envelope)>,
+    settled: Vec<(Uuid, Option<u64>)>,
+}
+
+/// One commit id's offers (bytes and envelope) and settlements, in order.
+type OffersOfOne = (Vec<(Vec<u8>, Envelope)>, Vec<Option<u64>>);
 
 impl AppendTap for Shown {
     fn accepting(&self) -> bool {
         true
     }
 
-    fn wants(&self, _position: u64) -> bool {
-        true
-    }
-
-    fn appended(&self, commit: AppendedCommit<'_>) {
+    fn offered(&self, commit: OfferedCommit<'_>) {
         self.0
             .lock()
             .unwrap()
-            .push((commit.position, commit.bytes, commit.envelope));
+            .offered
+            .push((commit.commit_id, commit.bytes, commit.envelope));
+    }
+
+    fn settled(&self, commit_id: Uuid, position: Option<u64>) {
+        self.0.lock().unwrap().settled.push((commit_id, position));
     }
 }
 
 impl Shown {
-    /// The positions shown, in order, after checking that each shown commit is what the
-    /// log holds at its position: the same bytes, and the envelope they decode to.
+    /// The positions commits were settled at, in order, after checking that every offer
+    /// was settled once, and that each one stored is what the log holds at its position:
+    /// the same bytes, and the envelope they decode to.
     async fn checked_against(&self, log: &TestLog) -> Vec<u64> {
-        let shown = self.0.lock().unwrap().clone();
+        let (offered, settled) = {
+            let shown = self.0.lock().unwrap();
+            (shown.offered.clone(), shown.settled.clone())
+        };
+        // One command's offers and settlements alternate (a retry offers again); commands
+        // running at once interleave theirs.
+        let mut by_id: std::collections::HashMap<Uuid, OffersOfOne> =
+            std::collections::HashMap::new();
+        for (id, bytes, envelope) in offered {
+            assert_eq!(envelope.commit_id, id);
+            by_id.entry(id).or_default().0.push((bytes, envelope));
+        }
+        for (id, position) in settled {
+            by_id.entry(id).or_default().1.push(position);
+        }
         let mut positions = Vec::new();
-        for (position, bytes, envelope) in shown {
-            let stored = log.port().read_at(position).await.unwrap();
-            assert_eq!(stored.bytes, bytes, "bytes shown for position {position}");
-            assert_eq!(Envelope::decode(&stored.bytes).unwrap(), envelope);
-            positions.push(position);
+        for (id, (offers, settlements)) in by_id {
+            assert_eq!(
+                offers.len(),
+                settlements.len(),
+                "every offer of {id} settled once"
+            );
+            for ((bytes, envelope), position) in offers.into_iter().zip(settlements) {
+                let Some(position) = position else { continue };
+                let stored = log.port().read_at(position).await.unwrap();
+                assert_eq!(stored.bytes, bytes, "bytes offered for position {position}");
+                assert_eq!(Envelope::decode(&stored.bytes).unwrap(), envelope);
+                positions.push(position);
+            }
         }
         positions.sort();
         positions
@@ -268,8 +301,8 @@ async fn two_concurrent_commands_on_one_incident_both_take_effect_in_order(backe
         .collect();
     assert_eq!(versions, (1..=commits.len() as u64).collect::<Vec<_>>());
     verify_chain(&commits).unwrap();
-    // Each commit that took effect was shown once, as stored; no attempt that lost a
-    // conflict was.
+    // Each commit that took effect was offered and settled at its position, as stored;
+    // attempts that lost a conflict settled with none.
     let stored: Vec<u64> = commits.iter().map(|c| c.position).collect();
     assert_eq!(shown.checked_against(&log).await, stored);
 }
@@ -317,7 +350,8 @@ async fn a_repeated_request_id_returns_the_original_position_and_appends_nothing
         .unwrap();
     assert!(!fourth.replayed);
     assert_eq!(log.state().await.unwrap().0, count + 1);
-    // Replays and duplicates are not shown: only the three commits appended.
+    // An append the log found to be a repeat settles with no position: only the three
+    // commits appended were stored.
     assert_eq!(
         shown.checked_against(&log).await,
         vec![opened, first.position, fourth.position]
@@ -1573,3 +1607,4 @@ async fn a_log_that_lost_commits_cuts_its_aggregate_index_back() {
         .unwrap_err();
     assert!(matches!(err, LogError::Conflict), "{err}");
 }
+

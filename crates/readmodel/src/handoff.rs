@@ -1,19 +1,21 @@
 //! The decode hand-off: in a process that both appends and projects (`semsd`'s role `all`),
-//! the command handler hands each commit it appended to the projector already decoded, so
-//! the projector does not parse again what was encoded a moment before. The projector uses
-//! a handed commit only when its bytes are, byte for byte, the bytes the log delivers at
-//! that position; anything else it decodes from the log as always. `docs/DECISIONS.md`,
-//! "The decode hand-off".
+//! the command handler hands each commit it appends to the projector already decoded, so
+//! the projector does not parse again what was encoded a moment before. Commits are handed
+//! before the append (the log may deliver one to the projector before the append's answer
+//! reaches the handler) and found again by their commit id, which every envelope's bytes
+//! begin with. The projector uses a handed commit only when its bytes are, byte for byte,
+//! the bytes the log delivers; anything else it decodes from the log as always.
+//! `docs/DECISIONS.md`, "The decode hand-off".
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use sems_app::{AppendTap, AppendedCommit, FedCommit};
+use sems_app::{AppendTap, FedCommit, OfferedCommit};
 use sems_domain::{
     Aggregate,
     alert::{Alert, AlertEvent},
@@ -21,6 +23,8 @@ use sems_domain::{
     handover::{Handover, HandoverEvent},
     incident::{Incident, IncidentEvent},
 };
+
+use uuid::Uuid;
 
 use crate::projection::{Events, ProjectedCommit};
 
@@ -52,12 +56,16 @@ struct Waiting {
     open: bool,
     /// A handed commit differed from the log's: nothing is held again.
     broken: bool,
-    /// The projector has taken every position up to here: later offers at or below it are
-    /// too late to be used.
+    /// The projector has taken every position up to here: a commit stored at or below it
+    /// is too late to be used.
     taken_through: u64,
     /// What the held commits count against the budget.
     size: usize,
-    commits: BTreeMap<u64, Handed>,
+    /// Held commits, by commit id.
+    commits: HashMap<Uuid, Handed>,
+    /// Where the log stored held commits whose appends are over, to let go of them once
+    /// the projector is past.
+    stored: BTreeMap<u64, Uuid>,
 }
 
 impl Waiting {
@@ -65,18 +73,23 @@ impl Waiting {
         self.open && !self.broken && self.commits.len() < capacity && self.size < budget
     }
 
-    fn remove(&mut self, position: u64) -> Option<Handed> {
-        let h = self.commits.remove(&position)?;
+    fn remove(&mut self, commit_id: &Uuid) -> Option<Handed> {
+        let h = self.commits.remove(commit_id)?;
         self.size -= h.size;
         Some(h)
     }
 
-    /// Lets go of everything at or below `position`.
-    fn let_go_through(&mut self, position: u64) -> BTreeMap<u64, Handed> {
-        let kept = self.commits.split_off(&position.saturating_add(1));
-        let gone = std::mem::replace(&mut self.commits, kept);
-        self.size -= gone.values().map(|h| h.size).sum::<usize>();
-        gone
+    /// Lets go of every commit stored at or below `position`.
+    fn let_go_through(&mut self, position: u64) -> Vec<Handed> {
+        let kept = self.stored.split_off(&position.saturating_add(1));
+        let gone = std::mem::replace(&mut self.stored, kept);
+        gone.values().filter_map(|id| self.remove(id)).collect()
+    }
+
+    fn clear(&mut self) -> HashMap<Uuid, Handed> {
+        self.size = 0;
+        self.stored.clear();
+        std::mem::take(&mut self.commits)
     }
 }
 
@@ -138,8 +151,7 @@ impl HandOff {
             let mut w = self.lock();
             w.open = false;
             w.broken |= broken;
-            w.size = 0;
-            std::mem::take(&mut w.commits)
+            w.clear()
         };
         drop(gone);
     }
@@ -153,8 +165,10 @@ impl HandOff {
         };
         let (found, gone) = {
             let mut w = self.lock();
-            let found: Vec<Option<Handed>> =
-                batch.iter().map(|c| w.remove(c.commit.position)).collect();
+            let found: Vec<Option<Handed>> = batch
+                .iter()
+                .map(|c| commit_id_of(&c.commit.bytes).and_then(|id| w.remove(&id)))
+                .collect();
             w.taken_through = w.taken_through.max(last);
             (found, w.let_go_through(last))
         };
@@ -162,7 +176,13 @@ impl HandOff {
         let taken: Vec<Option<ProjectedCommit>> = batch
             .iter()
             .zip(found)
-            .map(|(c, h)| h.filter(|h| h.bytes == c.commit.bytes).map(|h| h.commit))
+            .map(|(c, h)| {
+                h.filter(|h| h.bytes == c.commit.bytes)
+                    .map(|h| ProjectedCommit {
+                        position: c.commit.position,
+                        ..h.commit
+                    })
+            })
             .collect();
         let before = self.used.load(Ordering::Relaxed);
         let mut used = 0;
@@ -231,14 +251,9 @@ impl AppendTap for HandOff {
         self.lock().has_room(self.capacity, self.budget)
     }
 
-    fn wants(&self, position: u64) -> bool {
-        let w = self.lock();
-        position > w.taken_through && w.has_room(self.capacity, self.budget)
-    }
-
-    fn appended(&self, commit: AppendedCommit<'_>) {
-        let AppendedCommit {
-            position,
+    fn offered(&self, commit: OfferedCommit<'_>) {
+        let OfferedCommit {
+            commit_id,
             bytes,
             envelope,
             events,
@@ -250,22 +265,52 @@ impl AppendTap for HandOff {
             size: bytes.len().saturating_mul(3),
             bytes,
             commit: ProjectedCommit {
-                position,
+                // Known once the log delivers it.
+                position: 0,
                 envelope,
                 events,
             },
         };
-        let mut w = self.lock();
-        if position > w.taken_through
-            && w.has_room(self.capacity, self.budget)
-            && w.size + handed.size <= self.budget
-        {
-            w.size += handed.size;
-            if let Some(replaced) = w.commits.insert(position, handed) {
-                w.size -= replaced.size;
+        let gone = {
+            let mut w = self.lock();
+            if !(w.has_room(self.capacity, self.budget) && w.size + handed.size <= self.budget) {
+                return;
             }
-        }
+            w.size += handed.size;
+            let replaced = w.commits.insert(commit_id, handed);
+            if let Some(r) = &replaced {
+                w.size -= r.size;
+            }
+            replaced
+        };
+        drop(gone);
     }
+
+    fn settled(&self, commit_id: Uuid, position: Option<u64>) {
+        let gone = {
+            let mut w = self.lock();
+            match position {
+                // Still held and still ahead of the projector: held until it passes.
+                Some(p) if p > w.taken_through && w.commits.contains_key(&commit_id) => {
+                    w.stored.insert(p, commit_id);
+                    None
+                }
+                _ => w.remove(&commit_id),
+            }
+        };
+        drop(gone);
+    }
+}
+
+/// The commit id an envelope's stored bytes begin with (`{"commit_id":"<uuid>",`), without
+/// parsing the rest; `None` for bytes that do not begin so.
+fn commit_id_of(bytes: &[u8]) -> Option<Uuid> {
+    const HEAD: &[u8] = b"{\"commit_id\":\"";
+    let id = bytes.strip_prefix(HEAD)?.get(..37)?;
+    if id[36] != b'"' {
+        return None;
+    }
+    Uuid::try_parse_ascii(&id[..36]).ok()
 }
 
 #[cfg(test)]
@@ -321,17 +366,31 @@ mod tests {
         offer_with(h, position, title, |_| {})
     }
 
-    /// Offers a commit as the handler shows it, after `alter` changed its envelope.
+    /// Offers a commit as the handler does, after `alter` changed its envelope, and settles
+    /// it as stored at `position`.
     fn offer_with(h: &HandOff, position: u64, title: &str, alter: fn(&mut Envelope)) -> Vec<u8> {
+        let (bytes, id) = offer_unsettled(h, position, title, alter);
+        h.settled(id, Some(position));
+        bytes
+    }
+
+    /// Offers a commit as the handler does before its append.
+    fn offer_unsettled(
+        h: &HandOff,
+        position: u64,
+        title: &str,
+        alter: fn(&mut Envelope),
+    ) -> (Vec<u8>, Uuid) {
         let (bytes, mut envelope, events) = appended(position, title);
         alter(&mut envelope);
-        h.appended(AppendedCommit {
-            position,
+        let commit_id = envelope.commit_id;
+        h.offered(OfferedCommit {
+            commit_id,
             bytes: bytes.clone(),
             envelope,
             events: &events,
         });
-        bytes
+        (bytes, commit_id)
     }
 
     fn fed(position: u64, bytes: Vec<u8>) -> FedCommit {
@@ -384,8 +443,7 @@ mod tests {
         // The batch ends at 10: 5 and 6 go, 12 stays.
         assert_eq!(h.take(&[fed(6, six.clone()), fed(10, six)]).len(), 2);
         assert_eq!(h.held(), 1);
-        // An offer at or below what was taken comes too late.
-        assert!(!h.wants(9));
+        // A commit stored at or below what was taken comes too late.
         offer(&h, 9, "late");
         assert_eq!(h.held(), 1);
         assert!(h.take(&[fed(12, twelve)])[0].is_some());
@@ -397,7 +455,7 @@ mod tests {
         let h = opened(3, HAND_OFF_BYTES);
         let bytes: Vec<Vec<u8>> = (1..=5).map(|p| offer(&h, p, "alert")).collect();
         assert_eq!(h.held(), 3);
-        assert!(!h.accepting() && !h.wants(6), "full");
+        assert!(!h.accepting(), "full");
         let fed_all: Vec<FedCommit> = bytes
             .into_iter()
             .enumerate()
@@ -405,7 +463,7 @@ mod tests {
             .collect();
         let taken: Vec<bool> = h.take(&fed_all[..2]).iter().map(Option::is_some).collect();
         assert_eq!(taken, [true, true], "the oldest are kept for the projector");
-        assert!(h.accepting() && h.wants(6) && !h.wants(2));
+        assert!(h.accepting());
         // 4 and 5 came while it was full: decoded from the log.
         let taken: Vec<bool> = h.take(&fed_all[2..]).iter().map(Option::is_some).collect();
         assert_eq!(taken, [true, false, false]);
@@ -454,7 +512,7 @@ mod tests {
         assert_eq!(h.held(), 0);
         assert!(!h.accepting(), "closed");
         h.open(6);
-        assert!(!h.accepting() && !h.wants(7), "for good");
+        assert!(!h.accepting(), "for good");
     }
 
     #[test]
@@ -473,8 +531,57 @@ mod tests {
             "a projector that stops leading lets go of everything"
         );
         assert!(!h.accepting());
-        // Leading again from a checkpoint: nothing at or below it is wanted.
+        // Leading again from a checkpoint: nothing stored at or below it is held.
         h.open(10);
-        assert!(!h.wants(10) && h.wants(11));
+        offer(&h, 10, "at the checkpoint");
+        assert_eq!(h.held(), 0);
+        offer(&h, 11, "after it");
+        assert_eq!(h.held(), 1);
+    }
+
+    #[test]
+    fn a_commit_delivered_before_its_append_is_answered_is_taken() {
+        let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
+        let (bytes, id) = offer_unsettled(&h, 4, "delivered first", |_| {});
+        let taken = h.take(&[fed(4, bytes.clone())]);
+        assert_eq!(
+            taken[0].as_ref(),
+            Some(&ProjectedCommit::decode(&fed(4, bytes).commit).unwrap()),
+            "with the position the log delivered it at"
+        );
+        h.settled(id, Some(4));
+        assert_eq!(h.held(), 0);
+        assert_eq!(h.used(), 1);
+    }
+
+    #[test]
+    fn an_offer_whose_append_stored_nothing_is_let_go() {
+        let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
+        let (_, refused) = offer_unsettled(&h, 1, "refused", |_| {});
+        let (pending, _) = offer_unsettled(&h, 2, "still appending", |_| {});
+        assert_eq!(h.held(), 2);
+        h.settled(refused, None);
+        assert_eq!(h.held(), 1);
+        // One not yet settled is held whatever the projector takes meanwhile.
+        let other = appended(7, "another process's").0;
+        assert_eq!(h.take(&[fed(7, other)]), vec![None]);
+        assert_eq!(h.held(), 1);
+        assert!(h.take(&[fed(8, pending)])[0].is_some());
+        assert_eq!(h.held(), 0);
+    }
+
+    #[test]
+    fn the_commit_id_is_read_from_the_head_of_the_bytes() {
+        let (bytes, envelope, _) = appended(1, "alert");
+        assert_eq!(commit_id_of(&bytes), Some(envelope.commit_id));
+        assert_eq!(
+            commit_id_of(b"{\"commit_id\":\"not a uuid at all, not at all!!\","),
+            None
+        );
+        assert_eq!(commit_id_of(&bytes[..40]), None);
+        assert_eq!(commit_id_of(b"{\"aggregate_id\":\"x\"}"), None);
+        let mut unquoted = bytes.clone();
+        unquoted[50] = b'x';
+        assert_eq!(commit_id_of(&unquoted), None);
     }
 }
