@@ -14,6 +14,7 @@ mod feed;
 mod jetstream;
 mod keyfilter;
 mod migrate;
+mod recent;
 mod sqlite;
 
 pub use feed::JetStreamFeed;

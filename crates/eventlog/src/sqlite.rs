@@ -43,6 +43,7 @@ use uuid::Uuid;
 use crate::{
     aggindex::{self, Merge, Sweep, Tail},
     keyfilter::KeyFilter,
+    recent::{Recent, RecentCommit},
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -190,6 +191,8 @@ struct Inner {
     rewind_micros: AtomicU64,
     /// Commits above their range's aggregate-index watermark (`aggindex`).
     tail: Arc<std::sync::Mutex<Tail>>,
+    /// The commits this process's writer stored last, for the feed (`recent`).
+    recent: Arc<std::sync::Mutex<Recent>>,
 }
 
 /// The writer's WAL rewinds so far (`SqliteLog::wal_rewinds`).
@@ -286,6 +289,7 @@ impl SqliteLog {
             known.aggregates.insert(id);
         }
         let tail = Arc::new(std::sync::Mutex::new(tail));
+        let recent = Arc::new(std::sync::Mutex::new(Recent::default()));
         let (appends, requests) = mpsc::channel(config.max_group.max(1) * 4);
         let (last, _) = watch::channel(last);
         let inner = Arc::new(Inner {
@@ -306,6 +310,7 @@ impl SqliteLog {
             forced_rewinds: AtomicU64::new(0),
             rewind_micros: AtomicU64::new(0),
             tail: Arc::clone(&tail),
+            recent: Arc::clone(&recent),
         });
         // The scan starts after the last position was read, so it sees at least every
         // commit up to it; the writer records every commit after it (its own, and any other
@@ -321,7 +326,12 @@ impl SqliteLog {
             writer_options,
             requests,
             Arc::downgrade(&inner),
-            Writer { known, tail, sweep },
+            Writer {
+                known,
+                tail,
+                recent,
+                sweep,
+            },
             config.max_group.max(1),
             config.rewind_after_bytes,
         ));
@@ -443,10 +453,11 @@ impl SqliteLog {
     }
 }
 
-/// The aggregate index's tail, whatever a panic elsewhere left it in (it is only changed
-/// whole, under the lock, without awaiting).
-fn lock(tail: &std::sync::Mutex<Tail>) -> std::sync::MutexGuard<'_, Tail> {
-    tail.lock()
+/// The aggregate index's tail or the recent commits, whatever a panic elsewhere left them
+/// in (they are only changed whole, under the lock, without awaiting).
+fn lock<T>(shared: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -859,6 +870,25 @@ async fn write_loop(
                     .filter(|(_, a)| matches!(a, Ok(o) if !o.duplicate))
                     .map(|(r, _)| r.commit.bytes.len())
                     .sum::<usize>();
+                // Held for the feed before `last` wakes it. The requests' bytes are not
+                // needed past here: the answers carry positions only.
+                {
+                    let mut recent = lock(&writer.recent);
+                    for (request, answer) in group.iter_mut().zip(&answers) {
+                        if let Ok(o) = answer
+                            && !o.duplicate
+                        {
+                            let c = &mut request.commit;
+                            let trace = c.trace_context.as_ref();
+                            recent.push(RecentCommit {
+                                position: o.position,
+                                traceparent: trace.map(|t| t.traceparent.clone()),
+                                tracestate: trace.and_then(|t| t.tracestate.clone()),
+                                bytes: std::mem::take(&mut c.bytes),
+                            });
+                        }
+                    }
+                }
                 if let Some(inner) = inner.upgrade() {
                     if committed {
                         inner.groups.fetch_add(1, Ordering::Relaxed);
@@ -935,6 +965,7 @@ async fn forget_lost_commits(
         "the event log holds fewer commits than its writer saw (commits were removed); going on from its last position"
     );
     *lock(&writer.tail) = tail;
+    lock(&writer.recent).clear();
     writer.known.last = last;
     Ok(())
 }
@@ -1210,6 +1241,7 @@ struct Written {
 struct Writer {
     known: Known,
     tail: Arc<std::sync::Mutex<Tail>>,
+    recent: Arc<std::sync::Mutex<Recent>>,
     sweep: Sweep,
 }
 
@@ -1609,6 +1641,8 @@ impl EventLog for SqliteLog {
 /// The log as a projector reads it: rows above the checkpoint, in position order. The
 /// checkpoint in the read model is the only cursor, so acknowledging is a no-op; a new
 /// group commit in this process wakes the reader at once, other writers are polled for.
+/// Commits this process's writer stored a moment ago come from its memory (`recent`), the
+/// others from the file.
 pub struct SqliteFeed {
     log: SqliteLog,
     after: u64,
@@ -1616,6 +1650,7 @@ pub struct SqliteFeed {
     poll: Duration,
     read_rows: usize,
     batch_bytes: usize,
+    from_memory: u64,
 }
 
 impl SqliteFeed {
@@ -1629,7 +1664,13 @@ impl SqliteFeed {
             poll: Duration::from_millis(50),
             read_rows: FEED_READ_ROWS,
             batch_bytes: FEED_BATCH_BYTES,
+            from_memory: 0,
         }
+    }
+
+    /// Commits delivered from this process's memory rather than read from the file.
+    pub fn from_memory(&self) -> u64 {
+        self.from_memory
     }
 
     /// The same feed reading at most `read_rows` commits per statement and closing a batch
@@ -1642,18 +1683,59 @@ impl SqliteFeed {
     }
 
     /// Up to `max` commits after `self.after`, stopping at the commit that brings their
-    /// envelopes to `budget` bytes. The statement's rows are buffered ahead (up to
+    /// envelopes to `budget` bytes: those this process's writer still holds (`recent`)
+    /// from memory, the rest from the file.
+    async fn read(&mut self, max: usize, budget: usize) -> Result<Vec<FedCommit>, LogError> {
+        let mut read = lock(&self.log.inner.recent).after(self.after, max, budget);
+        if let Some(last) = read.last() {
+            // The file still holds the last of them, as long: a log file replaced behind
+            // the process's back by one with fewer commits is read, not remembered.
+            let size: Option<i64> =
+                sqlx::query_scalar("SELECT length(bytes) FROM commits WHERE position = ?")
+                    .bind(i64::try_from(last.commit.position).unwrap_or(i64::MAX))
+                    .fetch_optional(&self.log.inner.readers)
+                    .await
+                    .map_err(sqlite_error("check a remembered commit"))?;
+            if size != i64::try_from(last.commit.bytes.len()).ok() {
+                warn!(
+                    position = last.commit.position,
+                    "the event log no longer holds a commit this process stored; reading the file"
+                );
+                lock(&self.log.inner.recent).clear();
+                read.clear();
+            }
+        }
+        self.from_memory += read.len() as u64;
+        let bytes = read.iter().map(|c| c.commit.bytes.len()).sum::<usize>();
+        if read.len() < max && bytes < budget {
+            // A commit another process appended, or one no longer held, or nothing more.
+            let after = read.last().map_or(self.after, |c| c.commit.position);
+            read.extend(
+                self.read_stored(after, max - read.len(), budget - bytes)
+                    .await?,
+            );
+        }
+        Ok(read)
+    }
+
+    /// Up to `max` commits after `after` from the file, stopping at the commit that brings
+    /// their envelopes to `budget` bytes. The statement's rows are buffered ahead (up to
     /// `FEED_READ_ROWS`, so with `read_rows` above that its read transaction lasts longer),
     /// but only envelopes of up to `FEED_INLINE_BYTES` come with them; larger ones are
     /// read afterwards, only those the budget takes.
-    async fn read(&self, max: usize, budget: usize) -> Result<Vec<FedCommit>, LogError> {
+    async fn read_stored(
+        &self,
+        after: u64,
+        max: usize,
+        budget: usize,
+    ) -> Result<Vec<FedCommit>, LogError> {
         let readers = &self.log.inner.readers;
         let mut rows = sqlx::query(
             "SELECT position, CASE WHEN length(bytes) <= ?3 THEN bytes END AS bytes, \
              length(bytes) AS size, traceparent, tracestate FROM commits WHERE position > ?1 \
              ORDER BY position LIMIT ?2",
         )
-        .bind(i64::try_from(self.after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .bind(FEED_INLINE_BYTES)
         .fetch(readers);

@@ -1608,3 +1608,88 @@ async fn a_log_that_lost_commits_cuts_its_aggregate_index_back() {
     assert!(matches!(err, LogError::Conflict), "{err}");
 }
 
+/// The embedded feed takes the commits its own process's writer stored from memory and
+/// reads the others from the file: commits another process appended in between come in
+/// their places, byte for byte; a file that lost commits this process stored is read as
+/// it is, not as remembered.
+#[tokio::test]
+async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let ours = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    let theirs = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    let mut appended = Vec::new();
+    for (log, n) in [
+        (&ours, 3),
+        (&theirs, 2),
+        (&ours, 3),
+        (&theirs, 1),
+        (&ours, 2),
+    ] {
+        for _ in 0..n {
+            let mut commit = raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0);
+            commit
+                .bytes
+                .extend_from_slice(&[b' '; 1_000][..appended.len() * 37 % 1_000]);
+            let bytes = commit.bytes.clone();
+            let outcome = log.append(commit).await.unwrap();
+            appended.push((outcome.position, bytes));
+        }
+    }
+    assert_eq!(
+        appended.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+    let delivered = |mut feed: SqliteFeed, max: usize| async move {
+        feed.open(0).await.unwrap();
+        let mut all = Vec::new();
+        loop {
+            let batch = feed
+                .next_batch(max, Duration::from_millis(100))
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(
+                batch
+                    .into_iter()
+                    .map(|c| (c.commit.position, c.commit.bytes)),
+            );
+        }
+        (all, feed.from_memory())
+    };
+    let shape = |all: &[(u64, Vec<u8>)]| all.iter().map(|(p, b)| (*p, b.len())).collect::<Vec<_>>();
+
+    // One commit per batch: each of ours from memory, each of theirs from the file.
+    let (all, from_memory) = delivered(SqliteFeed::new(ours.clone()), 1).await;
+    assert!(all == appended, "one at a time: {:?}", shape(&all));
+    assert_eq!(from_memory, 8);
+    // Whole batches: a run of ours from memory, the rest of the batch from the file.
+    let (all, from_memory) = delivered(SqliteFeed::new(ours.clone()), 1_000).await;
+    assert!(all == appended, "in batches: {:?}", shape(&all));
+    assert_eq!(from_memory, 3);
+    // The other process's feed remembers its own three.
+    let (all, from_memory) = delivered(SqliteFeed::new(theirs.clone()), 1).await;
+    assert!(all == appended);
+    assert_eq!(from_memory, 3);
+
+    // Commits 10 and 11 (ours) are lost behind the process's back: the feed delivers what
+    // the file holds.
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    for statement in [
+        "DROP TRIGGER commits_no_delete",
+        "DELETE FROM commits WHERE position >= 10",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await.unwrap();
+    }
+    let (all, from_memory) = delivered(SqliteFeed::new(ours.clone()), 1).await;
+    assert!(all == appended[..9], "after the loss: {:?}", shape(&all));
+    assert_eq!(
+        from_memory, 6,
+        "1–3 and 6–8 from memory; 10, checked against the file, was forgotten"
+    );
+}
