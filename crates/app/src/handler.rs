@@ -335,6 +335,7 @@ impl CommandHandler {
             };
             match self.log.append(pending).await {
                 Ok(outcome) if outcome.duplicate => {
+                    drop(offer);
                     self.forget::<A>(id);
                     return self.replay::<A>(id, commit_id, outcome.position).await;
                 }
@@ -365,6 +366,7 @@ impl CommandHandler {
                     });
                 }
                 Err(LogError::Conflict) => {
+                    drop(offer);
                     debug!(aggregate = A::TYPE, %id, attempt, "append conflict");
                     // The cached copy is still a prefix of the log: the next attempt catches
                     // it up with the commits that won.

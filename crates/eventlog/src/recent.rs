@@ -2,8 +2,9 @@
 //! takes a commit from here when it is the next one it wants, and reads the log file for
 //! everything else (commits another process appended, commits that left memory). What is
 //! held is what the writer's committed transaction stored at that position, byte for byte;
-//! a log found to have lost commits drops it all. `docs/DECISIONS.md`, "The feed takes this
-//! process's commits from memory".
+//! a log found to have lost commits drops it all. Nothing is held while no feed reads the
+//! log in this process. `docs/DECISIONS.md`, "The embedded feed takes this process's
+//! commits from memory".
 
 use std::collections::VecDeque;
 
@@ -29,6 +30,10 @@ pub struct Recent {
     bytes: usize,
     max_commits: usize,
     max_bytes: usize,
+    /// Feeds over the log in this process: with none, nothing is held.
+    feeds: usize,
+    /// Times everything held was dropped: a run taken before a drop is not used after it.
+    generation: u64,
 }
 
 impl Default for Recent {
@@ -44,13 +49,36 @@ impl Recent {
             bytes: 0,
             max_commits,
             max_bytes,
+            feeds: 0,
+            generation: 0,
         }
+    }
+
+    /// A feed over the log was made in this process: commits are held from now on.
+    pub fn feed_opened(&mut self) {
+        self.feeds += 1;
+    }
+
+    /// A feed was dropped: with none left, nothing is held.
+    pub fn feed_closed(&mut self) {
+        self.feeds = self.feeds.saturating_sub(1);
+        if self.feeds == 0 {
+            self.clear();
+        }
+    }
+
+    /// Changes whenever everything held is dropped.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Holds a commit the writer's transaction stored, letting go of the oldest beyond the
     /// limits. A position at or below the last held one (which a log that lost commits
     /// reuses) drops everything held first.
     pub fn push(&mut self, commit: RecentCommit) {
+        if self.feeds == 0 {
+            return;
+        }
         if self
             .commits
             .back()
@@ -72,6 +100,7 @@ impl Recent {
     pub fn clear(&mut self) {
         self.commits.clear();
         self.bytes = 0;
+        self.generation += 1;
     }
 
     #[cfg(test)]
@@ -123,13 +152,20 @@ mod tests {
         }
     }
 
+    /// Holding, as while a feed reads the log.
+    fn read() -> Recent {
+        let mut r = Recent::default();
+        r.feed_opened();
+        r
+    }
+
     fn positions(fed: &[FedCommit]) -> Vec<u64> {
         fed.iter().map(|c| c.commit.position).collect()
     }
 
     #[test]
     fn serves_consecutive_commits_from_the_next_one_wanted() {
-        let mut r = Recent::default();
+        let mut r = read();
         for p in 5..=9 {
             r.push(commit(p, 10));
         }
@@ -147,7 +183,7 @@ mod tests {
 
     #[test]
     fn stops_at_a_gap_left_by_another_process_and_at_the_budget() {
-        let mut r = Recent::default();
+        let mut r = read();
         for p in [1, 2, 3, 7, 8, 10] {
             r.push(commit(p, 100));
         }
@@ -166,6 +202,7 @@ mod tests {
     #[test]
     fn lets_go_of_the_oldest_beyond_its_limits() {
         let mut r = Recent::with_limits(3, 1_000);
+        r.feed_opened();
         for p in 1..=5 {
             r.push(commit(p, 10));
         }
@@ -174,6 +211,7 @@ mod tests {
         assert_eq!(positions(&r.after(2, 100, usize::MAX)), vec![3, 4, 5]);
 
         let mut r = Recent::with_limits(100, 250);
+        r.feed_opened();
         for p in 1..=5 {
             r.push(commit(p, 100));
         }
@@ -183,14 +221,32 @@ mod tests {
 
     #[test]
     fn a_reused_position_drops_everything_held() {
-        let mut r = Recent::default();
+        let mut r = read();
         for p in 1..=5 {
             r.push(commit(p, 10));
         }
         // The log lost 4 and 5; the writer stores a new commit at 4.
+        let before = r.generation();
         r.push(commit(4, 20));
         assert_eq!(r.len(), 1);
+        assert_ne!(r.generation(), before);
         assert!(r.after(0, 100, usize::MAX).is_empty());
         assert_eq!(r.after(3, 100, usize::MAX)[0].commit.bytes.len(), 20);
+    }
+
+    #[test]
+    fn nothing_is_held_while_no_feed_reads() {
+        let mut r = Recent::default();
+        r.push(commit(1, 10));
+        assert_eq!(r.len(), 0);
+        r.feed_opened();
+        r.feed_opened();
+        r.push(commit(2, 10));
+        r.feed_closed();
+        assert_eq!(r.len(), 1, "one feed is left");
+        r.feed_closed();
+        assert_eq!(r.len(), 0, "the last feed gone");
+        r.push(commit(3, 10));
+        assert_eq!(r.len(), 0);
     }
 }

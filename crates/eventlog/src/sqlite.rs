@@ -86,6 +86,10 @@ const FEED_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// bound what that buffer can hold to 64 MiB.
 const FEED_INLINE_BYTES: i64 = 64 * 1024;
 
+/// Bytes of a remembered commit's head compared with the file's before the feed uses it
+/// (an envelope's first 52 are `{"commit_id":"<uuid>",`).
+const REMEMBERED_HEAD: usize = 64;
+
 /// Where and how the embedded log lives.
 #[derive(Debug, Clone)]
 pub struct SqliteLogConfig {
@@ -1653,10 +1657,17 @@ pub struct SqliteFeed {
     from_memory: u64,
 }
 
+impl Drop for SqliteFeed {
+    fn drop(&mut self) {
+        lock(&self.log.inner.recent).feed_closed();
+    }
+}
+
 impl SqliteFeed {
     /// A feed over `log`.
     pub fn new(log: SqliteLog) -> Self {
         let commits = log.inner.last.subscribe();
+        lock(&log.inner.recent).feed_opened();
         Self {
             log,
             after: 0,
@@ -1686,22 +1697,43 @@ impl SqliteFeed {
     /// envelopes to `budget` bytes: those this process's writer still holds (`recent`)
     /// from memory, the rest from the file.
     async fn read(&mut self, max: usize, budget: usize) -> Result<Vec<FedCommit>, LogError> {
-        let mut read = lock(&self.log.inner.recent).after(self.after, max, budget);
-        if let Some(last) = read.last() {
-            // The file still holds the last of them, as long: a log file replaced behind
-            // the process's back by one with fewer commits is read, not remembered.
-            let size: Option<i64> =
-                sqlx::query_scalar("SELECT length(bytes) FROM commits WHERE position = ?")
-                    .bind(i64::try_from(last.commit.position).unwrap_or(i64::MAX))
-                    .fetch_optional(&self.log.inner.readers)
-                    .await
-                    .map_err(sqlite_error("check a remembered commit"))?;
-            if size != i64::try_from(last.commit.bytes.len()).ok() {
-                warn!(
-                    position = last.commit.position,
-                    "the event log no longer holds a commit this process stored; reading the file"
-                );
-                lock(&self.log.inner.recent).clear();
+        let (mut read, generation) = {
+            let recent = lock(&self.log.inner.recent);
+            (recent.after(self.after, max, budget), recent.generation())
+        };
+        if let (Some(first), Some(last)) = (read.first(), read.last()) {
+            // The file still holds the run's first and last commits (their heads, which
+            // begin with the commit id, and their lengths), and nothing was forgotten
+            // meanwhile: a log file that lost commits behind the process's back, even one
+            // another writer has appended to since, is read, not remembered.
+            let (first, last) = (&first.commit, &last.commit);
+            let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT position, substr(bytes, 1, ?3), length(bytes) FROM commits \
+                 WHERE position IN (?1, ?2)",
+            )
+            .bind(i64::try_from(first.position).unwrap_or(i64::MAX))
+            .bind(i64::try_from(last.position).unwrap_or(i64::MAX))
+            .bind(REMEMBERED_HEAD as i64)
+            .fetch_all(&self.log.inner.readers)
+            .await
+            .map_err(sqlite_error("check remembered commits"))?;
+            let held = |c: &StoredCommit| {
+                rows.iter().any(|(position, head, length)| {
+                    u64::try_from(*position).ok() == Some(c.position)
+                        && usize::try_from(*length).ok() == Some(c.bytes.len())
+                        && head[..] == c.bytes[..c.bytes.len().min(REMEMBERED_HEAD)]
+                })
+            };
+            let held = held(first) && held(last);
+            let mut recent = lock(&self.log.inner.recent);
+            if !held || recent.generation() != generation {
+                if !held {
+                    warn!(
+                        position = last.position,
+                        "the event log no longer holds commits this process stored; reading the file"
+                    );
+                    recent.clear();
+                }
                 read.clear();
             }
         }

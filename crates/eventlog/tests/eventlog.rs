@@ -1610,14 +1610,26 @@ async fn a_log_that_lost_commits_cuts_its_aggregate_index_back() {
 
 /// The embedded feed takes the commits its own process's writer stored from memory and
 /// reads the others from the file: commits another process appended in between come in
-/// their places, byte for byte; a file that lost commits this process stored is read as
-/// it is, not as remembered.
+/// their places, byte for byte; a file that lost commits this process stored, and where
+/// another process stored others at their positions since, is read as it is, not as
+/// remembered.
 #[tokio::test]
 async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.db");
     let ours = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
     let theirs = SqliteLog::open(SqliteLogConfig::new(&path)).await.unwrap();
+    // Each process has a feed from the start, as semsd's projector: a log holds its
+    // commits in memory only while one exists.
+    let (_ours_feed, _theirs_feed) = (
+        SqliteFeed::new(ours.clone()),
+        SqliteFeed::new(theirs.clone()),
+    );
+    let commit_padded = |padding: usize| {
+        let mut commit = raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0);
+        commit.bytes.extend_from_slice(&[b' '; 1_000][..padding]);
+        commit
+    };
     let mut appended = Vec::new();
     for (log, n) in [
         (&ours, 3),
@@ -1627,10 +1639,7 @@ async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the
         (&ours, 2),
     ] {
         for _ in 0..n {
-            let mut commit = raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0);
-            commit
-                .bytes
-                .extend_from_slice(&[b' '; 1_000][..appended.len() * 37 % 1_000]);
+            let commit = commit_padded(appended.len() * 37 % 1_000);
             let bytes = commit.bytes.clone();
             let outcome = log.append(commit).await.unwrap();
             appended.push((outcome.position, bytes));
@@ -1674,8 +1683,9 @@ async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the
     assert!(all == appended);
     assert_eq!(from_memory, 3);
 
-    // Commits 10 and 11 (ours) are lost behind the process's back: the feed delivers what
-    // the file holds.
+    // Commits 10 and 11 (ours) are lost behind the process's back, and the other process
+    // stores two commits of the same lengths at their positions: the feed delivers what the
+    // file holds.
     use sqlx::Connection as _;
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -1686,8 +1696,16 @@ async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the
     ] {
         sqlx::query(statement).execute(&mut conn).await.unwrap();
     }
+    appended.truncate(9);
+    for padding in [9 * 37, 10 * 37] {
+        let commit = commit_padded(padding);
+        let bytes = commit.bytes.clone();
+        let outcome = theirs.append(commit).await.unwrap();
+        appended.push((outcome.position, bytes));
+    }
+    assert_eq!(appended[9].0, 10, "the lost positions are stored again");
     let (all, from_memory) = delivered(SqliteFeed::new(ours.clone()), 1).await;
-    assert!(all == appended[..9], "after the loss: {:?}", shape(&all));
+    assert!(all == appended, "after the loss: {:?}", shape(&all));
     assert_eq!(
         from_memory, 6,
         "1–3 and 6–8 from memory; 10, checked against the file, was forgotten"

@@ -41,7 +41,7 @@ pub const HAND_OFF_BYTES: usize = 64 << 20;
 /// every build: a difference (which the tests rule out) closes the hand-off for good.
 pub const HAND_OFF_CHECK_EVERY: u64 = 1_024;
 
-/// Decoded commits waiting for the projector, by position.
+/// Decoded commits waiting for the projector, by commit id.
 pub struct HandOff {
     inner: Mutex<Waiting>,
     capacity: usize,
@@ -157,8 +157,9 @@ impl HandOff {
     }
 
     /// The projector's side: for each commit of a delivered batch (in position order), the
-    /// handed commit when its bytes are the delivered bytes, else `None`. Everything held at
-    /// or below the batch's last position is let go.
+    /// handed commit when its bytes are the delivered bytes, else `None`. Every held commit
+    /// stored at or below the batch's last position is let go (offers whose appends are not
+    /// over yet stay).
     pub fn take(&self, batch: &[FedCommit]) -> Vec<Option<ProjectedCommit>> {
         let Some(last) = batch.last().map(|c| c.commit.position) else {
             return Vec::new();
@@ -292,8 +293,12 @@ impl AppendTap for HandOff {
             match position {
                 // Still held and still ahead of the projector: held until it passes.
                 Some(p) if p > w.taken_through && w.commits.contains_key(&commit_id) => {
-                    w.stored.insert(p, commit_id);
-                    None
+                    // A position stored twice (a log that lost commits reuses them): the
+                    // older commit will not be delivered there.
+                    match w.stored.insert(p, commit_id) {
+                        Some(older) if older != commit_id => w.remove(&older),
+                        _ => None,
+                    }
                 }
                 _ => w.remove(&commit_id),
             }
@@ -427,11 +432,25 @@ mod tests {
     #[test]
     fn other_bytes_at_the_position_are_decoded_not_taken() {
         let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
-        offer(&h, 3, "what the handler encoded");
-        let (other, _, _) = appended(3, "what the log holds");
+        // One taken first, so that the next is not among those decoded to be checked.
+        let first = offer(&h, 2, "taken");
+        assert!(h.take(&[fed(2, first)])[0].is_some());
+        // The same commit id with other bytes (a request retried with its request id, as
+        // another process decided it).
+        let (ours, id) = offer_unsettled(&h, 3, "what the handler encoded", |_| {});
+        h.settled(id, Some(3));
+        let (theirs, _, _) = appended(3, "what the log holds");
+        let mut other = ours[..51].to_vec();
+        other.extend_from_slice(&theirs[51..]);
+        assert_eq!(commit_id_of(&other), Some(id));
+        assert_ne!(other, ours);
         assert_eq!(h.take(&[fed(3, other)]), vec![None]);
-        assert_eq!(h.used(), 0);
+        assert_eq!(h.used(), 1);
         assert_eq!(h.held(), 0, "the position is let go all the same");
+        assert!(
+            h.accepting(),
+            "a commit not taken does not close the hand-off"
+        );
     }
 
     #[test]
@@ -555,6 +574,16 @@ mod tests {
     }
 
     #[test]
+    fn a_position_stored_twice_lets_go_of_the_older_commit() {
+        let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
+        offer(&h, 5, "stored, then lost with the log's tail");
+        let again = offer(&h, 5, "stored at the same position after the loss");
+        assert_eq!(h.held(), 1, "the older commit is let go");
+        assert!(h.take(&[fed(5, again)])[0].is_some());
+        assert_eq!(h.held(), 0);
+    }
+
+    #[test]
     fn an_offer_whose_append_stored_nothing_is_let_go() {
         let h = opened(HAND_OFF_CAPACITY, HAND_OFF_BYTES);
         let (_, refused) = offer_unsettled(&h, 1, "refused", |_| {});
@@ -575,8 +604,9 @@ mod tests {
         let (bytes, envelope, _) = appended(1, "alert");
         assert_eq!(commit_id_of(&bytes), Some(envelope.commit_id));
         assert_eq!(
-            commit_id_of(b"{\"commit_id\":\"not a uuid at all, not at all!!\","),
-            None
+            commit_id_of(b"{\"commit_id\":\"not-a-uuid-not-a-uuid-not-a-uuid-xyz\",\"a\":1}"),
+            None,
+            "36 characters, not a UUID"
         );
         assert_eq!(commit_id_of(&bytes[..40]), None);
         assert_eq!(commit_id_of(b"{\"aggregate_id\":\"x\"}"), None);

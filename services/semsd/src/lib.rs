@@ -77,7 +77,10 @@ pub async fn run(
     // has just encoded instead of decoding them again (docs/DECISIONS.md).
     let hand_off = (config.role == Role::All).then(|| Arc::new(HandOff::default()));
 
-    if matches!(config.role, Role::All | Role::Projector) {
+    if !matches!(config.role, Role::All | Role::Projector) {
+        // No projector here: an embedded log keeps nothing in memory for a feed no one reads.
+        drop(feed);
+    } else {
         let mut projector = Projector::new(projection, feed, projector);
         if let Some(h) = &hand_off {
             projector = projector.with_hand_off(h.clone());
