@@ -156,8 +156,13 @@ pub struct AlertRow {
     pub status: String,
     pub incident_id: Option<Uuid>,
     pub repeat_count: i64,
+    // chrono's text, written without going through `fmt` (the embedded read model stores
+    // a document per alert row).
+    #[serde(serialize_with = "sems_domain::time::serialize_utc")]
     pub first_seen_at: DateTime<Utc>,
+    #[serde(serialize_with = "sems_domain::time::serialize_utc")]
     pub last_seen_at: DateTime<Utc>,
+    #[serde(serialize_with = "sems_domain::time::serialize_utc")]
     pub received_at: DateTime<Utc>,
     pub observables: Vec<sems_domain::Observable>,
     pub labels: BTreeMap<String, String>,
