@@ -1339,7 +1339,7 @@ async fn write_group(
             })
             .collect()
     };
-    for chunk in keys.chunks(LOOKUP_CHUNK) {
+    for chunk in sems_app::chunks::cached(&keys, LOOKUP_CHUNK) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT 0, NULL, NULL, COALESCE(MAX(position), 0) FROM commits \
              UNION ALL SELECT 1, commit_id, NULL, position FROM commits WHERE commit_id IN (",
@@ -1444,7 +1444,7 @@ async fn write_group(
     // keep a statement journal (a copy of every page it touches) to undo just that statement.
     // A failure here fails the whole group and the transaction is rolled back anyway; `FAIL`
     // leaves the transaction open for that rollback, as `ROLLBACK` would not.
-    for chunk in accepted.chunks(INSERT_CHUNK) {
+    for chunk in sems_app::chunks::cached(&accepted, INSERT_CHUNK) {
         // No position is given: SQLite numbers the rows one after the log's last, and the
         // last number it gave must be the one decided. It is not when another process
         // appended (or the log lost commits behind the writer's back) since the last
@@ -1502,7 +1502,7 @@ async fn sweep(
         let tail = lock(&writer.tail);
         tail.merge(writer.sweep.cursor, ranges, tail.complete_to())
     };
-    for chunk in merge.entries.chunks(SWEEP_CHUNK) {
+    for chunk in sems_app::chunks::cached(&merge.entries, SWEEP_CHUNK) {
         // `OR IGNORE`: an entry already there is this one (the key is the whole row), put
         // there by another process's sweep this writer has not heard of.
         let mut q: QueryBuilder<Sqlite> =

@@ -151,7 +151,7 @@ async fn load_alerts(
     keys: &std::sync::Mutex<Keys>,
 ) -> Result<Vec<(i64, AlertRow)>, AppError> {
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in sems_app::chunks::cached(ids, CHUNK) {
         let (seqs, last): (Vec<Option<i64>>, i64) = {
             let keys = lock(keys);
             (
@@ -506,7 +506,7 @@ impl SqliteReadModel {
             .values()
             .partition(|a| existing.contains(&a.alert_id));
         let created: Vec<(i64, &AlertRow)> = (last_seq + 1..).zip(created).collect();
-        for chunk in created.chunks(CHUNK) {
+        for chunk in sems_app::chunks::cached(&created, CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT OR FAIL INTO alerts (seq, alert_id, incident_id, status, received_at, doc) ",
             );
@@ -527,7 +527,7 @@ impl SqliteReadModel {
                 .await
                 .map_err(unavailable("write alerts"))?;
         }
-        for chunk in updated.chunks(CHUNK) {
+        for chunk in sems_app::chunks::cached(&updated, CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "UPDATE OR FAIL alerts SET incident_id = v.column2, status = v.column3, \
                  received_at = v.column4, doc = v.column5 FROM (",
@@ -614,7 +614,7 @@ impl SqliteReadModel {
             }
             keys.tail.merge(keys.sweep.cursor, ranges, created)
         };
-        for chunk in merge.keys.chunks(CHUNK) {
+        for chunk in sems_app::chunks::cached(&merge.keys, CHUNK) {
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT OR FAIL INTO alert_keys (alert_id, seq) ");
             q.push_values(chunk, |mut row, (id, seq)| {
