@@ -2,9 +2,12 @@
 
 use std::{pin::Pin, time::Duration};
 
-use async_nats::jetstream::{
-    self, AckKind,
-    consumer::{AckPolicy, DeliverPolicy, pull},
+use async_nats::{
+    HeaderName,
+    jetstream::{
+        self, AckKind,
+        consumer::{AckPolicy, DeliverPolicy, pull},
+    },
 };
 use async_trait::async_trait;
 use futures::{FutureExt, Stream, StreamExt};
@@ -18,6 +21,9 @@ use crate::JetStreamLog;
 /// whole batch, not on the gap between two commits: under steady traffic a gap rule would
 /// never close a batch before it is full (1,000 commits at 5,000/s is 200 ms of lag).
 const LINGER: Duration = Duration::from_millis(2);
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 type Messages = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
 
@@ -152,7 +158,8 @@ impl CommitFeed for JetStreamFeed {
                 .info()
                 .map_err(|e| LogError::Internal(format!("message info: {e}")))?;
             let position = info.stream_sequence;
-            let header = |name: &str| {
+            // By `HeaderName`: looked up by `&str`, a name is copied into a new one first.
+            let header = |name: HeaderName| {
                 message
                     .headers
                     .as_ref()
@@ -164,8 +171,8 @@ impl CommitFeed for JetStreamFeed {
                     position,
                     bytes: message.payload.to_vec(),
                 },
-                traceparent: header("traceparent"),
-                tracestate: header("tracestate"),
+                traceparent: header(TRACEPARENT),
+                tracestate: header(TRACESTATE),
                 pending: info.pending,
             });
             self.unacked.push((position, message));

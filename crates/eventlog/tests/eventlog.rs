@@ -30,6 +30,7 @@ on_both_stores!(
     alerts_are_deduplicated_and_promoted_alerts_open_one_incident,
     a_steady_trickle_of_commits_does_not_hold_a_projector_batch_open,
     a_burst_of_appends_is_decided_per_aggregate_against_the_log,
+    the_feed_delivers_each_commit_s_trace_context,
 );
 
 async fn connect(server: &NatsServer) -> JetStreamLog {
@@ -1276,6 +1277,57 @@ async fn a_steady_trickle_of_commits_does_not_hold_a_projector_batch_open(backen
     for (i, c) in batch.iter().enumerate() {
         assert_eq!(c.commit.position, i as u64 + 1);
     }
+}
+
+/// The projector's feed delivers the trace context each commit was appended under (its
+/// batch span links to the producing calls), and none for a commit appended without.
+async fn the_feed_delivers_each_commit_s_trace_context(backend: Backend) {
+    let (_stores, log) = start(backend).await;
+    // Made first, as semsd's projector is: the embedded feed then takes the commits from
+    // the writer's memory.
+    let mut feed = log.feed("traces");
+    let h = handler(&log, "ana");
+    let (id, _) = opened_incident(&h).await;
+    let traced = CommandMeta {
+        trace_context: Some(sems_app::TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: Some("sems=1,other=2".into()),
+        }),
+        ..Default::default()
+    };
+    let with = h
+        .execute::<Incident>(id, &note("traced"), &traced)
+        .await
+        .unwrap();
+    let without = h
+        .execute::<Incident>(id, &note("untraced"), &CommandMeta::default())
+        .await
+        .unwrap();
+    feed.open(0).await.unwrap();
+    let mut fed = Vec::new();
+    while fed.len() < 3 {
+        let batch = feed
+            .next_batch(1_000, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!batch.is_empty(), "all three commits delivered");
+        fed.extend(batch);
+    }
+    let at = |position: u64| fed.iter().find(|c| c.commit.position == position).unwrap();
+    let traced_at = at(with.position);
+    assert_eq!(
+        traced_at.traceparent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(traced_at.tracestate.as_deref(), Some("sems=1,other=2"));
+    let untraced_at = at(without.position);
+    assert_eq!(
+        (
+            untraced_at.traceparent.as_deref(),
+            untraced_at.tracestate.as_deref()
+        ),
+        (None, None)
+    );
 }
 
 /// The embedded log's aggregate index is written behind the log, in sweeps over the key
