@@ -221,8 +221,9 @@ impl PgReadModel {
         tx: &mut PgConnection,
         incidents: &[Uuid],
         alerts: &[Uuid],
+        commits: usize,
     ) -> Result<Rows, AppError> {
-        let mut rows = Rows::default();
+        let mut rows = Rows::for_batch(commits);
         if !incidents.is_empty() {
             let found: Vec<Json<IncidentRow>> = sqlx::query_scalar(
                 "SELECT to_jsonb(i) FROM incidents i WHERE incident_id = ANY($1)",
@@ -641,7 +642,7 @@ impl ProjectionStore for PgReadModel {
                 return Ok(remember(&mut writer, skipped, checkpoint));
             };
             let (incidents, alerts) = projection::touched(fresh.iter().copied());
-            let mut rows = Self::load_rows(&mut tx, &incidents, &alerts).await?;
+            let mut rows = Self::load_rows(&mut tx, &incidents, &alerts, fresh.len()).await?;
             let existing: HashSet<Uuid> = rows.alerts.keys().copied().collect();
             let keys = cmc::touched(fresh.iter().copied());
             let mut cmc_rows = cmc::CmcRows::with(cmc_sql::postgres::load(&mut tx, &keys).await?);

@@ -219,13 +219,25 @@ pub struct Rows {
     pub opened_incidents: bool,
 }
 
+impl Rows {
+    /// Room for the alerts of a batch of `commits` commits (at most one each), so that the
+    /// map is not grown and rehashed again and again while the batch is applied.
+    pub fn for_batch(commits: usize) -> Self {
+        Self {
+            alerts: HashMap::with_capacity(commits),
+            ..Self::default()
+        }
+    }
+}
+
 /// The incident and alert ids whose rows a batch must load before applying: every aggregate
 /// it touches, but those it creates (their first commit in the batch is their first commit
 /// ever, so no row exists yet).
 pub fn touched<'a>(
     commits: impl IntoIterator<Item = &'a ProjectedCommit>,
 ) -> (Vec<Uuid>, Vec<Uuid>) {
-    let mut seen = std::collections::HashSet::new();
+    let commits = commits.into_iter();
+    let mut seen = std::collections::HashSet::with_capacity(commits.size_hint().0);
     let mut incidents = Vec::new();
     let mut alerts = Vec::new();
     for c in commits {

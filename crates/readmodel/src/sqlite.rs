@@ -392,7 +392,7 @@ impl SqliteReadModel {
             });
         };
         let (incidents, alerts) = projection::touched(fresh.iter().copied());
-        let mut rows = Rows::default();
+        let mut rows = Rows::for_batch(fresh.len());
         for r in
             Self::load_docs::<IncidentRow>(&mut tx, "incidents", "incident_id", &incidents).await?
         {
