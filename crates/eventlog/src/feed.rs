@@ -14,16 +14,16 @@ use futures::{FutureExt, Stream, StreamExt};
 use sems_app::{CommitFeed, FedCommit, LogError, StoredCommit};
 use tracing::{info, warn};
 
-use crate::JetStreamLog;
+use crate::{
+    JetStreamLog,
+    jetstream::{TRACEPARENT, TRACESTATE},
+};
 
 /// How long a batch stays open for more commits once it has its first: everything ready is
 /// taken at once, and new commits join it until this long after the first. A bound on the
 /// whole batch, not on the gap between two commits: under steady traffic a gap rule would
 /// never close a batch before it is full (1,000 commits at 5,000/s is 200 ms of lag).
 const LINGER: Duration = Duration::from_millis(2);
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 type Messages = Pin<Box<dyn Stream<Item = Result<jetstream::Message, String>> + Send>>;
 

@@ -25,6 +25,11 @@ pub const AGGREGATE_TYPE_HEADER: &str = "Sems-Aggregate-Type";
 /// Header carrying the correlation id.
 pub const CORRELATION_HEADER: &str = "Sems-Correlation-Id";
 
+/// The W3C trace context headers, as names async-nats need not copy (published and read by
+/// the feed).
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// Where and how the stream lives.
 #[derive(Debug, Clone)]
 pub struct JetStreamConfig {
@@ -350,11 +355,11 @@ impl EventLog for JetStreamLog {
                 );
                 if let Some(tc) = &commit.trace_context {
                     headers.insert(
-                        HeaderName::from_static("traceparent"),
+                        TRACEPARENT,
                         tc.traceparent.as_str(),
                     );
                     if let Some(ts) = &tc.tracestate {
-                        headers.insert(HeaderName::from_static("tracestate"), ts.as_str());
+                        headers.insert(TRACESTATE, ts.as_str());
                     }
                 }
                 headers

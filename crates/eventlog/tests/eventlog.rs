@@ -1303,31 +1303,39 @@ async fn the_feed_delivers_each_commit_s_trace_context(backend: Backend) {
         .execute::<Incident>(id, &note("untraced"), &CommandMeta::default())
         .await
         .unwrap();
-    feed.open(0).await.unwrap();
-    let mut fed = Vec::new();
-    while fed.len() < 3 {
-        let batch = feed
-            .next_batch(1_000, Duration::from_secs(5))
-            .await
-            .unwrap();
-        assert!(!batch.is_empty(), "all three commits delivered");
-        fed.extend(batch);
+    // Then a feed made afterwards, with the first gone: the embedded one reads the file.
+    for (round, name) in [(1, "traces"), (2, "traces-later")] {
+        if round == 2 {
+            drop(feed);
+            feed = log.feed(name);
+        }
+        feed.open(0).await.unwrap();
+        let mut fed = Vec::new();
+        while fed.len() < 3 {
+            let batch = feed
+                .next_batch(1_000, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert!(!batch.is_empty(), "all three commits delivered");
+            fed.extend(batch);
+        }
+        let at = |position: u64| fed.iter().find(|c| c.commit.position == position).unwrap();
+        let traced_at = at(with.position);
+        assert_eq!(
+            traced_at.traceparent.as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            "round {round}"
+        );
+        assert_eq!(traced_at.tracestate.as_deref(), Some("sems=1,other=2"));
+        let untraced_at = at(without.position);
+        assert_eq!(
+            (
+                untraced_at.traceparent.as_deref(),
+                untraced_at.tracestate.as_deref()
+            ),
+            (None, None)
+        );
     }
-    let at = |position: u64| fed.iter().find(|c| c.commit.position == position).unwrap();
-    let traced_at = at(with.position);
-    assert_eq!(
-        traced_at.traceparent.as_deref(),
-        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-    );
-    assert_eq!(traced_at.tracestate.as_deref(), Some("sems=1,other=2"));
-    let untraced_at = at(without.position);
-    assert_eq!(
-        (
-            untraced_at.traceparent.as_deref(),
-            untraced_at.tracestate.as_deref()
-        ),
-        (None, None)
-    );
 }
 
 /// The embedded log's aggregate index is written behind the log, in sweeps over the key
