@@ -253,10 +253,7 @@ async fn an_auditor_verifies_the_log_without_our_code_and_finds_tampering(backen
                 .unwrap();
             let js = async_nats::jetstream::new(client);
             let ack = js
-                .publish(
-                    format!("sems.ev.incident.{incident_id}"),
-                    opening.bytes.into(),
-                )
+                .publish(format!("sems.ev.incident.{incident_id}"), opening.bytes)
                 .await
                 .unwrap()
                 .await
@@ -265,7 +262,7 @@ async fn an_auditor_verifies_the_log_without_our_code_and_finds_tampering(backen
             // And a commit of the alert, published under an incident's subject.
             let alert_commit = s.log().await.read_at(1).await.unwrap();
             let elsewhere = format!("sems.ev.incident.{}", uuid::Uuid::new_v4());
-            js.publish(elsewhere, alert_commit.bytes.into())
+            js.publish(elsewhere, alert_commit.bytes)
                 .await
                 .unwrap()
                 .await

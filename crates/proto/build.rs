@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // Ingestion keeps an alert's labels in the order the domain stores them: decoded
+        // straight into a BTreeMap, not hashed into a HashMap and copied into one.
+        .btree_map(".sems.v1.Alert.labels")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -313,7 +313,7 @@ impl CommandHandler {
                 .iter()
                 .map(|e| NewEvent::new(e, ctx.occurred_at, ctx.late_reason.clone()))
                 .collect::<Result<Vec<_>, DomainError>>()?;
-            let bytes = envelope.encode_new(&new_events)?;
+            let bytes = bytes::Bytes::from(envelope.encode_new(&new_events)?);
             let hash = sha256_hex(&bytes);
             // Offered before the append: the log may deliver the commit to the projector
             // before its answer reaches this task. Settled when the append is over, however
@@ -538,7 +538,7 @@ fn extend<A: Aggregate>(
 /// as it would without a tap.
 fn offer<'t, E: Send + Sync + 'static>(
     tap: &'t dyn AppendTap,
-    bytes: &[u8],
+    bytes: &bytes::Bytes,
     head: &Envelope,
     new_events: &[NewEvent],
     events: &Vec<E>,
@@ -550,7 +550,7 @@ fn offer<'t, E: Send + Sync + 'static>(
         .ok()?;
     tap.offered(OfferedCommit {
         commit_id: head.commit_id,
-        bytes: bytes.to_vec(),
+        bytes: bytes.clone(),
         envelope: Envelope {
             commit_id: head.commit_id,
             aggregate_type: head.aggregate_type.clone(),

@@ -1,6 +1,7 @@
 //! The ports command handling needs. Adapters: `sems-eventlog` (JetStream and SQLite).
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -11,8 +12,9 @@ use crate::{Envelope, TraceContext};
 pub struct StoredCommit {
     /// Position in the log (the JetStream stream sequence).
     pub position: u64,
-    /// The envelope bytes exactly as stored.
-    pub bytes: Vec<u8>,
+    /// The envelope bytes exactly as stored. Shared, not copied, between the writer, the
+    /// feed and the decode hand-off of one process (`docs/DECISIONS.md`).
+    pub bytes: Bytes,
 }
 
 /// A commit ready to append.
@@ -27,7 +29,7 @@ pub struct PendingCommit {
     /// Position of the aggregate's last commit as loaded; 0 = the aggregate must not exist.
     pub expected_last_position: u64,
     /// Envelope bytes.
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     /// Event type names, for headers.
     pub event_types: Vec<&'static str>,
     /// Trace context, for headers.
@@ -103,8 +105,8 @@ pub trait EventLog: Send + Sync + 'static {
 pub struct OfferedCommit<'a> {
     /// The commit id (`Envelope::commit_id`).
     pub commit_id: Uuid,
-    /// The bytes handed to the log.
-    pub bytes: Vec<u8>,
+    /// The bytes handed to the log (the same buffer, shared).
+    pub bytes: Bytes,
     /// The envelope, as decoding `bytes` gives it.
     pub envelope: Envelope,
     /// The events, as decoding the envelope's payloads gives them: `&Vec<A::Event>`.

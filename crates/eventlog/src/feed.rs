@@ -169,7 +169,7 @@ impl CommitFeed for JetStreamFeed {
             batch.push(FedCommit {
                 commit: StoredCommit {
                     position,
-                    bytes: message.payload.to_vec(),
+                    bytes: message.payload.clone(),
                 },
                 traceparent: header(TRACEPARENT),
                 tracestate: header(TRACESTATE),

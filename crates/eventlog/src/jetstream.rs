@@ -12,7 +12,6 @@ use async_nats::{
     },
 };
 use async_trait::async_trait;
-use bytes::Bytes;
 use opentelemetry::KeyValue;
 use sems_app::{AppendOutcome, EventLog, LogError, PendingCommit, StoredCommit};
 use tracing::{Instrument, debug_span, info, warn};
@@ -295,7 +294,7 @@ impl EventLog for JetStreamLog {
                     next = m.sequence + 1;
                     commits.push(StoredCommit {
                         position: m.sequence,
-                        bytes: m.payload.to_vec(),
+                        bytes: m.payload.clone(),
                     });
                 }
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(commits),
@@ -308,7 +307,7 @@ impl EventLog for JetStreamLog {
         match self.stream.get_raw_message(position).await {
             Ok(m) => Ok(StoredCommit {
                 position: m.sequence,
-                bytes: m.payload.to_vec(),
+                bytes: m.payload.clone(),
             }),
             Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
                 Err(LogError::NotFound(position))
@@ -364,7 +363,7 @@ impl EventLog for JetStreamLog {
                 }
                 headers
             };
-            let payload = Bytes::from(commit.bytes);
+            let payload = commit.bytes;
             let msg_id = commit.commit_id.to_string();
             let mut attempt = 0;
             loop {

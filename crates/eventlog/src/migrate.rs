@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 
 use async_nats::{HeaderMap, jetstream::message::PublishMessage};
-use bytes::Bytes;
 use sems_app::{Envelope, EventLog, GENESIS_HASH, LogError, sha256_hex};
 use tracing::info;
 use uuid::Uuid;
@@ -152,7 +151,7 @@ pub async fn copy_to_jetstream(
             let headers = headers(&record);
             let subject = target.subject(&record.aggregate_type, record.aggregate_id);
             let publish = PublishMessage::build()
-                .payload(Bytes::from(record.commit.bytes))
+                .payload(record.commit.bytes)
                 .headers(headers)
                 .message_id(record.commit_id.to_string())
                 .expected_last_subject_sequence(previous)
@@ -239,7 +238,10 @@ mod tests {
         .to_string()
         .into_bytes();
         CommitRecord {
-            commit: StoredCommit { position, bytes },
+            commit: StoredCommit {
+                position,
+                bytes: bytes.into(),
+            },
             commit_id,
             aggregate_type: "incident".into(),
             aggregate_id,

@@ -8,6 +8,8 @@
 
 use std::collections::VecDeque;
 
+use bytes::Bytes;
+
 use sems_app::{FedCommit, StoredCommit};
 
 /// Commits held at most, and envelope bytes: about two seconds of streaming, while a
@@ -18,7 +20,7 @@ pub const RECENT_BYTES: usize = 64 << 20;
 /// One commit as the feed delivers it.
 pub struct RecentCommit {
     pub position: u64,
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
 }
@@ -146,7 +148,7 @@ mod tests {
     fn commit(position: u64, size: usize) -> RecentCommit {
         RecentCommit {
             position,
-            bytes: vec![u8::try_from(position % 251).unwrap(); size],
+            bytes: vec![u8::try_from(position % 251).unwrap(); size].into(),
             traceparent: Some(format!("tp-{position}")),
             tracestate: None,
         }

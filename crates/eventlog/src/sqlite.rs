@@ -27,6 +27,7 @@ use std::{
 };
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::TryStreamExt as _;
 use opentelemetry::KeyValue;
 use sems_app::{
@@ -474,7 +475,7 @@ fn stored(r: &sqlx::sqlite::SqliteRow) -> Result<StoredCommit, LogError> {
     Ok(StoredCommit {
         position: u64::try_from(position)
             .map_err(|_| LogError::Corrupt("negative position".into()))?,
-        bytes: r.try_get("bytes").map_err(corrupt)?,
+        bytes: r.try_get::<Vec<u8>, _>("bytes").map_err(corrupt)?.into(),
     })
 }
 
@@ -888,7 +889,7 @@ async fn write_loop(
                                 position: o.position,
                                 traceparent: trace.map(|t| t.traceparent.clone()),
                                 tracestate: trace.and_then(|t| t.tracestate.clone()),
-                                bytes: std::mem::take(&mut c.bytes),
+                                bytes: c.bytes.clone(),
                             });
                         }
                     }
@@ -1462,7 +1463,7 @@ async fn write_group(
                 .push_bind(c.correlation_id.to_string())
                 .push_bind(trace.map(|t| t.traceparent.clone()))
                 .push_bind(trace.and_then(|t| t.tracestate.clone()))
-                .push_bind(c.bytes.as_slice());
+                .push_bind(&c.bytes[..]);
         });
         // A commit id taken means the same (one only another process can have stored).
         let done = q.build().execute(&mut *tx).await.map_err(|e| match &e {
@@ -1791,7 +1792,7 @@ impl SqliteFeed {
                 commit: StoredCommit {
                     position: u64::try_from(position)
                         .map_err(|_| LogError::Corrupt("negative position".into()))?,
-                    bytes: envelope.unwrap_or_default(),
+                    bytes: envelope.unwrap_or_default().into(),
                 },
                 traceparent: r.try_get("traceparent").map_err(corrupt)?,
                 tracestate: r.try_get("tracestate").map_err(corrupt)?,
@@ -1812,6 +1813,7 @@ impl SqliteFeed {
             // not a log this feed can go on from.
             commit.bytes = bytes
                 .filter(|b| i64::try_from(b.len()).ok() == Some(size))
+                .map(Bytes::from)
                 .ok_or_else(|| {
                     LogError::Corrupt(format!(
                         "commit {} changed or vanished while the feed read it",

@@ -77,11 +77,11 @@ impl AppendTap for Shown {
     }
 
     fn offered(&self, commit: OfferedCommit<'_>) {
-        self.0
-            .lock()
-            .unwrap()
-            .offered
-            .push((commit.commit_id, commit.bytes, commit.envelope));
+        self.0.lock().unwrap().offered.push((
+            commit.commit_id,
+            commit.bytes.to_vec(),
+            commit.envelope,
+        ));
     }
 
     fn settled(&self, commit_id: Uuid, position: Option<u64>) {
@@ -448,10 +448,10 @@ async fn the_hash_chain_links_every_commit_and_detects_tampering(backend: Backen
     verify_chain(&log.read_aggregate("incident", other).await.unwrap()).unwrap();
 
     let mut tampered = commits.clone();
-    let text = String::from_utf8(tampered[3].bytes.clone())
+    let text = String::from_utf8(tampered[3].bytes.to_vec())
         .unwrap()
         .replace("n1", "n9");
-    tampered[3].bytes = text.into_bytes();
+    tampered[3].bytes = text.into_bytes().into();
     let err = verify_chain(&tampered).unwrap_err();
     assert!(
         err.to_string()
@@ -558,7 +558,9 @@ fn raw_commit(
         aggregate_id,
         commit_id,
         expected_last_position,
-        bytes: format!("{{\"commit\":\"{commit_id}\"}}").into_bytes(),
+        bytes: format!("{{\"commit\":\"{commit_id}\"}}")
+            .into_bytes()
+            .into(),
         event_types: vec!["AlertReceived"],
         trace_context: None,
         correlation_id: commit_id,
@@ -1687,7 +1689,9 @@ async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the
     );
     let commit_padded = |padding: usize| {
         let mut commit = raw_commit("alert", Uuid::new_v4(), Uuid::now_v7(), 0);
-        commit.bytes.extend_from_slice(&[b' '; 1_000][..padding]);
+        let mut bytes = commit.bytes.to_vec();
+        bytes.extend_from_slice(&[b' '; 1_000][..padding]);
+        commit.bytes = bytes.into();
         commit
     };
     let mut appended = Vec::new();
@@ -1728,7 +1732,8 @@ async fn the_embedded_feed_takes_its_own_commits_from_memory_and_others_from_the
         }
         (all, feed.from_memory())
     };
-    let shape = |all: &[(u64, Vec<u8>)]| all.iter().map(|(p, b)| (*p, b.len())).collect::<Vec<_>>();
+    let shape =
+        |all: &[(u64, bytes::Bytes)]| all.iter().map(|(p, b)| (*p, b.len())).collect::<Vec<_>>();
 
     // One commit per batch: each of ours from memory, each of theirs from the file.
     let (all, from_memory) = delivered(SqliteFeed::new(ours.clone()), 1).await;

@@ -15,6 +15,7 @@ use std::{
     },
 };
 
+use bytes::Bytes;
 use sems_app::{AppendTap, FedCommit, OfferedCommit};
 use sems_domain::{
     Aggregate,
@@ -94,7 +95,7 @@ impl Waiting {
 }
 
 struct Handed {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     size: usize,
     commit: ProjectedCommit,
 }
@@ -178,7 +179,7 @@ impl HandOff {
             .iter()
             .zip(found)
             .map(|(c, h)| {
-                h.filter(|h| h.bytes == c.commit.bytes)
+                h.filter(|h| same_bytes(&h.bytes, &c.commit.bytes))
                     .map(|h| ProjectedCommit {
                         position: c.commit.position,
                         ..h.commit
@@ -307,6 +308,12 @@ impl AppendTap for HandOff {
     }
 }
 
+/// Whether two envelopes are the same bytes: at once when they are the same buffer (as a
+/// commit this process's feed takes from memory is the buffer its handler offered).
+fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+    (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b
+}
+
 /// The commit id an envelope's stored bytes begin with (`{"commit_id":"<uuid>",`), without
 /// parsing the rest; `None` for bytes that do not begin so.
 fn commit_id_of(bytes: &[u8]) -> Option<Uuid> {
@@ -391,16 +398,19 @@ mod tests {
         let commit_id = envelope.commit_id;
         h.offered(OfferedCommit {
             commit_id,
-            bytes: bytes.clone(),
+            bytes: bytes.clone().into(),
             envelope,
             events: &events,
         });
         (bytes, commit_id)
     }
 
-    fn fed(position: u64, bytes: Vec<u8>) -> FedCommit {
+    fn fed(position: u64, bytes: impl Into<Bytes>) -> FedCommit {
         FedCommit {
-            commit: StoredCommit { position, bytes },
+            commit: StoredCommit {
+                position,
+                bytes: bytes.into(),
+            },
             traceparent: None,
             tracestate: None,
             pending: 0,
@@ -427,6 +437,19 @@ mod tests {
         }
         assert_eq!(h.used(), 2);
         assert_eq!(h.held(), 0);
+    }
+
+    #[test]
+    fn bytes_are_the_same_by_buffer_or_by_content_and_only_so() {
+        let offered = Bytes::from(b"{\"commit_id\":\"x\"}".to_vec());
+        assert!(same_bytes(&offered, &offered.clone()));
+        assert!(same_bytes(&offered, &Bytes::from(offered.to_vec())));
+        // The same buffer, cut short: not the same bytes.
+        assert!(!same_bytes(&offered, &offered.slice(..5)));
+        assert!(!same_bytes(
+            &offered,
+            &Bytes::from(b"{\"commit_id\":\"y\"}".to_vec())
+        ));
     }
 
     #[test]

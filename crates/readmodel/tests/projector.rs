@@ -551,13 +551,14 @@ async fn a_nul_character_in_an_earlier_commit_is_shown_not_fatal(backend: Backen
         .unwrap()
         .remove(0);
     // The same commit as an earlier version would have written it, with a NUL in `raw`.
-    let text = String::from_utf8(commit.bytes.clone()).unwrap();
+    let text = String::from_utf8(commit.bytes.to_vec()).unwrap();
     assert!(text.contains(r#""cmd":"nul-here""#), "{text}");
     let legacy = sems_app::StoredCommit {
         position: commit.position,
         bytes: text
             .replace(r#""cmd":"nul-here""#, r#""cmd":"nul\u0000here""#)
-            .into_bytes(),
+            .into_bytes()
+            .into(),
     };
     let decoded = ProjectedCommit::decode(&legacy).unwrap();
     let model = store(&w, "sems_nul").await;

@@ -98,7 +98,7 @@ pub fn alert_report(
                 value: o.value,
             })
             .collect(),
-        labels: a.labels.into_iter().collect(),
+        labels: a.labels,
         raw: a.raw.map(struct_to_json).unwrap_or(serde_json::Value::Null),
     };
     Ok(report.validate(prefix)?)
