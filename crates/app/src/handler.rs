@@ -315,6 +315,7 @@ impl CommandHandler {
                 .collect::<Result<Vec<_>, DomainError>>()?;
             let bytes = bytes::Bytes::from(envelope.encode_new(&new_events)?);
             let hash = sha256_hex(&bytes);
+            let (version, correlation_id) = (envelope.aggregate_version, envelope.correlation_id);
             // Offered before the append: the log may deliver the commit to the projector
             // before its answer reaches this task. Settled when the append is over, however
             // it ends (the guard's drop).
@@ -322,7 +323,7 @@ impl CommandHandler {
                 .tap
                 .as_deref()
                 .filter(|t| t.accepting())
-                .and_then(|tap| offer(tap, &bytes, &envelope, &new_events, &events));
+                .and_then(|tap| offer(tap, &bytes, envelope, &new_events, &events));
             let pending = PendingCommit {
                 aggregate_type: A::TYPE,
                 aggregate_id: id,
@@ -331,7 +332,7 @@ impl CommandHandler {
                 bytes,
                 event_types: events.iter().map(DomainEvent::event_type).collect(),
                 trace_context: meta.trace_context.clone(),
-                correlation_id: envelope.correlation_id,
+                correlation_id,
             };
             match self.log.append(pending).await {
                 Ok(outcome) if outcome.duplicate => {
@@ -340,7 +341,6 @@ impl CommandHandler {
                     return self.replay::<A>(id, commit_id, outcome.position).await;
                 }
                 Ok(outcome) => {
-                    let version = envelope.aggregate_version;
                     let mut next = (*loaded).clone();
                     for e in &events {
                         next.state.evolve(e);
@@ -539,7 +539,7 @@ fn extend<A: Aggregate>(
 fn offer<'t, E: Send + Sync + 'static>(
     tap: &'t dyn AppendTap,
     bytes: &bytes::Bytes,
-    head: &Envelope,
+    head: Envelope,
     new_events: &[NewEvent],
     events: &Vec<E>,
 ) -> Option<Offer<'t>> {
@@ -552,17 +552,8 @@ fn offer<'t, E: Send + Sync + 'static>(
         commit_id: head.commit_id,
         bytes: bytes.clone(),
         envelope: Envelope {
-            commit_id: head.commit_id,
-            aggregate_type: head.aggregate_type.clone(),
-            aggregate_id: head.aggregate_id,
-            aggregate_version: head.aggregate_version,
-            recorded_at: head.recorded_at,
-            actor: head.actor.clone(),
-            correlation_id: head.correlation_id,
-            causation_id: head.causation_id,
-            trace_context: head.trace_context.clone(),
-            prev_hash: head.prev_hash.clone(),
             events: decoded,
+            ..head
         },
         events,
     });
