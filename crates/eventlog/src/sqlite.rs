@@ -889,7 +889,7 @@ async fn write_loop(
                                 position: o.position,
                                 traceparent: trace.map(|t| t.traceparent.clone()),
                                 tracestate: trace.and_then(|t| t.tracestate.clone()),
-                                bytes: c.bytes.clone(),
+                                bytes: std::mem::take(&mut c.bytes),
                             });
                         }
                     }

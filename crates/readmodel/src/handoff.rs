@@ -35,7 +35,8 @@ use crate::projection::{Events, ProjectedCommit};
 pub const HAND_OFF_CAPACITY: usize = 8_192;
 
 /// Memory the held commits may take at most, counted as three times their stored size (the
-/// bytes, the envelope with its payloads, the decoded events).
+/// bytes, the envelope with its payloads, the decoded events). An estimate: the bytes are
+/// the handler's own buffer, which may hold a few hundred bytes of spare capacity besides.
 pub const HAND_OFF_BYTES: usize = 64 << 20;
 
 /// One handed commit in this many is also decoded from the log's bytes and compared, in
