@@ -65,7 +65,12 @@ pub trait DomainEvent:
     fn payload_json(&self) -> Result<String, DomainError> {
         // Adjacently tagged events serialize as {"type":"<name>","payload":<fields>}: keep
         // the fields' bytes as they are rather than building a JSON tree and writing it again.
-        let mut tagged = serde_json::to_string(self)
+        // Into a buffer sized for a typical event: `to_string` starts at 128 bytes and
+        // grows (and copies) two or three times for an alert's report.
+        let mut buffer = Vec::with_capacity(512);
+        serde_json::to_writer(&mut buffer, self)
+            .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
+        let mut tagged = String::from_utf8(buffer)
             .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
         let prefix = tagged
             .strip_prefix("{\"type\":\"")
