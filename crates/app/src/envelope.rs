@@ -2,6 +2,8 @@
 //! stored bytes are what the hash chain covers, so they are produced once, here, and never
 //! re-serialized. `docs/EVENTS.md` documents every field.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -15,14 +17,16 @@ use crate::{LogError, StoredCommit};
 /// `prev_hash` of an aggregate's first commit: 64 zeros.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// W3C trace context of the call that produced the commit.
+/// W3C trace context of the call that produced the commit. Shared text: a bulk call's
+/// context goes into every commit of the call, and each commit's passes through the handler,
+/// the log and the projector's feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceContext {
     /// `traceparent` header value.
-    pub traceparent: String,
+    pub traceparent: Arc<str>,
     /// `tracestate` header value, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tracestate: Option<String>,
+    pub tracestate: Option<Arc<str>>,
 }
 
 /// One commit: every event one command produced, for one aggregate.

@@ -28,3 +28,26 @@ pub use ports::{
 pub use service::{
     IncidentOpening, IngestOutcome, Sems, SourceSignal, SourceUpdateOutcome, alert_id_for,
 };
+
+/// A UUID's hyphenated lower-case text (as `to_string` gives it), written straight into a
+/// buffer of its size: ids are turned into text several times for every alert ingested, and
+/// `to_string` goes through the formatting machinery each time.
+pub fn uuid_text(id: uuid::Uuid) -> String {
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn uuid_text_is_to_string() {
+        for id in [
+            uuid::Uuid::nil(),
+            uuid::Uuid::max(),
+            uuid::Uuid::now_v7(),
+            uuid::Uuid::new_v4(),
+        ] {
+            assert_eq!(super::uuid_text(id), id.to_string());
+        }
+    }
+}

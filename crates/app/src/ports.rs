@@ -1,5 +1,7 @@
 //! The ports command handling needs. Adapters: `sems-eventlog` (JetStream and SQLite).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -157,9 +159,9 @@ pub struct FedCommit {
     /// The commit.
     pub commit: StoredCommit,
     /// `traceparent` of the producing call, from the message headers.
-    pub traceparent: Option<String>,
+    pub traceparent: Option<Arc<str>>,
     /// `tracestate` of the producing call.
-    pub tracestate: Option<String>,
+    pub tracestate: Option<Arc<str>>,
     /// Commits after this one not yet delivered to the reader (its lag), when known.
     pub pending: u64,
 }

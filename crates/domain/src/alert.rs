@@ -51,9 +51,15 @@ impl AlertReport {
     pub fn validate(mut self, prefix: &str) -> Result<Self, DomainError> {
         // Field names are made only for the error: this runs for every alert ingested.
         let f = |name: &str| format!("{prefix}{name}");
-        (self.source, self.source_ref) = dedup_key(&self.source, &self.source_ref, prefix)?;
         // The report's own strings are checked in place: copied only when trimmed.
         let take = std::mem::take;
+        self.source = Text::required_owned(|| f("source"), take(&mut self.source), Limits::SOURCE)?;
+        self.source_ref = Text::required_owned(
+            || f("source_ref"),
+            take(&mut self.source_ref),
+            Limits::SOURCE_REF,
+        )?;
+        check_dedup_key(&self.source, &self.source_ref, prefix)?;
         self.title = Text::required_owned(|| f("title"), take(&mut self.title), Limits::TITLE)?;
         self.description = Text::optional_owned(
             || f("description"),
@@ -111,14 +117,28 @@ pub fn dedup_key(
     let f = |name: &str| format!("{prefix}{name}");
     let source = Text::required_as(|| f("source"), source, Limits::SOURCE)?;
     let source_ref = Text::required_as(|| f("source_ref"), source_ref, Limits::SOURCE_REF)?;
-    // The dedup key is hashed into the alert id: no line breaks or other control characters
-    // in it, so two different keys can never name the same alert.
-    for (name, value) in [("source", &source), ("source_ref", &source_ref)] {
-        if value.chars().any(char::is_control) {
-            return Err(DomainError::invalid(f(name), "contains control characters"));
+    check_dedup_key(&source, &source_ref, prefix)?;
+    Ok((source, source_ref))
+}
+
+/// The dedup key is hashed into the alert id: no line breaks or other control characters in
+/// it, so two different keys can never name the same alert.
+fn check_dedup_key(source: &str, source_ref: &str, prefix: &str) -> Result<(), DomainError> {
+    for (name, value) in [("source", source), ("source_ref", source_ref)] {
+        // ASCII text (most keys) is checked byte by byte, without decoding characters.
+        let control = if value.is_ascii() {
+            value.bytes().any(|b| b.is_ascii_control())
+        } else {
+            value.chars().any(char::is_control)
+        };
+        if control {
+            return Err(DomainError::invalid(
+                format!("{prefix}{name}"),
+                "contains control characters",
+            ));
         }
     }
-    Ok((source, source_ref))
+    Ok(())
 }
 
 /// A tool's original payload within [`Limits::RAW_BYTES`], with no NUL character (U+0000)
@@ -171,6 +191,9 @@ fn check_raw(raw: &serde_json::Value, field: impl FnOnce() -> String) -> Result<
 /// Levels of arrays and objects in `value` (0 for a scalar), walked without recursion.
 pub fn depth_of(value: &serde_json::Value) -> usize {
     use serde_json::Value;
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return 0;
+    }
     let mut deepest = 0;
     let mut stack = vec![(value, 1)];
     while let Some((v, level)) = stack.pop() {
@@ -193,6 +216,11 @@ pub fn depth_of(value: &serde_json::Value) -> usize {
 /// deep nesting cannot exhaust the stack).
 pub fn contains_nul(value: &serde_json::Value) -> bool {
     use serde_json::Value;
+    match value {
+        Value::String(s) => return s.contains('\0'),
+        Value::Array(_) | Value::Object(_) => {}
+        _ => return false,
+    }
     let mut stack = vec![value];
     while let Some(v) = stack.pop() {
         match v {
@@ -1197,6 +1225,49 @@ mod tests {
         assert!(
             matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.observables[0].value")
         );
+    }
+
+    #[test]
+    fn the_dedup_key_is_trimmed_and_refuses_control_characters() {
+        let mut r = report(Severity::Low);
+        r.source = "  suricata\t".into();
+        r.source_ref = " 42 ".into();
+        let r = r.validate("alert.").unwrap();
+        assert_eq!(
+            (r.source.as_str(), r.source_ref.as_str()),
+            ("suricata", "42")
+        );
+        assert_eq!(
+            dedup_key("  suricata\t", " 42 ", "").unwrap(),
+            ("suricata".to_owned(), "42".to_owned()),
+            "validation and the bare dedup key agree"
+        );
+        // ASCII (DEL) and non-ASCII (NEL, U+0085) control characters alike.
+        for bad in ["a\u{7f}b", "caf\u{e9}\u{85}x"] {
+            let mut r = report(Severity::Low);
+            r.source = bad.into();
+            let err = r.validate("alert.").unwrap_err();
+            assert!(
+                matches!(err, DomainError::Invalid { ref field, .. } if field == "alert.source"),
+                "{bad:?}: {err:?}"
+            );
+            assert!(dedup_key("s", bad, "").is_err(), "{bad:?}");
+        }
+        // Non-ASCII text without control characters is a key like any other.
+        assert!(dedup_key("s", "caf\u{e9}", "").is_ok());
+    }
+
+    #[test]
+    fn scalars_have_no_depth_and_are_checked_for_nul() {
+        use serde_json::json;
+        assert_eq!(depth_of(&json!(null)), 0);
+        assert_eq!(depth_of(&json!("x")), 0);
+        assert_eq!(depth_of(&json!([])), 1);
+        assert_eq!(depth_of(&json!({"a": [1, {"b": 2}]})), 3);
+        assert!(contains_nul(&json!("a\u{0}b")));
+        assert!(!contains_nul(&json!("ab")));
+        assert!(!contains_nul(&json!(7)));
+        assert!(contains_nul(&json!({"k": ["x", "\u{0}"]})));
     }
 
     #[test]

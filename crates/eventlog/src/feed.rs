@@ -1,6 +1,6 @@
 //! The projector's view of the stream: a durable pull consumer over every aggregate subject.
 
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use async_nats::{
     HeaderName,
@@ -164,7 +164,7 @@ impl CommitFeed for JetStreamFeed {
                     .headers
                     .as_ref()
                     .and_then(|h| h.get(name))
-                    .map(|v| v.as_str().to_owned())
+                    .map(|v| Arc::from(v.as_str()))
             };
             batch.push(FedCommit {
                 commit: StoredCommit {

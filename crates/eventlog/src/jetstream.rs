@@ -355,10 +355,10 @@ impl EventLog for JetStreamLog {
                 if let Some(tc) = &commit.trace_context {
                     headers.insert(
                         TRACEPARENT,
-                        tc.traceparent.as_str(),
+                        &*tc.traceparent,
                     );
                     if let Some(ts) = &tc.tracestate {
-                        headers.insert(TRACESTATE, ts.as_str());
+                        headers.insert(TRACESTATE, &**ts);
                     }
                 }
                 headers

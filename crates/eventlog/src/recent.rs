@@ -6,7 +6,7 @@
 //! log in this process. `docs/DECISIONS.md`, "The embedded feed takes this process's
 //! commits from memory".
 
-use std::collections::VecDeque;
+use std::{collections::VecDeque, sync::Arc};
 
 use bytes::Bytes;
 
@@ -21,8 +21,8 @@ pub const RECENT_BYTES: usize = 64 << 20;
 pub struct RecentCommit {
     pub position: u64,
     pub bytes: Bytes,
-    pub traceparent: Option<String>,
-    pub tracestate: Option<String>,
+    pub traceparent: Option<Arc<str>>,
+    pub tracestate: Option<Arc<str>>,
 }
 
 /// The last commits the writer stored, in position order (not always consecutive: other
@@ -149,7 +149,7 @@ mod tests {
         RecentCommit {
             position,
             bytes: vec![u8::try_from(position % 251).unwrap(); size].into(),
-            traceparent: Some(format!("tp-{position}")),
+            traceparent: Some(format!("tp-{position}").into()),
             tracestate: None,
         }
     }

@@ -17,6 +17,7 @@
 //! decides the group again.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
@@ -32,6 +33,7 @@ use futures::TryStreamExt as _;
 use opentelemetry::KeyValue;
 use sems_app::{
     AppendOutcome, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
+    uuid_text,
 };
 use sqlx::{
     Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
@@ -336,6 +338,7 @@ impl SqliteLog {
                 tail,
                 recent,
                 sweep,
+                type_names: TypeNames::default(),
             },
             config.max_group.max(1),
             config.rewind_after_bytes,
@@ -468,6 +471,12 @@ fn lock<T>(shared: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn corrupt(e: sqlx::Error) -> LogError {
     LogError::Corrupt(format!("read commit row: {e}"))
+}
+
+/// A nullable text column as shared text.
+fn shared_text(r: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Option<Arc<str>>, LogError> {
+    let text: Option<&str> = r.try_get(column).map_err(corrupt)?;
+    Ok(text.map(Arc::from))
 }
 
 fn stored(r: &sqlx::sqlite::SqliteRow) -> Result<StoredCommit, LogError> {
@@ -884,11 +893,14 @@ async fn write_loop(
                             && !o.duplicate
                         {
                             let c = &mut request.commit;
-                            let trace = c.trace_context.as_ref();
+                            let (traceparent, tracestate) = match c.trace_context.take() {
+                                Some(t) => (Some(t.traceparent), t.tracestate),
+                                None => (None, None),
+                            };
                             recent.push(RecentCommit {
                                 position: o.position,
-                                traceparent: trace.map(|t| t.traceparent.clone()),
-                                tracestate: trace.and_then(|t| t.tracestate.clone()),
+                                traceparent,
+                                tracestate,
                                 bytes: std::mem::take(&mut c.bytes),
                             });
                         }
@@ -1248,6 +1260,23 @@ struct Writer {
     tail: Arc<std::sync::Mutex<Tail>>,
     recent: Arc<std::sync::Mutex<Recent>>,
     sweep: Sweep,
+    type_names: TypeNames,
+}
+
+/// The aggregate types' names as shared text, bound into every append's row without a copy
+/// (sqlx copies borrowed text into the statement's arguments).
+#[derive(Default)]
+struct TypeNames(Vec<(&'static str, Arc<str>)>);
+
+impl TypeNames {
+    fn get(&mut self, name: &'static str) -> Arc<str> {
+        if let Some((_, shared)) = self.0.iter().find(|(n, _)| *n == name) {
+            return Arc::clone(shared);
+        }
+        let shared: Arc<str> = Arc::from(name);
+        self.0.push((name, Arc::clone(&shared)));
+        shared
+    }
 }
 
 enum GroupError {
@@ -1313,8 +1342,10 @@ async fn write_group(
     // Appends `known` says create a new aggregate with a new commit id need none of it.
     let mut last = known.last;
     let mut looked_up_last = None;
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut heads: HashMap<(String, String), u64> = HashMap::new();
+    // Keyed by ids, not their text: a group decides every append against these, and a
+    // commit id the log holds that is not a UUID is none of the group's.
+    let mut seen: HashMap<Uuid, u64> = HashMap::new();
+    let mut heads: HashMap<(Cow<'static, str>, Uuid), u64> = HashMap::new();
     let to_look_up: Vec<&Request> = group
         .iter()
         .filter(|r| catch_up || !known.certainly_new(&r.commit))
@@ -1331,7 +1362,7 @@ async fn write_group(
                 let id = c.aggregate_id.to_string();
                 let in_table = match tail.head(c.aggregate_type, c.aggregate_id) {
                     Some(head) => {
-                        heads.insert((c.aggregate_type.to_owned(), id.clone()), head);
+                        heads.insert((Cow::Borrowed(c.aggregate_type), c.aggregate_id), head);
                         false
                     }
                     None => true,
@@ -1384,14 +1415,20 @@ async fn write_group(
             match arm {
                 0 => looked_up_last = Some(position),
                 1 => {
-                    seen.insert(row.try_get(1).map_err(corrupt)?, position);
+                    let commit_id: &str = row.try_get(1).map_err(corrupt)?;
+                    if let Ok(commit_id) = Uuid::parse_str(commit_id) {
+                        seen.insert(commit_id, position);
+                    }
                 }
                 _ => {
-                    let key = (
-                        row.try_get(1).map_err(corrupt)?,
-                        row.try_get(2).map_err(corrupt)?,
-                    );
-                    heads.insert(key, position);
+                    let kind: String = row.try_get(1).map_err(corrupt)?;
+                    let id: &str = row.try_get(2).map_err(corrupt)?;
+                    let id = Uuid::parse_str(id).map_err(|e| {
+                        LogError::Corrupt(format!(
+                            "the event log holds an aggregate id that is not a UUID ({id}): {e}"
+                        ))
+                    })?;
+                    heads.insert((Cow::Owned(kind), id), position);
                 }
             }
         }
@@ -1403,27 +1440,26 @@ async fn write_group(
 
     // Decide every append in arrival order, as the stream would.
     let mut answers = Vec::with_capacity(group.len());
-    let mut accepted: Vec<(u64, &PendingCommit, String, String)> = Vec::new();
+    let mut accepted: Vec<(u64, &PendingCommit, Arc<str>)> = Vec::new();
     for request in group {
         let c = &request.commit;
-        let commit_id = c.commit_id.to_string();
-        if let Some(&position) = seen.get(&commit_id) {
+        if let Some(&position) = seen.get(&c.commit_id) {
             answers.push(Ok(AppendOutcome {
                 position,
                 duplicate: true,
             }));
             continue;
         }
-        let key = (c.aggregate_type.to_owned(), c.aggregate_id.to_string());
+        let key = (Cow::Borrowed(c.aggregate_type), c.aggregate_id);
         let head = heads.get(&key).copied().unwrap_or(0);
         if head != c.expected_last_position {
             answers.push(Err(LogError::Conflict));
             continue;
         }
         last += 1;
-        seen.insert(commit_id.clone(), last);
-        heads.insert(key.clone(), last);
-        accepted.push((last, c, commit_id, key.1));
+        seen.insert(c.commit_id, last);
+        heads.insert(key, last);
+        accepted.push((last, c, writer.type_names.get(c.aggregate_type)));
         answers.push(Ok(AppendOutcome {
             position: last,
             duplicate: false,
@@ -1454,13 +1490,15 @@ async fn write_group(
             "INSERT OR FAIL INTO commits (commit_id, aggregate_type, aggregate_id, event_types, \
              correlation_id, traceparent, tracestate, bytes) ",
         );
-        q.push_values(chunk, |mut row, (_, c, commit_id, aggregate_id)| {
+        q.push_values(chunk, |mut row, (_, c, type_name)| {
             let trace = c.trace_context.as_ref();
-            row.push_bind(commit_id.as_str())
-                .push_bind(c.aggregate_type)
-                .push_bind(aggregate_id.as_str())
+            // Owned text is moved into the statement's arguments; borrowed text would be
+            // copied there first.
+            row.push_bind(uuid_text(c.commit_id))
+                .push_bind(Arc::clone(type_name))
+                .push_bind(uuid_text(c.aggregate_id))
                 .push_bind(c.event_types.join(","))
-                .push_bind(c.correlation_id.to_string())
+                .push_bind(uuid_text(c.correlation_id))
                 .push_bind(trace.map(|t| t.traceparent.clone()))
                 .push_bind(trace.and_then(|t| t.tracestate.clone()))
                 .push_bind(&c.bytes[..]);
@@ -1509,7 +1547,7 @@ async fn sweep(
         let mut q: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT OR IGNORE INTO aggregate_index (aggregate_id, position) ");
         q.push_values(chunk, |mut row, (id, position)| {
-            row.push_bind(id.to_string())
+            row.push_bind(uuid_text(*id))
                 .push_bind(i64::try_from(*position).unwrap_or(i64::MAX));
         });
         q.build()
@@ -1794,8 +1832,8 @@ impl SqliteFeed {
                         .map_err(|_| LogError::Corrupt("negative position".into()))?,
                     bytes: envelope.unwrap_or_default().into(),
                 },
-                traceparent: r.try_get("traceparent").map_err(corrupt)?,
-                tracestate: r.try_get("tracestate").map_err(corrupt)?,
+                traceparent: shared_text(&r, "traceparent")?,
+                tracestate: shared_text(&r, "tracestate")?,
                 pending: 0,
             });
             bytes += usize::try_from(size).unwrap_or(usize::MAX);

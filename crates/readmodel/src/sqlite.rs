@@ -25,6 +25,7 @@ use uuid::Uuid;
 use sems_app::{
     AppError,
     keyspace::{PREFIXES, Sweep, prefix_of},
+    uuid_text,
 };
 
 use crate::{
@@ -521,8 +522,8 @@ impl SqliteReadModel {
                 .collect::<Result<Vec<_>, _>>()?;
             q.push_values(chunk.iter().zip(docs), |mut row, ((seq, a), doc)| {
                 row.push_bind(*seq)
-                    .push_bind(a.alert_id.to_string())
-                    .push_bind(a.incident_id.map(|i| i.to_string()))
+                    .push_bind(uuid_text(a.alert_id))
+                    .push_bind(a.incident_id.map(uuid_text))
                     .push_bind(a.status.as_str())
                     .push_bind(micros(a.received_at))
                     .push_bind(doc);
@@ -547,7 +548,7 @@ impl SqliteReadModel {
             }
             q.push_values(values, |mut row, (seq, a, doc)| {
                 row.push_bind(seq)
-                    .push_bind(a.incident_id.map(|i| i.to_string()))
+                    .push_bind(a.incident_id.map(uuid_text))
                     .push_bind(a.status.as_str())
                     .push_bind(micros(a.received_at))
                     .push_bind(doc);
@@ -623,7 +624,7 @@ impl SqliteReadModel {
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new("INSERT OR FAIL INTO alert_keys (alert_id, seq) ");
             q.push_values(chunk, |mut row, (id, seq)| {
-                row.push_bind(id.to_string()).push_bind(*seq);
+                row.push_bind(uuid_text(*id)).push_bind(*seq);
             });
             q.build()
                 .execute(&mut *conn)

@@ -46,9 +46,9 @@ impl Api {
 
 fn answer(o: &IngestOutcome) -> IngestAlertResponse {
     IngestAlertResponse {
-        alert_id: o.alert_id.to_string(),
+        alert_id: sems_app::uuid_text(o.alert_id),
         repeat: o.repeat,
-        incident_id: o.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+        incident_id: o.incident_id.map(sems_app::uuid_text).unwrap_or_default(),
         position: o.position,
         version: o.version,
         replayed: o.replayed,

@@ -342,8 +342,8 @@ pub(crate) fn command_meta(actor: Option<String>, request_id: Option<String>) ->
 pub(crate) fn current_trace_context() -> Option<TraceContext> {
     sems_telemetry::trace_context_of(&Span::current()).map(|(traceparent, tracestate)| {
         TraceContext {
-            traceparent,
-            tracestate,
+            traceparent: traceparent.into(),
+            tracestate: tracestate.map(Into::into),
         }
     })
 }
