@@ -70,6 +70,18 @@ pub fn spans(first: usize, count: usize) -> impl Iterator<Item = (usize, usize)>
     std::iter::once(a).chain(b)
 }
 
+/// [`spans`] as exactly two ranges, the second empty (`(0, 0)`) when the first does not
+/// wrap: for a statement that must name both (`prefix >= ? AND prefix < ?` twice, joined by
+/// `OR`), which SQLite answers with two seeks where an expression of the prefix, such as
+/// `((prefix - first) & 4095) < count`, makes it read every one of the 4,096 rows.
+pub fn two_spans(first: usize, count: usize) -> [(usize, usize); 2] {
+    let mut two = [(0, 0); 2];
+    for (slot, span) in two.iter_mut().zip(spans(first, count)) {
+        *slot = span;
+    }
+    two
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +126,13 @@ mod tests {
         assert_eq!(spans(5, 3).collect::<Vec<_>>(), [(5, 8)]);
         assert_eq!(spans(4095, 3).collect::<Vec<_>>(), [(4095, 4096), (0, 2)]);
         assert_eq!(spans(7, 9000).collect::<Vec<_>>(), [(7, 4096), (0, 7)]);
+    }
+
+    #[test]
+    fn two_spans_pad_with_an_empty_range() {
+        assert_eq!(two_spans(5, 3), [(5, 8), (0, 0)]);
+        assert_eq!(two_spans(4095, 3), [(4095, 4096), (0, 2)]);
+        assert_eq!(two_spans(0, 4096), [(0, 4096), (0, 0)]);
+        assert_eq!(two_spans(7, 9000), [(7, 4096), (0, 7)]);
     }
 }

@@ -212,6 +212,11 @@ fn unavailable(context: &str) -> impl FnOnce(sqlx::Error) -> AppError + '_ {
     }
 }
 
+/// Raises the watermarks of the ranges a sweep of the alert keys moved: `through`, then the
+/// two half-open ranges of `keyspace::two_spans`.
+const MOVE_KEY_WATERMARKS: &str = "UPDATE alert_keys_sweep SET through = MAX(through, ?) \
+     WHERE (prefix >= ? AND prefix < ?) OR (prefix >= ? AND prefix < ?)";
+
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -631,15 +636,17 @@ impl SqliteReadModel {
                 .await
                 .map_err(unavailable("sweep the alert keys"))?;
         }
-        sqlx::query(
-            "UPDATE alert_keys_sweep SET through = MAX(through, ?) WHERE ((prefix - ?) & 4095) < ?",
-        )
-        .bind(merge.through)
-        .bind(merge.first as i64)
-        .bind(merge.count as i64)
-        .execute(&mut *conn)
-        .await
-        .map_err(unavailable("move the alert keys' watermarks"))?;
+        // Two rowid ranges, as the event log's aggregate index sweep (`two_spans`).
+        let [(a, b), (c, d)] = sems_app::keyspace::two_spans(merge.first, merge.count);
+        sqlx::query(MOVE_KEY_WATERMARKS)
+            .bind(merge.through)
+            .bind(a as i64)
+            .bind(b as i64)
+            .bind(c as i64)
+            .bind(d as i64)
+            .execute(&mut *conn)
+            .await
+            .map_err(unavailable("move the alert keys' watermarks"))?;
         Ok(Some(merge))
     }
 
@@ -924,3 +931,25 @@ impl IncidentReadModel for SqliteReadModel {
 }
 
 cmc_sql::cmc_read_model!(SqliteReadModel, sqlite);
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Connection;
+
+    use super::{MIGRATOR, MOVE_KEY_WATERMARKS};
+
+    /// The alert keys' watermark update seeks the ranges it names, as the event log's does.
+    #[tokio::test]
+    async fn moving_key_watermarks_seeks_the_swept_ranges() {
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        MIGRATOR.run(&mut conn).await.unwrap();
+        sems_testkit::assert_watermarks_move_by_seeks(
+            &mut conn,
+            MOVE_KEY_WATERMARKS,
+            "alert_keys_sweep",
+        )
+        .await;
+    }
+}

@@ -238,3 +238,41 @@ pub async fn sqlite_at_migration(path: &Path, migrations: &Path, count: usize) -
         .unwrap();
     pool
 }
+
+/// Checks a sweep's watermark update on a migrated embedded store: `update` binds
+/// `through` and the two half-open ranges of `keyspace::two_spans`; SQLite must seek the
+/// ranges (no `SCAN` in its plan: an expression of the prefix had it read all 4,096 rows),
+/// and a sweep that wraps past the last range must move both pieces of `table`, nothing
+/// else.
+pub async fn assert_watermarks_move_by_seeks(
+    conn: &mut sqlx::SqliteConnection,
+    update: &'static str,
+    table: &str,
+) {
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {update}")))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert!(
+        plan.iter().all(|row| !row.3.starts_with("SCAN")),
+        "{update}: {plan:?}"
+    );
+    let [(a, b), (c, d)] = sems_app::keyspace::two_spans(4093, 6);
+    sqlx::query(update)
+        .bind(9_i64)
+        .bind(a as i64)
+        .bind(b as i64)
+        .bind(c as i64)
+        .bind(d as i64)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let moved: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT prefix FROM {table} WHERE through = 9 ORDER BY prefix"
+    )))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(moved, [0, 1, 2, 4093, 4094, 4095], "{update}");
+}
