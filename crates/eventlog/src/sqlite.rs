@@ -33,7 +33,7 @@ use futures::TryStreamExt as _;
 use opentelemetry::KeyValue;
 use sems_app::{
     AppendOutcome, CommitFeed, EventLog, FedCommit, LogError, PendingCommit, StoredCommit,
-    uuid_text,
+    chunks::ValuesText, uuid_text,
 };
 use sqlx::{
     Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool,
@@ -65,6 +65,22 @@ const LOOKUP_CHUNK: usize = 300;
 
 /// Aggregate index entries per multi-row `INSERT` of a sweep (two bound values each).
 const SWEEP_CHUNK: usize = 1_000;
+
+/// The append's statement, for each chunk size. No position is given: SQLite numbers the
+/// rows one after the log's last (`write_group` checks the last number it gave).
+static INSERT_COMMITS: ValuesText = ValuesText::new(
+    "INSERT OR FAIL INTO commits (commit_id, aggregate_type, aggregate_id, event_types, \
+     correlation_id, traceparent, tracestate, bytes)",
+    8,
+    "",
+);
+
+/// A sweep's statement, for each chunk size.
+static INSERT_INDEX_ENTRIES: ValuesText = ValuesText::new(
+    "INSERT OR IGNORE INTO aggregate_index (aggregate_id, position)",
+    2,
+    "",
+);
 
 /// Largest commit accepted: nats-server's default `max_payload` (1 MiB).
 pub const MAX_COMMIT_BYTES: usize = 1024 * 1024;
@@ -1488,25 +1504,23 @@ async fn write_group(
         // last number it gave must be the one decided. It is not when another process
         // appended (or the log lost commits behind the writer's back) since the last
         // position the writer knows, which a group with no lookup takes on trust.
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR FAIL INTO commits (commit_id, aggregate_type, aggregate_id, event_types, \
-             correlation_id, traceparent, tracestate, bytes) ",
-        );
-        q.push_values(chunk, |mut row, (_, c, type_name)| {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(INSERT_COMMITS.get(chunk.len())));
+        for (_, c, type_name) in chunk {
             let trace = c.trace_context.as_ref();
             // Owned text is moved into the statement's arguments; borrowed text would be
             // copied there first.
-            row.push_bind(uuid_text(c.commit_id))
-                .push_bind(Arc::clone(type_name))
-                .push_bind(uuid_text(c.aggregate_id))
-                .push_bind(c.event_types.join(","))
-                .push_bind(uuid_text(c.correlation_id))
-                .push_bind(trace.map(|t| t.traceparent.clone()))
-                .push_bind(trace.and_then(|t| t.tracestate.clone()))
-                .push_bind(&c.bytes[..]);
-        });
+            q = q
+                .bind(uuid_text(c.commit_id))
+                .bind(Arc::clone(type_name))
+                .bind(uuid_text(c.aggregate_id))
+                .bind(c.event_types.join(","))
+                .bind(uuid_text(c.correlation_id))
+                .bind(trace.map(|t| t.traceparent.clone()))
+                .bind(trace.and_then(|t| t.tracestate.clone()))
+                .bind(&c.bytes[..]);
+        }
         // A commit id taken means the same (one only another process can have stored).
-        let done = q.build().execute(&mut *tx).await.map_err(|e| match &e {
+        let done = q.execute(&mut *tx).await.map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => GroupError::Foreign,
             _ => GroupError::Log(sqlite_error("append commits")(e)),
         })?;
@@ -1551,14 +1565,13 @@ async fn sweep(
     for chunk in sems_app::chunks::cached(&merge.entries, SWEEP_CHUNK) {
         // `OR IGNORE`: an entry already there is this one (the key is the whole row), put
         // there by another process's sweep this writer has not heard of.
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR IGNORE INTO aggregate_index (aggregate_id, position) ");
-        q.push_values(chunk, |mut row, (id, position)| {
-            row.push_bind(uuid_text(*id))
-                .push_bind(i64::try_from(*position).unwrap_or(i64::MAX));
-        });
-        q.build()
-            .execute(&mut *tx)
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(INSERT_INDEX_ENTRIES.get(chunk.len())));
+        for (id, position) in chunk {
+            q = q
+                .bind(uuid_text(*id))
+                .bind(i64::try_from(*position).unwrap_or(i64::MAX));
+        }
+        q.execute(&mut *tx)
             .await
             .map_err(sqlite_error("sweep the aggregate index"))?;
     }

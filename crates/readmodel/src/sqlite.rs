@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use sems_app::{
     AppError,
+    chunks::ValuesText,
     keyspace::{PREFIXES, Sweep, prefix_of},
     uuid_text,
 };
@@ -42,6 +43,17 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// Rows per multi-row statement: sqlx hands every SQLite statement to a worker thread, so
 /// one statement per row would cost ~60 µs each.
 const CHUNK: usize = 500;
+
+/// New alert rows, for each chunk size.
+static INSERT_ALERTS: ValuesText = ValuesText::new(
+    "INSERT OR FAIL INTO alerts (seq, alert_id, incident_id, status, received_at, doc)",
+    6,
+    "",
+);
+
+/// A sweep of the alert keys, for each chunk size.
+static INSERT_ALERT_KEYS: ValuesText =
+    ValuesText::new("INSERT OR FAIL INTO alert_keys (alert_id, seq)", 2, "");
 
 /// Where the embedded read model lives.
 #[derive(Debug, Clone)]
@@ -518,23 +530,17 @@ impl SqliteReadModel {
             .partition(|a| existing.contains(&a.alert_id));
         let created: Vec<(i64, &AlertRow)> = (last_seq + 1..).zip(created).collect();
         for chunk in sems_app::chunks::cached(&created, CHUNK) {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR FAIL INTO alerts (seq, alert_id, incident_id, status, received_at, doc) ",
-            );
-            let docs = chunk
-                .iter()
-                .map(|(_, a)| to_doc(a))
-                .collect::<Result<Vec<_>, _>>()?;
-            q.push_values(chunk.iter().zip(docs), |mut row, ((seq, a), doc)| {
-                row.push_bind(*seq)
-                    .push_bind(uuid_text(a.alert_id))
-                    .push_bind(a.incident_id.map(uuid_text))
-                    .push_bind(a.status.as_str())
-                    .push_bind(micros(a.received_at))
-                    .push_bind(doc);
-            });
-            q.build()
-                .execute(&mut *conn)
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(INSERT_ALERTS.get(chunk.len())));
+            for (seq, a) in chunk {
+                q = q
+                    .bind(*seq)
+                    .bind(uuid_text(a.alert_id))
+                    .bind(a.incident_id.map(uuid_text))
+                    .bind(a.status.as_str())
+                    .bind(micros(a.received_at))
+                    .bind(to_doc(a)?);
+            }
+            q.execute(&mut *conn)
                 .await
                 .map_err(unavailable("write alerts"))?;
         }
@@ -626,13 +632,11 @@ impl SqliteReadModel {
             keys.tail.merge(keys.sweep.cursor, ranges, created)
         };
         for chunk in sems_app::chunks::cached(&merge.keys, CHUNK) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT OR FAIL INTO alert_keys (alert_id, seq) ");
-            q.push_values(chunk, |mut row, (id, seq)| {
-                row.push_bind(uuid_text(*id)).push_bind(*seq);
-            });
-            q.build()
-                .execute(&mut *conn)
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(INSERT_ALERT_KEYS.get(chunk.len())));
+            for (id, seq) in chunk {
+                q = q.bind(uuid_text(*id)).bind(*seq);
+            }
+            q.execute(&mut *conn)
                 .await
                 .map_err(unavailable("sweep the alert keys"))?;
         }
