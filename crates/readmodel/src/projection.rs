@@ -154,6 +154,9 @@ pub struct AlertRow {
     pub description: String,
     pub severity: i16,
     pub status: String,
+    // What most alerts do not have is left out of the embedded read model's document rather
+    // than written as `null` (a missing field reads back as absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident_id: Option<Uuid>,
     pub repeat_count: i64,
     // chrono's text, written without going through `fmt` (the embedded read model stores
@@ -166,13 +169,15 @@ pub struct AlertRow {
     pub received_at: DateTime<Utc>,
     pub observables: Vec<sems_domain::Observable>,
     pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub raw: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dismissal_rationale: Option<String>,
     /// What the source says: `firing`, `acknowledged`, `resolved`.
     #[serde(default = "firing")]
     pub source_state: String,
     /// When the source reported it resolved (cleared when it fires again).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_resolved_at: Option<DateTime<Utc>>,
     pub version: i64,
     pub position: i64,

@@ -942,6 +942,71 @@ mod tests {
 
     use super::{MIGRATOR, MOVE_KEY_WATERMARKS};
 
+    /// An alert row's document leaves out what the alert does not have, and documents
+    /// written before, with those fields as `null`, read back the same.
+    #[test]
+    fn alert_documents_leave_out_absent_fields_and_read_old_ones() {
+        use crate::AlertRow;
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-29T17:10:00.123456Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let row = AlertRow {
+            alert_id: uuid::Uuid::from_u128(7),
+            source: "suricata".into(),
+            source_ref: "42".into(),
+            title: "t".into(),
+            description: String::new(),
+            severity: 1,
+            status: "received".into(),
+            incident_id: None,
+            repeat_count: 0,
+            first_seen_at: at,
+            last_seen_at: at,
+            received_at: at,
+            observables: Vec::new(),
+            labels: Default::default(),
+            raw: serde_json::Value::Null,
+            dismissal_rationale: None,
+            source_state: "firing".into(),
+            source_resolved_at: None,
+            version: 1,
+            position: 1,
+        };
+        let doc = super::to_doc(&row).unwrap();
+        for absent in [
+            "incident_id",
+            "raw",
+            "dismissal_rationale",
+            "source_resolved_at",
+        ] {
+            assert!(!doc.contains(absent), "{absent} in {doc}");
+        }
+        assert_eq!(super::from_doc::<AlertRow>(&doc).unwrap(), row);
+        let mut old: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        for absent in [
+            "incident_id",
+            "raw",
+            "dismissal_rationale",
+            "source_resolved_at",
+        ] {
+            old[absent] = serde_json::Value::Null;
+        }
+        assert_eq!(
+            super::from_doc::<AlertRow>(&old.to_string()).unwrap(),
+            row,
+            "a document with explicit nulls"
+        );
+        let linked = AlertRow {
+            incident_id: Some(uuid::Uuid::from_u128(9)),
+            raw: serde_json::json!({"k": 1}),
+            dismissal_rationale: Some("dup".into()),
+            source_resolved_at: Some(at),
+            ..row
+        };
+        let doc = super::to_doc(&linked).unwrap();
+        assert_eq!(super::from_doc::<AlertRow>(&doc).unwrap(), linked);
+    }
+
     /// The alert keys' watermark update seeks the ranges it names, as the event log's does.
     #[tokio::test]
     async fn moving_key_watermarks_seeks_the_swept_ranges() {
