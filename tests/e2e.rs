@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 on_both_stores!(
     alert_to_incident_to_tactical_to_escalation_read_at_once,
+    a_low_alert_repeated_at_high_severity_opens_its_incident,
     malformed_requests_name_the_field_and_append_nothing,
     bulk_ingest_streams_alerts_and_rejects_only_the_bad_one,
     a_retried_request_id_is_answered_from_the_log,
@@ -178,6 +179,45 @@ async fn alert_to_incident_to_tactical_to_escalation_read_at_once(backend: Backe
             .all(|c| Envelope::decode(&c.bytes).unwrap().actor == "e2e-operator")
     );
     s.stop().await;
+}
+
+/// An alert below the incident threshold opens nothing; its repeat at a severity that
+/// reaches the threshold promotes it and opens its incident, readable at once.
+async fn a_low_alert_repeated_at_high_severity_opens_its_incident(backend: Backend) {
+    let s = Server::start(backend).await;
+    let low = s
+        .alerts()
+        .ingest_alert(alert("det-low", pb::Severity::Low))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(low.incident_id.is_empty(), "a low alert opens no incident");
+    let high = s
+        .alerts()
+        .ingest_alert(alert("det-low", pb::Severity::Critical))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(high.repeat);
+    assert_eq!(high.alert_id, low.alert_id);
+    assert!(
+        !high.incident_id.is_empty(),
+        "the critical repeat promotes it"
+    );
+    assert_ne!(high.incident_id, Uuid::nil().to_string());
+    let detail = s
+        .queries()
+        .get_incident(pb::GetIncidentRequest {
+            incident_id: high.incident_id.clone(),
+            consistency: consistency(high.position),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.incident.unwrap().incident_id, high.incident_id);
+    assert_eq!(detail.alerts.len(), 1);
+    assert_eq!(detail.alerts[0].alert_id, low.alert_id);
+    assert_eq!(detail.alerts[0].status, "promoted");
 }
 
 async fn malformed_requests_name_the_field_and_append_nothing(backend: Backend) {

@@ -114,9 +114,17 @@ impl Sems {
         meta: CommandMeta,
     ) -> Result<IngestOutcome, AppError> {
         let alert_id = alert_id_for(&report.source, &report.source_ref);
+        // The incident a report would open is only named when its severity can promote the
+        // alert (the domain promotes on the same condition): it is a SHA-1, and most
+        // alerts are below the threshold.
+        let new_incident_id = if report.severity >= self.incident_threshold {
+            Uuid::new_v5(&INCIDENT_NS, alert_id.as_bytes())
+        } else {
+            Uuid::nil()
+        };
         let command = AlertCommand::Ingest {
             incident_threshold: self.incident_threshold,
-            new_incident_id: Uuid::new_v5(&INCIDENT_NS, alert_id.as_bytes()),
+            new_incident_id,
             report: Arc::new(report),
         };
         let meta = CommandMeta {
