@@ -98,7 +98,7 @@ pub struct NewEvent {
     schema_version: u32,
     occurred_at: DateTime<Utc>,
     late_reason: Option<String>,
-    payload: String,
+    payload: Box<RawValue>,
 }
 
 /// [`EnvelopeEvent`] without its payload, serialized the same way, field for field (its
@@ -123,9 +123,8 @@ impl NewEvent {
         occurred_at: DateTime<Utc>,
         late_reason: Option<String>,
     ) -> Result<Self, sems_domain::DomainError> {
-        let payload = event.payload_json()?;
-        // Spliced into the envelope unparsed: it must be JSON (it is, as serde wrote it).
-        debug_assert!(serde_json::from_str::<&RawValue>(&payload).is_ok());
+        // JSON as serde wrote it, spliced into the envelope unparsed.
+        let payload = event.to_payload()?;
         Ok(Self {
             event_id: Uuid::now_v7(),
             event_type: event.event_type(),
@@ -137,17 +136,16 @@ impl NewEvent {
     }
 
     /// The event as decoding the envelope [`Envelope::encode_new`] writes gives it: the
-    /// payload is the same text, checked to be JSON.
-    pub fn to_envelope_event(&self) -> Result<EnvelopeEvent, LogError> {
-        Ok(EnvelopeEvent {
+    /// payload is the same text (JSON as serde wrote it, copied, not parsed again).
+    pub fn to_envelope_event(&self) -> EnvelopeEvent {
+        EnvelopeEvent {
             event_id: self.event_id,
             event_type: self.event_type.to_owned(),
             schema_version: self.schema_version,
             occurred_at: self.occurred_at,
             late_reason: self.late_reason.clone(),
-            payload: RawValue::from_string(self.payload.clone())
-                .map_err(|e| LogError::Internal(format!("payload of {}: {e}", self.event_type)))?,
-        })
+            payload: self.payload.clone(),
+        }
     }
 }
 
@@ -169,7 +167,9 @@ impl Envelope {
         let mut out = Vec::with_capacity(
             512 + events
                 .iter()
-                .map(|e| 160 + e.payload.len() + e.late_reason.as_ref().map_or(0, String::len))
+                .map(|e| {
+                    160 + e.payload.get().len() + e.late_reason.as_ref().map_or(0, String::len)
+                })
                 .sum::<usize>(),
         );
         serde_json::to_writer(&mut out, self).map_err(|e| fail(&e.to_string()))?;
@@ -191,7 +191,7 @@ impl Envelope {
             serde_json::to_writer(&mut out, &head).map_err(|e| fail(&e.to_string()))?;
             out.pop();
             out.extend_from_slice(b",\"payload\":");
-            out.extend_from_slice(e.payload.as_bytes());
+            out.extend_from_slice(e.payload.get().as_bytes());
             out.push(b'}');
         }
         out.extend_from_slice(b"]}");
@@ -302,7 +302,7 @@ mod tests {
                     schema_version: n.schema_version,
                     occurred_at: n.occurred_at,
                     late_reason: n.late_reason.clone(),
-                    payload: RawValue::from_string(n.payload.clone()).unwrap(),
+                    payload: n.payload.clone(),
                 })
                 .collect(),
             ..head

@@ -326,7 +326,7 @@ impl CommandHandler {
                 .tap
                 .as_deref()
                 .filter(|t| t.accepting())
-                .and_then(|tap| offer(tap, &bytes, envelope, &new_events, &events));
+                .map(|tap| offer(tap, &bytes, envelope, &new_events, &events));
             let pending = PendingCommit {
                 aggregate_type: A::TYPE,
                 aggregate_id: id,
@@ -536,21 +536,15 @@ fn extend<A: Aggregate>(
 }
 
 /// Offers a commit about to be appended to `tap`, with the envelope as decoding `bytes`
-/// gives it; the guard settles it when dropped. A payload that is not JSON (which
-/// `NewEvent` rules out) is not offered: the projector then decodes the commit from the log
-/// as it would without a tap.
+/// gives it; the guard settles it when dropped.
 fn offer<'t, E: Send + Sync + 'static>(
     tap: &'t dyn AppendTap,
     bytes: &bytes::Bytes,
     head: Envelope,
     new_events: &[NewEvent],
     events: &Vec<E>,
-) -> Option<Offer<'t>> {
-    let decoded = new_events
-        .iter()
-        .map(NewEvent::to_envelope_event)
-        .collect::<Result<Vec<_>, _>>()
-        .ok()?;
+) -> Offer<'t> {
+    let decoded = new_events.iter().map(NewEvent::to_envelope_event).collect();
     tap.offered(OfferedCommit {
         commit_id: head.commit_id,
         bytes: bytes.clone(),
@@ -560,11 +554,11 @@ fn offer<'t, E: Send + Sync + 'static>(
         },
         events,
     });
-    Some(Offer {
+    Offer {
         tap,
         commit_id: head.commit_id,
         position: None,
-    })
+    }
 }
 
 /// An offered commit, settled with its position (if the log stored it) when dropped.

@@ -647,6 +647,40 @@ mod tests {
         AlertEvent::AlertReceived(Arc::new(report(severity)))
     }
 
+    /// The payload written on its own is byte for byte the `payload` field of the event's
+    /// tagged serialization (what the log has always stored).
+    #[test]
+    fn payloads_are_the_tagged_serializations_payload_field() {
+        let mut with_raw = report(Severity::High);
+        with_raw.raw = serde_json::json!({"a": [1, "x\"y"], "b": null});
+        let events = [
+            received(Severity::Low),
+            AlertEvent::AlertReceived(Arc::new(with_raw)),
+            AlertEvent::AlertPromoted {
+                incident_id: incident(),
+            },
+            AlertEvent::AlertRepeated {
+                severity: Severity::Critical,
+                occurred_at: chrono::DateTime::from_timestamp(1_700_000_000, 5_000).unwrap(),
+                count: 3,
+                raw: serde_json::json!({"k": "v"}),
+            },
+            AlertEvent::AlertDismissed {
+                rationale: "false positive: scanner".into(),
+                dismissed_by: "ana".into(),
+            },
+        ];
+        for e in &events {
+            let tagged = serde_json::to_string(e).unwrap();
+            let expected = tagged
+                .strip_prefix(&format!("{{\"type\":\"{}\",\"payload\":", e.event_type()))
+                .and_then(|rest| rest.strip_suffix('}'))
+                .unwrap();
+            assert_eq!(e.payload_json().unwrap(), expected);
+            assert_eq!(e.to_payload().unwrap().get(), expected);
+        }
+    }
+
     #[test]
     fn validation_trims_text_and_keeps_what_needs_no_trimming() {
         let mut r = report(Severity::Low);

@@ -10,6 +10,7 @@ pub mod crisis;
 mod error;
 pub mod handover;
 pub mod incident;
+mod payload;
 pub mod time;
 mod values;
 
@@ -63,37 +64,18 @@ pub trait DomainEvent:
     /// The event's payload as JSON text (its fields, without the type name), serialized
     /// once: what the envelope stores as the event's `payload`.
     fn payload_json(&self) -> Result<String, DomainError> {
-        // Adjacently tagged events serialize as {"type":"<name>","payload":<fields>}: keep
-        // the fields' bytes as they are rather than building a JSON tree and writing it again.
-        // Into a buffer sized for a typical event: `to_string` starts at 128 bytes and
-        // grows (and copies) two or three times for an alert's report.
-        let mut buffer = Vec::with_capacity(512);
-        serde_json::to_writer(&mut buffer, self)
-            .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
-        let mut tagged = String::from_utf8(buffer)
-            .map_err(|e| DomainError::Internal(format!("encode event: {e}")))?;
-        let prefix = tagged
-            .strip_prefix("{\"type\":\"")
-            .and_then(|rest| rest.strip_prefix(self.event_type()))
-            .and_then(|rest| rest.strip_prefix("\",\"payload\":"))
-            .filter(|rest| rest.ends_with('}'))
-            .map(|rest| tagged.len() - rest.len())
-            .ok_or_else(|| {
-                // A serde tag that disagrees with event_type() must never reach the log.
-                DomainError::Internal(format!(
-                    "event {} does not serialize under its type name",
-                    self.event_type()
-                ))
-            })?;
-        tagged.pop();
-        tagged.drain(..prefix);
-        Ok(tagged)
+        Ok(Box::<str>::from(self.to_payload()?).into())
     }
 
-    /// The event's payload as a JSON value (see [`DomainEvent::payload_json`]).
+    /// The event's payload as a JSON value (see [`DomainEvent::payload_json`]): serialized
+    /// straight from the event's `payload` field, checking that serde tags the event with
+    /// [`DomainEvent::event_type`]; JSON by construction, so not parsed again to check it.
     fn to_payload(&self) -> Result<Box<RawValue>, DomainError> {
-        RawValue::from_string(self.payload_json()?)
-            .map_err(|e| DomainError::Internal(format!("encode event payload: {e}")))
+        serde_json::value::to_raw_value(&payload::Payload {
+            event: self,
+            event_type: self.event_type(),
+        })
+        .map_err(|e| DomainError::Internal(format!("encode event: {e}")))
     }
 
     /// Rebuilds an event from its stored type, schema version and payload, upcasting old

@@ -369,7 +369,7 @@ mod tests {
             .collect();
         let bytes = head.encode_new(&new).unwrap();
         let envelope = Envelope {
-            events: new.iter().map(|n| n.to_envelope_event().unwrap()).collect(),
+            events: new.iter().map(NewEvent::to_envelope_event).collect(),
             ..head
         };
         (bytes, envelope, events)
