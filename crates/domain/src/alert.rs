@@ -477,6 +477,8 @@ impl Aggregate for Alert {
                     }
                 };
                 if untriaged && report.severity >= *incident_threshold {
+                    // The service names the incident only on this same condition.
+                    debug_assert!(!new_incident_id.is_nil(), "promoted without an incident id");
                     events.push(AlertEvent::AlertPromoted {
                         incident_id: *new_incident_id,
                     });
@@ -671,13 +673,7 @@ mod tests {
             },
         ];
         for e in &events {
-            let tagged = serde_json::to_string(e).unwrap();
-            let expected = tagged
-                .strip_prefix(&format!("{{\"type\":\"{}\",\"payload\":", e.event_type()))
-                .and_then(|rest| rest.strip_suffix('}'))
-                .unwrap();
-            assert_eq!(e.payload_json().unwrap(), expected);
-            assert_eq!(e.to_payload().unwrap().get(), expected);
+            crate::assert_payload_is_the_tagged_field(e);
         }
     }
 

@@ -1190,6 +1190,14 @@ mod tests {
         i.decide(&c, &ctx())
     }
 
+    #[test]
+    fn payloads_are_the_tagged_serializations_payload_field() {
+        crate::assert_payload_is_the_tagged_field(&opened());
+        crate::assert_payload_is_the_tagged_field(&IncidentEvent::IncidentAcknowledged {
+            acknowledged_by: "duty \"manager\"".into(),
+        });
+    }
+
     fn opened() -> IncidentEvent {
         IncidentEvent::IncidentOpened {
             title: "Ransomware on file server".into(),

@@ -103,3 +103,25 @@ pub trait DomainEvent:
             .map_err(|e| DomainError::Internal(format!("decode {event_type}: {e}")))
     }
 }
+
+/// Checks that `event`'s stored payload is byte for byte the `payload` field of its tagged
+/// serialization (what the log stored before payloads were serialized on their own), and
+/// that it decodes back to the event.
+#[cfg(test)]
+pub(crate) fn assert_payload_is_the_tagged_field<E: DomainEvent + PartialEq>(event: &E) {
+    let tagged = serde_json::to_string(event).unwrap();
+    let expected = tagged
+        .strip_prefix(&format!(
+            "{{\"type\":\"{}\",\"payload\":",
+            event.event_type()
+        ))
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("{tagged}"));
+    let payload = event.to_payload().unwrap();
+    assert_eq!(payload.get(), expected);
+    assert_eq!(event.payload_json().unwrap(), expected);
+    assert_eq!(
+        &E::from_payload(event.event_type(), 1, &payload).unwrap(),
+        event
+    );
+}

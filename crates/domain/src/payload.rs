@@ -35,8 +35,8 @@ macro_rules! refuse {
     };
 }
 
-/// Refuses every scalar and every sequence, tuple and map: neither an event nor its tag is
-/// one of those.
+/// Refuses every scalar but strings, and every sequence, tuple and map: neither an event nor
+/// its tag is one of those.
 macro_rules! refuse_scalars_and_sequences {
     () => {
         refuse! {
@@ -52,7 +52,6 @@ macro_rules! refuse_scalars_and_sequences {
             serialize_f32(f32) -> Self::Ok;
             serialize_f64(f64) -> Self::Ok;
             serialize_char(char) -> Self::Ok;
-            serialize_str(&str) -> Self::Ok;
             serialize_bytes(&[u8]) -> Self::Ok;
             serialize_none() -> Self::Ok;
             serialize_unit() -> Self::Ok;
@@ -99,6 +98,7 @@ impl<S: Serializer> Serializer for Fields<S> {
 
     refuse_scalars_and_sequences!();
     refuse! {
+        serialize_str(&str) -> Self::Ok;
         serialize_unit_variant(&'static str, u32, &'static str) -> Self::Ok;
     }
 
@@ -150,13 +150,9 @@ impl<S: Serializer> SerializeStruct for PayloadField<S> {
     ) -> Result<(), Self::Error> {
         match key {
             "type" => {
-                let tag = value.serialize(Tag).map_err(S::Error::custom)?;
-                if tag != self.event_type {
-                    return Err(S::Error::custom(format!(
-                        "event {} serializes under the tag {tag}",
-                        self.event_type
-                    )));
-                }
+                value
+                    .serialize(Tag(self.event_type))
+                    .map_err(S::Error::custom)?;
                 self.tag_checked = true;
                 Ok(())
             }
@@ -181,8 +177,22 @@ impl<S: Serializer> SerializeStruct for PayloadField<S> {
     }
 }
 
-/// The variant name serde writes as an adjacently tagged event's tag.
-struct Tag;
+/// Checks the tag serde writes for an adjacently tagged event (the variant's name, as a unit
+/// variant; as a string too, should a serde version write it so) against the event type.
+struct Tag(&'static str);
+
+impl Tag {
+    fn check(&self, tag: &str) -> Result<(), TagError> {
+        if tag == self.0 {
+            Ok(())
+        } else {
+            Err(TagError(format!(
+                "event {} serializes under the tag {tag}",
+                self.0
+            )))
+        }
+    }
+}
 
 /// Why a tag could not be read.
 #[derive(Debug)]
@@ -203,23 +213,27 @@ impl serde::ser::Error for TagError {
 }
 
 impl Serializer for Tag {
-    type Ok = &'static str;
+    type Ok = ();
     type Error = TagError;
-    type SerializeSeq = Impossible<&'static str, TagError>;
-    type SerializeTuple = Impossible<&'static str, TagError>;
-    type SerializeTupleStruct = Impossible<&'static str, TagError>;
-    type SerializeTupleVariant = Impossible<&'static str, TagError>;
-    type SerializeMap = Impossible<&'static str, TagError>;
-    type SerializeStruct = Impossible<&'static str, TagError>;
-    type SerializeStructVariant = Impossible<&'static str, TagError>;
+    type SerializeSeq = Impossible<(), TagError>;
+    type SerializeTuple = Impossible<(), TagError>;
+    type SerializeTupleStruct = Impossible<(), TagError>;
+    type SerializeTupleVariant = Impossible<(), TagError>;
+    type SerializeMap = Impossible<(), TagError>;
+    type SerializeStruct = Impossible<(), TagError>;
+    type SerializeStructVariant = Impossible<(), TagError>;
 
     fn serialize_unit_variant(
         self,
         _name: &'static str,
         _index: u32,
         variant: &'static str,
-    ) -> Result<&'static str, TagError> {
-        Ok(variant)
+    ) -> Result<(), TagError> {
+        self.check(variant)
+    }
+
+    fn serialize_str(self, tag: &str) -> Result<(), TagError> {
+        self.check(tag)
     }
 
     refuse_scalars_and_sequences!();
