@@ -2,6 +2,7 @@
 //! become `tonic::Status` here, once ([`status`]).
 
 mod alerts;
+mod coalesce;
 pub use alerts::{BULK_MAX_ALERTS, BULK_MAX_BYTES};
 mod cmc;
 mod convert;
@@ -194,10 +195,10 @@ pub async fn serve(
             futures::StreamExt::map(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 |conn| {
-                    if let Ok(c) = &conn {
+                    conn.map(|c| {
                         let _ = c.set_nodelay(true);
-                    }
-                    conn
+                        coalesce::Coalescing::new(c)
+                    })
                 },
             ),
             shutdown,
