@@ -22,6 +22,8 @@ pub fn serialize_utc<S: Serializer>(
 /// Writes `time` into `out` as [`serialize_utc`] says and returns the length; `None` where
 /// chrono must write it.
 fn write_utc(time: &DateTime<Utc>, out: &mut [u8; 30]) -> Option<usize> {
+    // The fields of the naive time: each accessor of a `DateTime` recomputes it.
+    let time = time.naive_utc();
     let year = u32::try_from(time.year()).ok().filter(|y| *y <= 9_999)?;
     let nano = time.nanosecond();
     if nano >= 1_000_000_000 {
