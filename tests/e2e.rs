@@ -32,6 +32,7 @@ on_both_stores!(
     incidents_link_the_register_risks_they_realised_and_are_counted_per_risk,
     a_query_asking_for_the_latest_sees_every_acknowledged_commit,
     the_latest_is_waited_for_like_a_min_position,
+    concurrent_calls_on_one_connection_are_each_answered_their_own,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -1493,4 +1494,49 @@ fn latest() -> Option<pb::Consistency> {
         min_position: 0,
         latest: true,
     })
+}
+
+/// Many unary calls in flight on one HTTP/2 connection (the server writes the answers that are
+/// ready together in one write): each gets its own answer, and every acknowledged alert is in
+/// the log once.
+async fn concurrent_calls_on_one_connection_are_each_answered_their_own(backend: Backend) {
+    let s = Server::start(backend).await;
+    let calls = (0..256).map(|i| {
+        let mut client = s.alerts();
+        async move {
+            let answer = client
+                .ingest_alert(alert(&format!("concurrent-{i}"), pb::Severity::Low))
+                .await
+                .unwrap()
+                .into_inner();
+            (i, answer)
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut positions: Vec<u64> = answers.iter().map(|(_, a)| a.position).collect();
+    positions.sort_unstable();
+    assert_eq!(
+        positions,
+        (1..=256).collect::<Vec<u64>>(),
+        "one commit per call"
+    );
+    let page = s
+        .queries()
+        .list_alerts(pb::ListAlertsRequest {
+            page_size: 500,
+            consistency: consistency(256),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.alerts.len(), 256);
+    for (i, answer) in &answers {
+        let listed = page
+            .alerts
+            .iter()
+            .find(|a| a.alert_id == answer.alert_id)
+            .unwrap_or_else(|| panic!("call {i}: its alert is listed"));
+        assert_eq!(listed.source_ref, format!("concurrent-{i}"), "call {i}");
+    }
 }
