@@ -344,27 +344,35 @@ impl SqliteLog {
             scan
         });
         known.scan = scan;
-        tokio::spawn(write_loop(
-            writer,
-            writer_options,
-            requests,
-            Arc::downgrade(&inner),
-            Writer {
-                known,
-                tail,
-                recent,
-                sweep,
-                type_names: TypeNames::default(),
-            },
-            config.max_group.max(1),
-            config.rewind_after_bytes,
-        ));
-        tokio::spawn(checkpoint_loop(
-            checkpointer,
-            Arc::downgrade(&inner),
-            Arc::clone(&inner.hurry),
-            config.checkpoint_interval,
-        ));
+        run_on_own_thread(
+            "sems-log-writer",
+            write_loop(
+                writer,
+                writer_options,
+                requests,
+                Arc::downgrade(&inner),
+                Writer {
+                    known,
+                    tail,
+                    recent,
+                    sweep,
+                    type_names: TypeNames::default(),
+                },
+                config.max_group.max(1),
+                config.rewind_after_bytes,
+            ),
+        );
+        // Its own thread too: the writer asks it to catch up and waits for it (up to a bound)
+        // before rewinding the WAL itself.
+        run_on_own_thread(
+            "sems-log-checkpointer",
+            checkpoint_loop(
+                checkpointer,
+                Arc::downgrade(&inner),
+                Arc::clone(&inner.hurry),
+                config.checkpoint_interval,
+            ),
+        );
         info!(path = %config.path.display(), "embedded event log open");
         Ok(Self { inner })
     }
@@ -813,6 +821,34 @@ async fn scan_ids_of(
             Some(id) if full => after = id,
             _ => return Ok(filter),
         }
+    }
+}
+
+/// Runs one of the log's loops (the writer, the checkpointer) on a thread of its own, with a
+/// single-threaded runtime, not among the server's tasks. The writer is one serial chain:
+/// each group takes several round trips to sqlx's SQLite worker thread, and every answer
+/// wakes the loop from that thread. On the shared runtime each wake-up queued behind the
+/// calls' tasks (hundreds under load), and the loop spent about half of every group commit
+/// waiting to run: the writer, not the cores, set the pace (`docs/BENCHMARKS.md`, session of
+/// 2026-11-29 from 19:39 UTC). On its own thread the operating system runs it as soon as it
+/// is woken. Each loop ends, as before, once the log is dropped.
+fn run_on_own_thread(name: &str, work: impl Future<Output = ()> + Send + 'static) {
+    let work = Box::pin(work);
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(work),
+                // The writer's request channel closes: every append answers that the log is
+                // unavailable.
+                Err(e) => error!(error = %e, "cannot start an event log thread"),
+            }
+        });
+    if let Err(e) = spawned {
+        error!(error = %e, thread = name, "cannot start an event log thread");
     }
 }
 

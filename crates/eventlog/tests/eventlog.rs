@@ -504,6 +504,45 @@ async fn alerts_are_deduplicated_and_promoted_alerts_open_one_incident(backend: 
     );
 }
 
+/// Threads of this process named `sems-log-writer`.
+fn writer_threads() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (comm.trim() == "sems-log-writer").then(|| t.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// The embedded writer runs on a thread of its own, not among the runtime's tasks (where
+/// each of its wake-ups queued behind the calls' tasks), and that thread ends with the log.
+#[tokio::test]
+async fn the_embedded_writer_runs_on_its_own_thread_and_ends_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = writer_threads();
+    let log = SqliteLog::open(SqliteLogConfig::new(dir.path().join("events.db")))
+        .await
+        .unwrap();
+    let test_log = TestLog::Sqlite(log.clone());
+    let h = handler(&test_log, "ana");
+    let (_, position) = opened_incident(&h).await;
+    assert_eq!(position, 1);
+    // Looked for once the writer has answered: a new thread names itself when it starts.
+    let ours: Vec<String> = writer_threads().difference(&before).cloned().collect();
+    assert!(!ours.is_empty(), "the writer has a thread of its own");
+    drop((h, test_log, log));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ours.iter().any(|t| writer_threads().contains(t)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer's thread outlives its log"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_embedded_log_refuses_changes_to_stored_commits_and_keeps_positions_gapless() {
     let dir = tempfile::tempdir().unwrap();
