@@ -33,6 +33,7 @@ on_both_stores!(
     a_query_asking_for_the_latest_sees_every_acknowledged_commit,
     the_latest_is_waited_for_like_a_min_position,
     concurrent_calls_on_one_connection_are_each_answered_their_own,
+    the_embedded_projector_runs_on_its_own_thread_until_semsd_stops,
 );
 
 fn alert(source_ref: &str, severity: pb::Severity) -> pb::IngestAlertRequest {
@@ -1538,5 +1539,63 @@ async fn concurrent_calls_on_one_connection_are_each_answered_their_own(backend:
             .find(|a| a.alert_id == answer.alert_id)
             .unwrap_or_else(|| panic!("call {i}: its alert is listed"));
         assert_eq!(listed.source_ref, format!("concurrent-{i}"), "call {i}");
+    }
+}
+
+/// Threads of this process with the given name.
+fn threads_named(name: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            (comm.trim() == name).then(|| t.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// On the embedded store the projector runs on a thread of its own (its loop is a chain of
+/// round trips to a SQLite thread), still projects every commit, and its thread ends when
+/// semsd stops; on JetStream and PostgreSQL it stays a task of the runtime.
+async fn the_embedded_projector_runs_on_its_own_thread_until_semsd_stops(backend: Backend) {
+    let before = threads_named("sems-projector");
+    let s = Server::start(backend).await;
+    let answer = s
+        .alerts()
+        .ingest_alert(alert("own-thread", pb::Severity::Low))
+        .await
+        .unwrap()
+        .into_inner();
+    let page = s
+        .queries()
+        .list_alerts(pb::ListAlertsRequest {
+            consistency: consistency(answer.position),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.alerts.len(), 1, "projected");
+    // Looked for once it has projected: a new thread names itself when it starts.
+    let ours: Vec<String> = threads_named("sems-projector")
+        .difference(&before)
+        .cloned()
+        .collect();
+    match backend {
+        Backend::Embedded => assert!(!ours.is_empty(), "the projector has a thread of its own"),
+        Backend::JetStream => assert!(ours.is_empty(), "the projector is a task"),
+    }
+    s.stop().await;
+    // `run` returned: it waited for the projector's thread to finish its loop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ours
+        .iter()
+        .any(|t| threads_named("sems-projector").contains(t))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projector's thread outlives semsd"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

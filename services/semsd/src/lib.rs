@@ -63,8 +63,11 @@ pub async fn run(
         reads,
         projector,
         status,
-        lock: _lock,
+        lock,
     } = open_stores(&config).await?;
+    // Only the embedded store holds a data directory's lock (until `run` returns); its
+    // projector runs on a thread of its own (below).
+    let own_thread = lock.is_some();
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
         let mut stopped = stopped.clone();
@@ -86,10 +89,34 @@ pub async fn run(
             projector = projector.with_hand_off(h.clone());
         }
         let done = until_stopped();
-        tasks.spawn(async move {
-            projector.run(done).await;
-            Ok(())
-        });
+        if own_thread {
+            // Like the embedded log's writer (docs/DECISIONS.md), the embedded projector's
+            // loop is a chain of round trips to a SQLite thread, and on the shared runtime
+            // each of its wake-ups waited behind the calls' tasks: on a thread of its own,
+            // read-model lag p99 fell by a fifth (docs/BENCHMARKS.md).
+            let (finished, ended) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+            std::thread::Builder::new()
+                .name("sems-projector".into())
+                .spawn(move || {
+                    let outcome = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map(|runtime| runtime.block_on(projector.run(done)))
+                        .context("start the projector's runtime");
+                    let _ = finished.send(outcome);
+                })
+                .context("start the projector's thread")?;
+            tasks.spawn(async move {
+                ended
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the projector's thread panicked")))
+            });
+        } else {
+            tasks.spawn(async move {
+                projector.run(done).await;
+                Ok(())
+            });
+        }
     }
 
     if matches!(config.role, Role::All | Role::Api) {
