@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use sems_app::Envelope;
-use sems_proto::v1 as pb;
+use sems_proto::v1::{self as pb, cmc_query_service_client::CmcQueryServiceClient};
 use sems_testkit::{Backend, on_both_stores};
 use support::Server;
 use tonic::{Code, Request};
@@ -323,6 +323,49 @@ async fn malformed_requests_name_the_field_and_append_nothing(backend: Backend) 
         .await
         .unwrap_err();
     assert!(err.message().contains("page_size"));
+
+    // The lists and tokens a query takes are bounded too: a filter names at most 20 values,
+    // a page token is at most 512 characters.
+    let open = pb::IncidentStatus::Open as i32;
+    for (request, field) in [
+        (
+            pb::ListIncidentsRequest {
+                statuses: vec![open; 21],
+                ..Default::default()
+            },
+            "statuses",
+        ),
+        (
+            pb::ListIncidentsRequest {
+                page_token: "A".repeat(513),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        let err = s.queries().list_incidents(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(field), "{err:?}");
+    }
+    let within = s
+        .queries()
+        .list_incidents(pb::ListIncidentsRequest {
+            statuses: vec![open; 20],
+            ..Default::default()
+        })
+        .await;
+    assert!(within.is_ok(), "{within:?}");
+    let mut cmc = CmcQueryServiceClient::new(s.channel.clone());
+    let err = cmc
+        .get_timeline(pb::GetTimelineRequest {
+            crisis_id: Uuid::now_v7().to_string(),
+            kinds: vec!["decision".into(); 21],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("kinds"), "{err:?}");
 
     assert_eq!(
         s.message_count().await,

@@ -1046,6 +1046,12 @@ impl Aggregate for Crisis {
                 let mut ids = incident_ids.clone();
                 ids.sort();
                 ids.dedup();
+                if ids.len() > Limits::CRISIS_INCIDENTS {
+                    return Err(DomainError::invalid(
+                        "incident_ids",
+                        format!("at most {} are allowed", Limits::CRISIS_INCIDENTS),
+                    ));
+                }
                 return Ok(vec![CrisisEvent::CrisisActivated {
                     title,
                     incident_ids: ids,
@@ -1096,6 +1102,12 @@ impl Aggregate for Crisis {
                 if s.incident_ids.contains(incident_id) {
                     return Err(DomainError::precondition(format!(
                         "incident {incident_id} is already linked"
+                    )));
+                }
+                if s.incident_ids.len() >= Limits::CRISIS_INCIDENTS {
+                    return Err(DomainError::precondition(format!(
+                        "the crisis already covers {} incidents, the most it can",
+                        Limits::CRISIS_INCIDENTS
                     )));
                 }
                 CrisisEvent::CrisisIncidentLinked {
@@ -1873,6 +1885,35 @@ mod tests {
             tlp: None,
         };
         assert_eq!(invalid(given(&[]).decide(&none, &ctx())), "incident_ids");
+    }
+
+    #[test]
+    fn a_crisis_covers_at_most_its_limit_of_incidents() {
+        let declare = |n: u128| CrisisCommand::Activate {
+            title: "Ransomware: every site".into(),
+            incident_ids: (1..=n).map(id).collect(),
+            handover_id: Some(id(9_999)),
+            criteria: String::new(),
+            tlp: None,
+        };
+        let most = Limits::CRISIS_INCIDENTS as u128;
+        let events = recorded(&given(&[]), &declare(most));
+        assert_eq!(
+            invalid(given(&[]).decide(&declare(most + 1), &ctx())),
+            "incident_ids"
+        );
+        // Repeats count once.
+        let mut repeated = declare(most);
+        if let CrisisCommand::Activate { incident_ids, .. } = &mut repeated {
+            incident_ids.push(id(1));
+        }
+        assert_eq!(recorded(&given(&[]), &repeated), events);
+        // Full: no more can be linked.
+        let full = given(&events);
+        let link = CrisisCommand::LinkIncident {
+            incident_id: id(most + 1),
+        };
+        precondition(full.decide(&link, &ctx()));
     }
 
     #[test]

@@ -60,6 +60,8 @@ impl Limits {
     pub const RISK_REF: usize = 100;
     /// Register risks linked to one incident at a time.
     pub const RISKS: usize = 50;
+    /// Incidents one crisis covers: named when it is activated, and linked after.
+    pub const CRISIS_INCIDENTS: usize = 500;
     /// How far in the future an `occurred_at` may be (clock skew).
     pub const FUTURE_SKEW_SECONDS: i64 = 300;
     /// An entry that occurred longer ago than this before it was recorded is late and

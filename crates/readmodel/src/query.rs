@@ -135,6 +135,9 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    /// The longest page token a query takes (those this server gives are ~150 characters).
+    pub const TOKEN_MAX: usize = 512;
+
     /// The opaque page token.
     pub fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
@@ -146,6 +149,12 @@ impl Cursor {
             field: field.into(),
             message: "is not a token this server issued".into(),
         };
+        if token.len() > Self::TOKEN_MAX {
+            return Err(AppError::Invalid {
+                field: field.into(),
+                message: format!("is longer than {} characters", Self::TOKEN_MAX),
+            });
+        }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
         serde_json::from_slice(&bytes).map_err(|_| invalid())
     }

@@ -510,6 +510,15 @@ fn timeline_token(position: i64, seq: i32) -> String {
 
 fn parse_timeline_token(token: &str) -> Result<(i64, i32), AppError> {
     let bad = || convert::invalid("page_token", "is not a token this server gave");
+    if token.len() > sems_readmodel::Cursor::TOKEN_MAX {
+        return Err(convert::invalid(
+            "page_token",
+            format!(
+                "is longer than {} characters",
+                sems_readmodel::Cursor::TOKEN_MAX
+            ),
+        ));
+    }
     let (p, s) = token.split_once('.').ok_or_else(bad)?;
     Ok((p.parse().map_err(|_| bad())?, s.parse().map_err(|_| bad())?))
 }
@@ -528,7 +537,7 @@ const KINDS: [&str; 10] = [
 ];
 
 fn kinds(field: &str, given: &[String]) -> Result<Vec<String>, AppError> {
-    given
+    convert::filter_values(field, given)?
         .iter()
         .enumerate()
         .map(|(i, k)| {
@@ -1177,8 +1186,7 @@ impl CmcQueryService for Api {
                 Ok(TimelineQuery {
                     crisis_id: convert::uuid("crisis_id", &r.crisis_id)?,
                     kinds: kinds("kinds", &r.kinds)?,
-                    levels: r
-                        .levels
+                    levels: convert::filter_values("levels", &r.levels)?
                         .iter()
                         .enumerate()
                         .map(|(i, l)| {

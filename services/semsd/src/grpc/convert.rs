@@ -12,6 +12,21 @@ use sems_readmodel::{
 };
 use uuid::Uuid;
 
+/// Values one list filter of a query may name (statuses, levels, severities, priorities,
+/// timeline kinds): more than every value of its kind, fewer than a request could carry.
+pub const FILTER_VALUES: usize = 20;
+
+/// A list filter named `field`, refused when it names more than [`FILTER_VALUES`] values.
+pub fn filter_values<'a, T>(field: &str, values: &'a [T]) -> Result<&'a [T], AppError> {
+    if values.len() > FILTER_VALUES {
+        return Err(invalid(
+            field,
+            format!("names {} values; at most {FILTER_VALUES}", values.len()),
+        ));
+    }
+    Ok(values)
+}
+
 pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> AppError {
     AppError::Invalid {
         field: field.into(),

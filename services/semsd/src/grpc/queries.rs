@@ -42,7 +42,7 @@ fn each<T>(
     codes: &[i32],
     parse: impl Fn(&str, i32) -> Result<T, AppError>,
 ) -> Result<Vec<T>, AppError> {
-    codes
+    convert::filter_values(field, codes)?
         .iter()
         .enumerate()
         .map(|(i, c)| parse(&format!("{field}[{i}]"), *c))
