@@ -1,10 +1,12 @@
-//! `kill -9` of `semsd` while alerts stream in, on both stores: every alert whose call was
-//! acknowledged is in the log and, after a restart, in the read model; none twice.
+//! `semsd` as a process. `kill -9` while alerts stream in, on both stores: every alert whose
+//! call was acknowledged is in the log and, after a restart, in the read model; none twice.
+//! And with no store flags it starts embedded and says so.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     collections::HashSet,
+    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -34,6 +36,75 @@ fn semsd(stores: &TestStores, port: u16) -> Child {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
+}
+
+/// With no store flags, `semsd` runs on the embedded store under `./sems-data` of its
+/// working directory, and says at start which store it uses and where; its log is plain text
+/// when it does not go to a terminal; `SIGTERM` stops it cleanly.
+#[test]
+fn with_no_store_flags_semsd_runs_embedded_and_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_semsd"));
+    for (name, _) in std::env::vars().filter(|(n, _)| n.starts_with("SEMS_") || n == "RUST_LOG") {
+        command.env_remove(name);
+    }
+    let mut child = command
+        .current_dir(dir.path())
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--http-listen",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // Should it never start, it is stopped (and the test fails) after a minute.
+    let watchdog = {
+        let pid = pid.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(60));
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        })
+    };
+    let mut log = Vec::new();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("semsd started");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(
+        wait_for_port(port, Duration::from_secs(5)).is_ok(),
+        "{log:#?}"
+    );
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    log.extend(lines.map(Result::unwrap));
+    let status = child.wait().unwrap();
+    drop(watchdog);
+
+    assert!(status.success(), "{status:?}: {log:#?}");
+    let said = |text: &str| log.iter().any(|l| l.contains(text));
+    assert!(
+        said(
+            "store: embedded SQLite; event log ./sems-data/events.db, \
+             read model ./sems-data/readmodel-sems.db"
+        ),
+        "{log:#?}"
+    );
+    assert!(said(&format!("addr=127.0.0.1:{port}")), "{log:#?}");
+    assert!(said("semsd stopped"), "{log:#?}");
+    assert!(
+        log.iter().all(|l| !l.contains('\u{1b}')),
+        "no terminal colour codes in a piped log: {log:#?}"
+    );
+    assert!(dir.path().join("sems-data/events.db").is_file());
 }
 
 async fn channel(port: u16) -> Channel {

@@ -74,8 +74,10 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     // Spans reach OpenTelemetry whatever the log filter says, so the trace context is never
     // lost by turning logs down.
     let otel = otel_layer(tracer).with_filter(otel_filter(exporting(config)));
+    // Colours only for a person at a terminal: a journal, a file or a pipe gets plain text.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
     tracing_subscriber::registry()
         .with(otel)
