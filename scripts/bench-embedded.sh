@@ -20,11 +20,11 @@ trap cleanup EXIT
 
 env -u SEMS_NATS_URL -u SEMS_DATABASE_URL SEMS_DATA_DIR="$work/sems-data" \
     SEMS_LISTEN="127.0.0.1:$grpc_port" SEMS_HTTP_LISTEN="127.0.0.1:$http_port" SEMS_LOG=warn \
-    target/release/semsd &
+    "${CARGO_TARGET_DIR:-target}/release/semsd" &
 semsd_pid=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$grpc_port) 2>/dev/null && break; sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), data directory on $(df -T "$work" | awk 'NR==2 {print $2}') ($(df -h "$work" | awk 'NR==2 {print $1}'))"
-target/release/sems-loadgen --store embedded --server "http://127.0.0.1:$grpc_port" \
+"${CARGO_TARGET_DIR:-target}/release/sems-loadgen" --store embedded --server "http://127.0.0.1:$grpc_port" \
     --data-dir "$work/sems-data" --status-url "http://127.0.0.1:$http_port/status" \
     --phases "${SEMS_BENCH_PHASES:-raw,unary,stream,lag}" "$@"

@@ -31,9 +31,9 @@ psql "$admin" -qc "CREATE DATABASE $db" >/dev/null
 db_url="${admin%/*}/$db"
 
 export SEMS_NATS_URL="nats://127.0.0.1:$nats_port" SEMS_DATABASE_URL="$db_url"
-SEMS_LISTEN="127.0.0.1:$grpc_port" SEMS_HTTP_LISTEN=off SEMS_LOG=warn target/release/semsd &
+SEMS_LISTEN="127.0.0.1:$grpc_port" SEMS_HTTP_LISTEN=off SEMS_LOG=warn "${CARGO_TARGET_DIR:-target}/release/semsd" &
 semsd_pid=$!
 for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$grpc_port) 2>/dev/null && break; sleep 0.1; done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), nats-server $("$nats_bin" --version | awk '{print $2}'), $(psql "$admin" -qAtc 'show server_version')"
-target/release/sems-loadgen --server "http://127.0.0.1:$grpc_port" "$@"
+"${CARGO_TARGET_DIR:-target}/release/sems-loadgen" --server "http://127.0.0.1:$grpc_port" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs semsd on this machine: installs (as root, with apt-get) and starts nats-server with
+# Runs semsd on this machine: installs (with apt-get, as root or through sudo) and starts nats-server with
 # JetStream (store under ./sems-data/nats) and PostgreSQL when they are missing, then starts
 # the server with every role. Extra arguments go to semsd (see `semsd --help`).
 set -euo pipefail
@@ -20,4 +20,4 @@ sems_ensure_postgres "${SEMS_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/po
 export SEMS_DATABASE_URL="$SEMS_PG_URL"
 
 cargo build --release -p semsd
-exec target/release/semsd "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/semsd" "$@"
