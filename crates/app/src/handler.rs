@@ -1,8 +1,7 @@
 //! Load → decide → append, with optimistic concurrency and a bounded retry.
 
 use std::{
-    any::Any,
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -14,7 +13,8 @@ use uuid::Uuid;
 
 use crate::{
     AppError, AppendTap, Clock, Envelope, EventLog, GENESIS_HASH, LogError, NewEvent,
-    OfferedCommit, PendingCommit, StoredCommit, TraceContext, decode_events, sha256_hex,
+    OfferedCommit, PendingCommit, StoredCommit, TraceContext, cache::Generations, decode_events,
+    sha256_hex,
 };
 
 /// Namespace of commit ids derived from client request ids.
@@ -30,7 +30,8 @@ pub struct HandlerConfig {
     pub actor: String,
     /// Attempts after the first on a concurrency conflict before answering `ABORTED`.
     pub max_retries: u32,
-    /// Aggregates kept in memory.
+    /// Aggregates kept in memory at most (in two generations of half as many: one not
+    /// used for a generation is read from the log again when next needed).
     pub cache_capacity: usize,
 }
 
@@ -131,16 +132,16 @@ pub struct CommandHandler {
     log: Arc<dyn EventLog>,
     clock: Arc<dyn Clock>,
     config: HandlerConfig,
-    cache: Mutex<HashMap<CacheKey, Arc<dyn Any + Send + Sync>>>,
+    cache: Mutex<Generations<CacheKey>>,
     tap: Option<Arc<dyn AppendTap>>,
 }
 
 impl CommandHandler {
     /// A handler over `log`.
     pub fn new(log: Arc<dyn EventLog>, clock: Arc<dyn Clock>, config: HandlerConfig) -> Self {
-        // Sized for the capacity at once: grown from empty, the map is rehashed some 17 times
+        // Sized for the capacity at once: grown from empty, a map is rehashed some 17 times
         // on its way to 100,000 aggregates, under the lock every command takes.
-        let cache = HashMap::with_capacity(config.cache_capacity.min(1 << 20));
+        let cache = Generations::new(config.cache_capacity);
         Self {
             log,
             clock,
@@ -466,12 +467,10 @@ impl CommandHandler {
     }
 
     fn cached<A: Aggregate>(&self, id: Uuid) -> Option<Arc<Loaded<A>>> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(&(A::TYPE, id))
-            .cloned()?
-            .downcast::<Loaded<A>>()
-            .ok()
+        let (found, retired) = self.cache.lock().ok()?.get(&(A::TYPE, id));
+        // A retired generation is dropped here, after the lock is released.
+        drop(retired);
+        found?.downcast::<Loaded<A>>().ok()
     }
 
     fn store<A: Aggregate>(&self, id: Uuid, loaded: Loaded<A>) {
@@ -479,31 +478,24 @@ impl CommandHandler {
     }
 
     fn insert<A: Aggregate>(&self, id: Uuid, loaded: Arc<Loaded<A>>) {
-        // Evicted aggregates are dropped after the lock is released: freeing an eighth of
-        // the cache takes milliseconds, and every command waits for this lock.
-        let mut evicted = Vec::new();
-        if let Ok(mut cache) = self.cache.lock() {
-            // Never replace a newer copy (written by a concurrent command) with an older one.
-            let newer = cache
-                .get(&(A::TYPE, id))
-                .and_then(|v| v.clone().downcast::<Loaded<A>>().ok())
-                .is_some_and(|c| c.last_position > loaded.last_position);
-            if newer {
-                return;
+        // A retired generation is dropped after the lock is released: freeing half the
+        // cache takes milliseconds, and every command waits for this lock.
+        let retired = match self.cache.lock() {
+            Ok(mut cache) => {
+                // Never replace a newer copy (written by a concurrent command) with an older
+                // one.
+                let newer = cache
+                    .peek(&(A::TYPE, id))
+                    .and_then(|v| v.downcast_ref::<Loaded<A>>())
+                    .is_some_and(|c| c.last_position > loaded.last_position);
+                if newer {
+                    return;
+                }
+                cache.insert((A::TYPE, id), loaded)
             }
-            if cache.len() >= self.config.cache_capacity {
-                // Evict an arbitrary eighth: a miss only costs one read of the log.
-                let victims: Vec<CacheKey> = cache
-                    .keys()
-                    .take(self.config.cache_capacity / 8 + 1)
-                    .copied()
-                    .collect();
-                evicted.reserve(victims.len());
-                evicted.extend(victims.iter().filter_map(|k| cache.remove(k)));
-            }
-            cache.insert((A::TYPE, id), loaded);
-        }
-        drop(evicted);
+            Err(_) => None,
+        };
+        drop(retired);
     }
 
     fn forget<A: Aggregate>(&self, id: Uuid) {

@@ -5,6 +5,7 @@
 //!
 //! Depends on `sems-domain` only; never on NATS, SQL, gRPC or OpenTelemetry.
 
+mod cache;
 pub mod chunks;
 mod envelope;
 mod error;

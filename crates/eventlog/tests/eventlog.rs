@@ -1195,7 +1195,7 @@ async fn the_embedded_feed_reads_in_bounded_statements_and_closes_a_batch_at_its
     assert_eq!(positions, [5, 6, 7]);
 }
 
-/// A handler keeps a bounded number of aggregates in memory and evicts an eighth when full;
+/// A handler keeps a bounded number of aggregates in memory (two generations of half each);
 /// an evicted aggregate is read back from the log, so commands on it go on deciding against
 /// its whole history (versions continue, nothing is refused as stale).
 #[tokio::test]
