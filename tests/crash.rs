@@ -8,7 +8,7 @@ use std::{
     collections::HashSet,
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc::RecvTimeoutError},
     time::Duration,
 };
 
@@ -61,17 +61,22 @@ fn with_no_store_flags_semsd_runs_embedded_and_says_where() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
-    // Should it never start, it is stopped (and the test fails) after a minute.
+    let stderr = child.stderr.take().unwrap();
+    let child = Arc::new(Mutex::new(child));
+    // Whatever happens below, semsd does not outlive the test: the guard kills it when the
+    // test ends (nothing once it has been waited for), the watchdog after a minute.
+    let _guard = KillOnDrop(child.clone());
+    let (finished, watch) = std::sync::mpsc::channel::<()>();
     let watchdog = {
-        let pid = pid.clone();
+        let child = child.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(60));
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            if watch.recv_timeout(Duration::from_secs(60)) == Err(RecvTimeoutError::Timeout) {
+                let _ = child.lock().unwrap().kill();
+            }
         })
     };
     let mut log = Vec::new();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
         let line = line.unwrap();
         let started = line.contains("semsd started");
@@ -84,10 +89,18 @@ fn with_no_store_flags_semsd_runs_embedded_and_says_where() {
         wait_for_port(port, Duration::from_secs(5)).is_ok(),
         "{log:#?}"
     );
+    let pid = child.lock().unwrap().id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // The log ends when semsd does.
     log.extend(lines.map(Result::unwrap));
-    let status = child.wait().unwrap();
-    drop(watchdog);
+    let status = loop {
+        if let Some(status) = child.lock().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    drop(finished);
+    watchdog.join().unwrap();
 
     assert!(status.success(), "{status:?}: {log:#?}");
     let said = |text: &str| log.iter().any(|l| l.contains(text));
@@ -105,6 +118,18 @@ fn with_no_store_flags_semsd_runs_embedded_and_says_where() {
         "no terminal colour codes in a piped log: {log:#?}"
     );
     assert!(dir.path().join("sems-data/events.db").is_file());
+}
+
+/// Kills and reaps the child when dropped (nothing, once it has been waited for).
+struct KillOnDrop(Arc<Mutex<Child>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(mut child) = self.0.lock() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 async fn channel(port: u16) -> Channel {

@@ -74,10 +74,13 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     // Spans reach OpenTelemetry whatever the log filter says, so the trace context is never
     // lost by turning logs down.
     let otel = otel_layer(tracer).with_filter(otel_filter(exporting(config)));
-    // Colours only for a person at a terminal: a journal, a file or a pipe gets plain text.
+    // Colours only for a person at a terminal who has not asked for none (`NO_COLOR`): a
+    // journal, a file or a pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_filter(filter);
     tracing_subscriber::registry()
         .with(otel)

@@ -12,6 +12,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    // Signals are caught from here on, so one sent during start-up stops semsd cleanly.
+    let shutdown = shutdown_signal();
     let telemetry = sems_telemetry::init(&sems_telemetry::TelemetryConfig {
         otlp_endpoint: config.telemetry.otlp_endpoint.clone(),
         service_name: "semsd".into(),
@@ -27,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             },
         },
     };
-    let result = run(config, listeners, shutdown_signal()).await;
+    let result = run(config, listeners, shutdown).await;
     telemetry.shutdown();
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "semsd stopped");
