@@ -135,7 +135,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The longest page token a query takes (those this server gives are ~150 characters).
+    /// The longest page token a query takes, in bytes (those this server gives are ~150).
     pub const TOKEN_MAX: usize = 512;
 
     /// The opaque page token.
@@ -152,7 +152,7 @@ impl Cursor {
         if token.len() > Self::TOKEN_MAX {
             return Err(AppError::Invalid {
                 field: field.into(),
-                message: format!("is longer than {} characters", Self::TOKEN_MAX),
+                message: format!("is longer than {} bytes", Self::TOKEN_MAX),
             });
         }
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
