@@ -30,8 +30,8 @@ pub struct HandlerConfig {
     pub actor: String,
     /// Attempts after the first on a concurrency conflict before answering `ABORTED`.
     pub max_retries: u32,
-    /// Aggregates kept in memory at most (in two generations of half as many: one not
-    /// used for a generation is read from the log again when next needed).
+    /// Aggregates kept in memory at most (at least 2; in two generations of half as many:
+    /// one not used for a generation is read from the log again when next needed).
     pub cache_capacity: usize,
 }
 
@@ -461,15 +461,15 @@ impl CommandHandler {
         Ok(loaded)
     }
 
-    /// Aggregates held in memory now (at most `HandlerConfig::cache_capacity`).
+    /// Aggregates held in memory now (at most `HandlerConfig::cache_capacity`, or 2 when
+    /// that is less).
     pub fn cached_aggregates(&self) -> usize {
         self.cache.lock().map_or(0, |c| c.len())
     }
 
     fn cached<A: Aggregate>(&self, id: Uuid) -> Option<Arc<Loaded<A>>> {
         let (found, retired) = self.cache.lock().ok()?.get(&(A::TYPE, id));
-        // A retired generation is dropped here, after the lock is released.
-        drop(retired);
+        let_go(retired);
         found?.downcast::<Loaded<A>>().ok()
     }
 
@@ -495,13 +495,24 @@ impl CommandHandler {
             }
             Err(_) => None,
         };
-        drop(retired);
+        let_go(retired);
     }
 
     fn forget<A: Aggregate>(&self, id: Uuid) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.remove(&(A::TYPE, id));
         }
+    }
+}
+
+/// Frees a retired cache generation after the cache's lock is released, on tokio's blocking
+/// pool when there is one: up to half the cache (50,000 aggregates by default) takes
+/// milliseconds to free, which would stall every task queued behind it on this worker.
+fn let_go<T: Send + 'static>(retired: Option<T>) {
+    let Some(retired) = retired else { return };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(retired))),
+        Err(_) => drop(retired),
     }
 }
 
