@@ -13,8 +13,9 @@
 //!    faster counts;
 //! 3. `stream`: `IngestAlerts` client streams, each sending its share in calls of at most
 //!    10,000 alerts, on a read model that has caught up — accepted alerts/s, and the ratio to
-//!    the ceiling; then how far behind the read model was at the end, how long it took to
-//!    catch up, and the rate from the first call to the read model;
+//!    the ceiling; then how far behind the read model was just after the last answer, how
+//!    long it took to catch up, the rate from the first call to the read model and the CPU
+//!    per alert through to it (`--no-projector` skips this, for a semsd with no projector);
 //! 4. `lag`: unary ingestion paced at half the (faster) unary rate — acknowledgement → visible in the
 //!    read model (its checkpoint), p50/p99 — once with Poisson arrivals (independent sources)
 //!    and once with every client calling at once, once a period (`--lag-arrivals`;
@@ -153,6 +154,10 @@ struct Args {
         default_value = "raw,unary,stream,lag,rebuild"
     )]
     phases: Vec<String>,
+    /// The semsd under test runs no projector (`--role api`): the stream phase then neither
+    /// waits for the read model nor reports its backlog (the lag and rebuild phases need one).
+    #[arg(long)]
+    no_projector: bool,
 }
 
 /// A rate in calls/s: finite, and at least 0.1 (ten seconds of it make one call).
@@ -710,7 +715,14 @@ async fn unary(
     })
 }
 
-async fn streaming(args: &Args, run: &str) -> anyhow::Result<f64> {
+/// What the stream phase measured: when its clock started and stopped, and its rate.
+struct Streamed {
+    started: Instant,
+    ended: Instant,
+    rate: f64,
+}
+
+async fn streaming(args: &Args, run: &str) -> anyhow::Result<Streamed> {
     let per = args.alerts / args.streams;
     let connections = channels(&args.server, args.streams).await?;
     // The clock starts once every stream's connection is up.
@@ -740,7 +752,12 @@ async fn streaming(args: &Args, run: &str) -> anyhow::Result<f64> {
     for t in tasks {
         t.await??;
     }
-    Ok((per * args.streams) as f64 / start.elapsed().as_secs_f64())
+    let ended = Instant::now();
+    Ok(Streamed {
+        started: start,
+        ended,
+        rate: (per * args.streams) as f64 / (ended - start).as_secs_f64(),
+    })
 }
 
 /// Where the lag phase reads the read model's checkpoint and the log's last position.
@@ -1034,6 +1051,13 @@ fn main() -> anyhow::Result<()> {
 async fn bench(args: Args) -> anyhow::Result<()> {
     let run = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let has = |p: &str| args.phases.iter().any(|x| x == p);
+    anyhow::ensure!(
+        !has("stream") || (args.streams >= 1 && args.alerts >= args.streams),
+        "the stream phase needs at least one stream and at least one alert per stream \
+         (--streams {}, --alerts {})",
+        args.streams,
+        args.alerts
+    );
     println!(
         "sems-loadgen run {run}: {} alerts per phase, {} unary clients, {} streams",
         args.alerts, args.concurrency, args.streams
@@ -1169,13 +1193,24 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     if has("stream") {
         let alerts = args.alerts / args.streams * args.streams;
-        let positions = Positions::open(&args).await?;
-        // As each unary mode does, the phase starts on a read model that has caught up with
-        // the phases before it: their backlog is not this phase's work.
-        positions.caught_up().await?;
+        let positions = if args.no_projector {
+            None
+        } else {
+            let positions = Positions::open(&args).await?;
+            // As each unary mode does, the phase starts on a read model that has caught up
+            // with the phases before it: their backlog is not this phase's work.
+            positions.caught_up().await?;
+            Some(positions)
+        };
         let cpu = cpu::Sample::now();
-        let (s, fsyncs) = with_fsyncs(&args, streaming(&args, &format!("{run}-s"))).await?;
-        let answered = Instant::now();
+        let (streamed, fsyncs) = with_fsyncs(&args, streaming(&args, &format!("{run}-s"))).await?;
+        // Read first, before anything is printed: the projector drains tens of commits a
+        // millisecond. Nothing is appended after the phase, so the log's end cannot move.
+        let checkpoint = match &positions {
+            Some(p) => Some(p.checkpoint().await?),
+            None => None,
+        };
+        let s = streamed.rate;
         println!(
             "client-streaming IngestAlerts, {} streams: {s:.0} alerts/s{}{}",
             args.streams,
@@ -1183,20 +1218,32 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             fsync_text(fsyncs, alerts)
         );
         print_cpu(&cpu, alerts, "alert");
-        // The projector shares the box with the calls and falls behind while they stream;
-        // what it has left is work the phase's rate did not pay for. Timing the catch-up
-        // gives the rate from the first call to the last alert visible in the read model.
-        let last = positions.last().await?;
-        let behind = last.saturating_sub(positions.checkpoint().await?);
-        positions.reach(last, Duration::from_millis(5)).await?;
-        let catch_up = answered.elapsed();
-        let through = alerts as f64 / (alerts as f64 / s + catch_up.as_secs_f64());
-        println!(
-            "  the read model was {behind} commits behind when the last call was answered and \
-             caught up {} later: {through:.0} alerts/s from the first call to the read model{}",
-            ms(catch_up),
-            ratio(through)
-        );
+        if let (Some(positions), Some(checkpoint)) = (&positions, checkpoint) {
+            // The projector shares the box with the calls and falls behind while they
+            // stream; what it has left is work the accepted rate did not pay for. Timing the
+            // catch-up gives the rate from the first call to the last alert readable in the
+            // read model, and the CPU through to it.
+            let last = positions.last().await?;
+            let behind = last.saturating_sub(checkpoint);
+            let catch_up = if behind == 0 {
+                Duration::ZERO
+            } else {
+                positions.reach(last, Duration::from_millis(5)).await?;
+                streamed.ended.elapsed()
+            };
+            let through =
+                alerts as f64 / (streamed.ended - streamed.started + catch_up).as_secs_f64();
+            println!(
+                "  the read model was {behind} commits behind just after the last answer and \
+                 caught up {} later: {through:.0} alerts/s from the first call to the read \
+                 model{}",
+                ms(catch_up),
+                ratio(through)
+            );
+            if let Some(line) = cpu.per_unit(&cpu::Sample::now(), alerts, "alert") {
+                println!("  through to the read model, {}", line.trim_start());
+            }
+        }
     }
     if has("lag") {
         let rate = args
